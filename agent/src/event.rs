@@ -1,0 +1,79 @@
+//! The CloudEvents 1.0 event that flows from sources through the bus to sensors.
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+
+/// One event: CloudEvents context attributes plus parsed data and the original bytes.
+///
+/// `source` is the EventSource name and `subject` the event name within it, so that sensors
+/// match dependencies on (`eventSourceName`, `eventName`) without looking into the data.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Unique id (UUID unless the producer sent a CloudEvent with its own id).
+    pub id: String,
+    /// Name of the EventSource that produced the event.
+    pub source: String,
+    /// Name of the event within its EventSource.
+    pub subject: String,
+    /// Source kind, e.g. `webhook` or `calendar`.
+    pub kind: String,
+    /// When the event happened.
+    pub time: DateTime<Utc>,
+    /// Media type of `raw`.
+    pub datacontenttype: String,
+    /// Extension attributes (e.g. `traceparent`).
+    pub extensions: Map<String, Value>,
+    /// Parsed data (JSON where the source has JSON).
+    pub data: Value,
+    /// The original bytes, kept for signatures and forwarding.
+    pub raw: Bytes,
+}
+
+impl Event {
+    /// A new event with a fresh id, stamped now.
+    pub fn new(source: &str, subject: &str, kind: &str, data: Value, raw: Bytes) -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().to_string(),
+            source: source.to_owned(),
+            subject: subject.to_owned(),
+            kind: kind.to_owned(),
+            time: Utc::now(),
+            datacontenttype: "application/json".to_owned(),
+            extensions: Map::new(),
+            data,
+            raw,
+        }
+    }
+
+    /// The context attributes as a JSON object (what scripts see as `ctx`).
+    pub fn context_json(&self) -> Value {
+        let mut ctx = Map::new();
+        ctx.insert("id".into(), self.id.clone().into());
+        ctx.insert("source".into(), self.source.clone().into());
+        ctx.insert("subject".into(), self.subject.clone().into());
+        ctx.insert("type".into(), self.kind.clone().into());
+        ctx.insert("specversion".into(), "1.0".into());
+        ctx.insert("time".into(), self.time_string().into());
+        ctx.insert("datacontenttype".into(), self.datacontenttype.clone().into());
+        for (k, v) in &self.extensions {
+            ctx.insert(k.clone(), v.clone());
+        }
+        Value::Object(ctx)
+    }
+
+    /// The event in CloudEvents structured JSON form (context attributes plus `data`).
+    pub fn to_json(&self) -> Value {
+        let mut obj = match self.context_json() {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        obj.insert("data".into(), self.data.clone());
+        Value::Object(obj)
+    }
+
+    /// RFC 3339 timestamp of the event.
+    pub fn time_string(&self) -> String {
+        self.time.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}

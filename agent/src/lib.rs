@@ -1,0 +1,9 @@
+//! triggerd: one process per namespace that turns events into triggers.
+//!
+//! Modules follow the data flow: manifests are loaded and scripts compiled, sources emit
+//! events onto the bus, sensors match and filter them, triggers execute, policies judge the
+//! result and delivery retries or dead-letters it.
+
+pub mod event;
+pub mod manifest;
+pub mod script;

@@ -1,0 +1,123 @@
+//! Types shared by Sensor and EventSource manifests.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+/// Kubernetes object metadata; only `name` matters in file mode, the rest is accepted so
+/// that `kubectl get -o yaml` output loads unchanged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectMeta {
+    /// Object name, unique per kind.
+    pub name: String,
+    /// Namespace (informational in file mode).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// Name prefix for generated names. Accepted and ignored.
+    #[serde(default)]
+    pub generate_name: Option<String>,
+    /// Object uid. Accepted and ignored.
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// Resource version. Accepted and ignored.
+    #[serde(default)]
+    pub resource_version: Option<String>,
+    /// Spec generation. Accepted and ignored.
+    #[serde(default)]
+    pub generation: Option<i64>,
+    /// Creation time. Accepted and ignored.
+    #[serde(default)]
+    pub creation_timestamp: Option<String>,
+    /// Finalizers. Accepted and ignored.
+    #[serde(default)]
+    pub finalizers: Option<Vec<String>>,
+    /// Server-side apply bookkeeping. Accepted and ignored.
+    #[serde(default)]
+    pub managed_fields: Option<Value>,
+    /// Owners. Accepted and ignored.
+    #[serde(default)]
+    pub owner_references: Option<Value>,
+}
+
+/// A Rhai script given inline (`script`) or by path (`scriptFile`).
+#[derive(Debug, Clone, Default)]
+pub struct ScriptSource {
+    /// Inline Rhai source.
+    pub script: Option<Spanned<String>>,
+    /// Path to a `.rhai` file, relative to the manifest's directory or a library directory.
+    pub script_file: Option<Spanned<String>>,
+}
+
+/// A reference to a secret value: Argo's `{name, key}` selector, or in file mode `env`/`file`.
+///
+/// `{name, key}` resolves from the environment variable `TRIGGERD_SECRET_<NAME>_<KEY>`
+/// (upper-cased, other characters as `_`), else from the file `<secrets-dir>/<name>/<key>`,
+/// which is how Kubernetes mounts a Secret volume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// Secret name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Key inside the secret.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Environment variable holding the value.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// File holding the value (trailing newline trimmed).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Argo's `optional`; a missing secret is always an error here.
+    #[serde(default)]
+    pub optional: Option<bool>,
+}
+
+/// A number or a string, as Kubernetes `IntOrString` and Argo's `Int64OrString`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum IntOrString {
+    /// Given as a number.
+    Int(i64),
+    /// Given as a string.
+    Str(String),
+}
+
+impl IntOrString {
+    /// The value as text.
+    pub fn as_string(&self) -> String {
+        match self {
+            IntOrString::Int(i) => i.to_string(),
+            IntOrString::Str(s) => s.clone(),
+        }
+    }
+}
+
+/// A decimal amount given as a number or a string (Argo's `Amount`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Amount {
+    /// Given as a number.
+    Num(f64),
+    /// Given as a string.
+    Str(String),
+}
+
+impl Amount {
+    /// The amount as a float, if it parses.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Amount::Num(n) => Some(*n),
+            Amount::Str(s) => s.trim().parse().ok(),
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! Manifest loading: YAML files and directories into typed EventSource and Sensor documents,
+//! with every error located by file, line, column and field path.
+
+mod common;
+mod error;
+mod eventsource;
+mod sensor;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use common::{Amount, IntOrString, ObjectMeta, ScriptSource, SecretRef};
+pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
+pub use eventsource::{CalendarEvent, EventSourceSpec, WebhookEvent};
+pub use sensor::{
+    Backoff, DataFilter, Dependency, Filters, HttpTrigger, LogTrigger, Parameter,
+    ParameterSource, Policy, SensorSpec, StatusPolicy, TlsConfig, Transform, Trigger,
+    TriggerTemplate,
+};
+pub use serde_saphyr::Spanned;
+
+/// Our own API version.
+pub const API_VERSION: &str = "triggerd.io/v1alpha1";
+/// Argo Events' API version, accepted unchanged in file mode.
+pub const ARGO_API_VERSION: &str = "argoproj.io/v1alpha1";
+
+/// A Kubernetes-style object with a typed spec.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resource<S> {
+    /// `triggerd.io/v1alpha1` or `argoproj.io/v1alpha1`.
+    pub api_version: String,
+    /// `Sensor` or `EventSource`.
+    pub kind: String,
+    /// Name and labels.
+    pub metadata: ObjectMeta,
+    /// The spec.
+    pub spec: S,
+    /// Status as written by a controller; ignored on load.
+    #[serde(default)]
+    pub status: Option<Value>,
+}
+
+/// One typed manifest.
+#[derive(Debug, Clone)]
+pub enum Document {
+    /// An EventSource.
+    EventSource(Resource<EventSourceSpec>),
+    /// A Sensor.
+    Sensor(Resource<SensorSpec>),
+}
+
+/// A manifest together with where it came from, so later passes can locate their errors.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The manifest.
+    pub doc: Document,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// The file and line range a document came from.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// File path as given.
+    pub file: PathBuf,
+    /// Lines before the document's first line in the file.
+    pub line_offset: u64,
+}
+
+impl Origin {
+    /// The file position of a location inside this document.
+    pub fn at(&self, loc: &serde_saphyr::Location) -> Position {
+        if loc.line() == 0 {
+            return self.start();
+        }
+        Position {
+            file: self.file.clone(),
+            line: self.line_offset + loc.line(),
+            column: loc.column(),
+        }
+    }
+
+    /// The position of the document's first line.
+    pub fn start(&self) -> Position {
+        Position {
+            file: self.file.clone(),
+            line: self.line_offset + 1,
+            column: 1,
+        }
+    }
+
+    /// Directory of the file, against which relative `scriptFile`s resolve.
+    pub fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// An error at a location of this document.
+    pub fn error(
+        &self,
+        loc: Option<&serde_saphyr::Location>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ManifestError {
+        let position = loc.map_or_else(|| self.start(), |l| self.at(l));
+        ManifestError::new(position, field, message)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+}
+
+/// Every `*.yaml`/`*.yml` file under the given paths (files are taken as given), sorted.
+pub fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ManifestError> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect_files(path, &mut files)?;
+    }
+    Ok(files)
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
+    let io_err = |e: std::io::Error| {
+        ManifestError::new(
+            Position {
+                file: path.to_path_buf(),
+                ..Position::default()
+            },
+            "",
+            e.to_string(),
+        )
+    };
+    if !path.is_dir() {
+        std::fs::metadata(path).map_err(io_err)?;
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io_err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for entry in entries {
+        if entry.is_dir() {
+            collect_files(&entry, out)?;
+        } else if is_manifest_name(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(())
+}
+
+/// YAML files that hold manifests; `*.test.yaml` files are test cases, not manifests.
+fn is_manifest_name(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    (name.ends_with(".yaml") || name.ends_with(".yml"))
+        && !name.ends_with(".test.yaml")
+        && !name.ends_with(".test.yml")
+}
+
+/// Loads every manifest under `paths`, returning the documents that loaded and every error.
+pub fn load_paths(paths: &[PathBuf]) -> (Vec<Loaded>, Vec<ManifestError>) {
+    let files = match manifest_files(paths) {
+        Ok(f) => f,
+        Err(e) => return (Vec::new(), vec![e]),
+    };
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => load_text(&file, &text, &mut docs, &mut errors),
+            Err(e) => errors.push(ManifestError::new(
+                Position {
+                    file: file.clone(),
+                    ..Position::default()
+                },
+                "",
+                format!("cannot read: {e}"),
+            )),
+        }
+    }
+    (docs, errors)
+}
+
+/// Loads all documents of one file's text.
+pub fn load_text(file: &Path, text: &str, docs: &mut Vec<Loaded>, errors: &mut Vec<ManifestError>) {
+    for (line_offset, body) in split_documents(text) {
+        let origin = Origin {
+            file: file.to_path_buf(),
+            line_offset,
+        };
+        match load_document(&origin, &body) {
+            Ok(Some(doc)) => docs.push(Loaded { doc, origin }),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+}
+
+/// Splits a multi-document YAML text at `---` lines, keeping each document's line offset.
+fn split_documents(text: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut start = 0u64;
+    for (i, line) in text.lines().enumerate() {
+        let rest = line.strip_prefix("---").filter(|r| r.is_empty() || r.starts_with([' ', '\t', '#']));
+        if rest.is_some() || line == "..." {
+            out.push((start, std::mem::take(&mut current)));
+            start = i as u64 + 1;
+            // Content after `--- ` on the same line opens the next document (columns shift by 4).
+            let rest = rest.unwrap_or("").trim();
+            if !rest.is_empty() && !rest.starts_with('#') {
+                current.push_str(rest);
+                current.push('\n');
+                start = i as u64;
+            }
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    out.push((start, current));
+    out.into_iter()
+        .filter(|(_, body)| {
+            body.lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        })
+        .collect()
+}
+
+fn load_document(origin: &Origin, body: &str) -> Result<Option<Document>, ManifestError> {
+    let header: Header = serde_saphyr::from_str(body).map_err(|e| yaml_error(origin, "", &e))?;
+    let api_version = header.api_version.unwrap_or_default();
+    let kind = header.kind.unwrap_or_default();
+    if api_version != API_VERSION && api_version != ARGO_API_VERSION {
+        return Err(origin
+            .error(None, "apiVersion", format!("unsupported apiVersion {api_version:?}"))
+            .with_hint(format!("use {API_VERSION} (or {ARGO_API_VERSION} for Argo manifests)")));
+    }
+    match kind.as_str() {
+        "Sensor" => Ok(Some(Document::Sensor(typed(origin, body)?))),
+        "EventSource" => Ok(Some(Document::EventSource(typed(origin, body)?))),
+        "EventBus" => Err(origin
+            .error(None, "kind", "EventBus is not used in file mode")
+            .with_hint("file mode uses the embedded bus; remove this document")),
+        other => Err(origin
+            .error(None, "kind", format!("unsupported kind {other:?}"))
+            .with_hint("expected Sensor or EventSource")),
+    }
+}
+
+fn typed<T: DeserializeOwned>(origin: &Origin, body: &str) -> Result<T, ManifestError> {
+    let mut path = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(body, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    result.map_err(|e| yaml_error(origin, &path, &e))
+}
+
+fn yaml_error(origin: &Origin, path: &str, e: &serde_saphyr::Error) -> ManifestError {
+    let path = if path == "." { "" } else { path };
+    let text = e.without_snippet().to_string();
+    let message = strip_location_suffix(&text);
+    let mut err = origin.error(e.location().as_ref(), path, message);
+    let field = path.rsplit('.').next().unwrap_or("");
+    let field = field.split('[').next().unwrap_or(field);
+    if message.starts_with("unknown field") {
+        let in_event_source = body_is_event_source(path);
+        match hint_for_field(field, in_event_source) {
+            Some(hint) => {
+                err.message = format!("field `{field}` is not supported");
+                err = err.with_hint(hint);
+            }
+            None => err = err.with_hint("check the spelling; field names are case-sensitive (camelCase)"),
+        }
+    }
+    err
+}
+
+/// Whether a field path sits at the top of an EventSource spec (where kinds are listed).
+fn body_is_event_source(path: &str) -> bool {
+    path.starts_with("spec.") && path.matches('.').count() == 1 && !path.contains('[')
+}
+
+fn strip_location_suffix(text: &str) -> &str {
+    let first = text.lines().next().unwrap_or(text);
+    match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> (Vec<Loaded>, Vec<ManifestError>) {
+        let mut docs = Vec::new();
+        let mut errors = Vec::new();
+        load_text(Path::new("t.yaml"), text, &mut docs, &mut errors);
+        (docs, errors)
+    }
+
+    const SENSOR: &str = "apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: s
+spec:
+  dependencies:
+    - name: d
+      eventSourceName: es
+      eventName: e
+  triggers:
+    - template:
+        name: t
+        log: {}
+";
+
+    #[test]
+    fn loads_several_documents_with_offsets() {
+        let text = format!("# two docs\n---\n{SENSOR}---\n{SENSOR}");
+        let (docs, errors) = load(&text);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].origin.line_offset, 2);
+        assert_eq!(docs[1].origin.line_offset, 16);
+    }
+
+    #[test]
+    fn unknown_field_names_line_column_and_path() {
+        let text = format!("---\n{}", SENSOR.replace("eventName: e", "evntName: e"));
+        let (_, errors) = load(&text);
+        assert_eq!(errors.len(), 1);
+        let e = &errors[0];
+        assert_eq!(e.field, "spec.dependencies[0].evntName");
+        assert_eq!((e.position.line, e.position.column), (10, 7));
+        assert!(e.hint.is_some());
+    }
+
+    #[test]
+    fn every_bad_document_is_reported() {
+        let bad = SENSOR.replace("name: t", "name: t\n        lua: x");
+        let text = format!("{bad}---\n{}", bad.replace("kind: Sensor", "kind: Sensor\nfoo: 1"));
+        let (_, errors) = load(&text);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].to_string().contains("Rhai"), "{}", errors[0]);
+        assert_eq!(errors[1].field, "foo");
+        assert_eq!(errors[1].position.line, 18);
+    }
+
+    #[test]
+    fn unsupported_trigger_type_gets_hint() {
+        let text = SENSOR.replace("log: {}", "awsLambda: {}");
+        let (_, errors) = load(&text);
+        assert_eq!(errors[0].field, "spec.triggers[0].template.awsLambda");
+        assert!(errors[0].hint.as_deref().unwrap_or("").contains("trigger type"));
+    }
+
+    #[test]
+    fn malformed_yaml_has_a_position() {
+        let (_, errors) = load("apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nspec: [a\n  b: c\n");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].position.line >= 3, "{}", errors[0]);
+    }
+}

@@ -1,0 +1,285 @@
+//! The `Sensor` manifest: dependencies on events, filters, and the triggers they fire.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use super::common::{Amount, IntOrString, ScriptSource};
+
+/// `spec` of a Sensor.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SensorSpec {
+    /// Events the sensor waits for.
+    pub dependencies: Vec<Dependency>,
+    /// What to do when the dependencies are met.
+    pub triggers: Vec<Trigger>,
+    /// Argo's sensor pod template; accepted and ignored (triggerd runs no pod per sensor).
+    #[serde(default)]
+    pub template: Option<Value>,
+    /// Argo's EventBus name; accepted and ignored in file mode.
+    #[serde(default)]
+    pub event_bus_name: Option<String>,
+    /// Argo's replica count; accepted and ignored.
+    #[serde(default)]
+    pub replicas: Option<i64>,
+    /// Argo's extra logging fields; accepted and ignored.
+    #[serde(default)]
+    pub logging_fields: Option<BTreeMap<String, String>>,
+    /// Argo's revision history limit; accepted and ignored.
+    #[serde(default)]
+    pub revision_history_limit: Option<i64>,
+    /// Argo's error-on-failed-round switch; accepted and ignored.
+    #[serde(default)]
+    pub error_on_failed_round: Option<bool>,
+}
+
+/// One event the sensor depends on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Dependency {
+    /// Name used in parameters and conditions.
+    pub name: String,
+    /// EventSource that produces the event.
+    pub event_source_name: String,
+    /// Event name within the EventSource.
+    pub event_name: String,
+    /// Filters an event must pass.
+    #[serde(default)]
+    pub filters: Option<Filters>,
+    /// How filter kinds combine: `and` (default) or `or`.
+    #[serde(default)]
+    pub filters_logical_operator: Option<Spanned<String>>,
+    /// Rewrites the event data before filtering.
+    #[serde(default)]
+    pub transform: Option<Transform>,
+}
+
+/// Filters of a dependency.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Filters {
+    /// Comparisons on data paths.
+    #[serde(default)]
+    pub data: Vec<Spanned<DataFilter>>,
+    /// How data filters combine: `and` (default) or `or`.
+    #[serde(default)]
+    pub data_logical_operator: Option<Spanned<String>>,
+    /// A Rhai predicate over `event` and `ctx`.
+    #[serde(default)]
+    pub script: Option<Spanned<String>>,
+    /// A file holding the Rhai predicate.
+    #[serde(default)]
+    pub script_file: Option<Spanned<String>>,
+}
+
+/// One data filter: the value at `path` compared with `value` (any entry matches).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DataFilter {
+    /// gjson path into the event data.
+    pub path: String,
+    /// `string`, `number` or `bool`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Candidate values; strings are unanchored regular expressions.
+    pub value: Vec<String>,
+    /// `=` (default), `!=`, `>`, `>=`, `<`, `<=`.
+    #[serde(default)]
+    pub comparator: Option<String>,
+}
+
+/// A rewrite of event data.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Transform {
+    /// Rhai returning the new data.
+    #[serde(default)]
+    pub script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    pub script_file: Option<Spanned<String>>,
+}
+
+/// A trigger with its delivery settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Trigger {
+    /// What to execute.
+    pub template: TriggerTemplate,
+    /// Parameters applied to the template before it is executed.
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// How a response is judged.
+    #[serde(default)]
+    pub policy: Option<Policy>,
+    /// Attempts and backoff.
+    #[serde(default)]
+    pub retry_strategy: Option<Backoff>,
+    /// Argo's at-least-once switch; triggerd always retries, so it only documents intent.
+    #[serde(default)]
+    pub at_least_once: Option<bool>,
+    /// Trigger run with the failed events after the last failed attempt.
+    #[serde(default)]
+    pub dlq_trigger: Option<Box<Trigger>>,
+}
+
+/// The trigger itself: a name and exactly one type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TriggerTemplate {
+    /// Name, unique within the sensor.
+    pub name: String,
+    /// HTTP request trigger.
+    #[serde(default)]
+    pub http: Option<HttpTrigger>,
+    /// Log trigger, for debugging.
+    #[serde(default)]
+    pub log: Option<LogTrigger>,
+}
+
+/// An HTTP request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpTrigger {
+    /// Target URL.
+    pub url: String,
+    /// Method, default POST.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Parameters building the JSON body.
+    #[serde(default)]
+    pub payload: Vec<Parameter>,
+    /// Parameters applied to this spec (e.g. `dest: url`).
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Rhai building the whole body from `events`.
+    #[serde(default)]
+    pub payload_script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    pub payload_script_file: Option<Spanned<String>>,
+    /// Request timeout in seconds (default 60).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// TLS settings; verification is on unless `insecureSkipVerify` is set.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+/// Client TLS options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// Skip certificate verification (never the default).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+/// Writes the events to the agent's log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogTrigger {
+    /// Argo's minimum interval between log lines; accepted, not enforced.
+    #[serde(default)]
+    pub interval_seconds: Option<u64>,
+}
+
+/// A parameter: a value from an event (or a script) written to `dest`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Parameter {
+    /// Where the value comes from.
+    pub src: ParameterSource,
+    /// gjson-style path the value is written to.
+    pub dest: String,
+    /// `overwrite` (default), `append` or `prepend`.
+    #[serde(default)]
+    pub operation: Option<String>,
+}
+
+/// Source of a parameter value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParameterSource {
+    /// Dependency whose event is read.
+    #[serde(default)]
+    pub dependency_name: Option<String>,
+    /// gjson path into the event data.
+    #[serde(default)]
+    pub data_key: Option<String>,
+    /// Context attribute name.
+    #[serde(default)]
+    pub context_key: Option<String>,
+    /// Literal value, and the default when a key is missing.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Keep the JSON type of the selected value instead of its text.
+    #[serde(default)]
+    pub use_raw_data: Option<bool>,
+    /// Rhai returning the value.
+    #[serde(default)]
+    pub script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    pub script_file: Option<Spanned<String>>,
+}
+
+/// How the response of a trigger is judged.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    /// Status codes that count as success.
+    #[serde(default)]
+    pub status: Option<StatusPolicy>,
+    /// Rhai policy script.
+    #[serde(default)]
+    pub script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    pub script_file: Option<Spanned<String>>,
+}
+
+/// Allowed HTTP status codes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusPolicy {
+    /// Codes that mean success.
+    pub allow: Vec<u16>,
+}
+
+/// Argo's `retryStrategy` (Kubernetes wait.Backoff fields). `steps` is the total number of attempts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// First delay: a Go duration string (`"10ms"`, `"1s"`) or nanoseconds as a number.
+    #[serde(default)]
+    pub duration: Option<IntOrString>,
+    /// Multiplier per attempt.
+    #[serde(default)]
+    pub factor: Option<Amount>,
+    /// Random extra delay as a fraction of the delay.
+    #[serde(default)]
+    pub jitter: Option<Amount>,
+    /// Total attempts.
+    #[serde(default)]
+    pub steps: Option<u32>,
+}
+
+impl ScriptSource {
+    /// A script source from optional inline/file fields.
+    pub fn from_fields(script: &Option<Spanned<String>>, file: &Option<Spanned<String>>) -> Option<Self> {
+        if script.is_none() && file.is_none() {
+            return None;
+        }
+        Some(Self {
+            script: script.clone(),
+            script_file: file.clone(),
+        })
+    }
+}

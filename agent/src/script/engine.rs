@@ -1,0 +1,361 @@
+//! The hardened Rhai engine and compiled scripts.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rhai::module_resolvers::ModuleResolver;
+use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared, AST};
+
+use super::ScriptError;
+
+/// Safety limits applied to every evaluation. Rhai's defaults differ between debug and
+/// release builds, so every limit is set explicitly.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Operations per evaluation.
+    pub max_operations: u64,
+    /// Nested function calls.
+    pub max_call_levels: usize,
+    /// Expression nesting at global level.
+    pub max_expr_depth: usize,
+    /// Expression nesting inside functions.
+    pub max_function_expr_depth: usize,
+    /// Bytes in one string.
+    pub max_string_size: usize,
+    /// Items in one array.
+    pub max_array_size: usize,
+    /// Entries in one map.
+    pub max_map_size: usize,
+    /// Modules one script may import.
+    pub max_modules: usize,
+    /// Wall-clock time per evaluation.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_operations: 1_000_000,
+            max_call_levels: 48,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_string_size: 4 * 1024 * 1024,
+            max_array_size: 100_000,
+            max_map_size: 100_000,
+            max_modules: 16,
+            deadline: Duration::from_millis(250),
+        }
+    }
+}
+
+/// What a script is for; decides which variables are in scope (DESIGN section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScriptKind {
+    /// `filters.script`: `event`, `ctx` → bool.
+    Filter,
+    /// `transform.script`: `event`, `ctx` → new data.
+    Transform,
+    /// `src.script`: `event`, `ctx`, `events` → value.
+    Parameter,
+    /// `payloadScript`: `events` → payload.
+    Payload,
+    /// `policy.script`: `response`, `attempt`, `max_attempts`, `events` → outcome.
+    Policy,
+}
+
+impl ScriptKind {
+    /// Variables the script may use.
+    pub fn variables(self) -> &'static [&'static str] {
+        match self {
+            ScriptKind::Filter | ScriptKind::Transform => &["event", "ctx"],
+            ScriptKind::Parameter => &["event", "ctx", "events"],
+            ScriptKind::Payload => &["events"],
+            ScriptKind::Policy => &["response", "attempt", "max_attempts", "events"],
+        }
+    }
+}
+
+/// A script compiled once at load time, with its imports resolved and embedded.
+#[derive(Debug, Clone)]
+pub struct CompiledScript {
+    ast: Arc<AST>,
+    kind: ScriptKind,
+}
+
+impl CompiledScript {
+    /// What the script is for.
+    pub fn kind(&self) -> ScriptKind {
+        self.kind
+    }
+}
+
+thread_local! {
+    // Deadline of the evaluation running on this thread; scripts run synchronously, so a
+    // thread-local lets one shared engine enforce a per-evaluation wall clock.
+    #[allow(clippy::disallowed_types)] // real CPU time is what the deadline bounds
+    static DEADLINE: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
+}
+
+/// One shared, hardened engine.
+pub struct ScriptHost {
+    engine: Engine,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for ScriptHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptHost").field("limits", &self.limits).finish()
+    }
+}
+
+impl ScriptHost {
+    /// Builds the engine; `import "name"` resolves to `name.rhai` in `library_dirs` only.
+    pub fn new(limits: Limits, library_dirs: Vec<PathBuf>) -> Self {
+        let mut engine = Engine::new();
+        engine.set_strict_variables(true);
+        engine.set_max_operations(limits.max_operations);
+        engine.set_max_call_levels(limits.max_call_levels);
+        engine.set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth);
+        engine.set_max_string_size(limits.max_string_size);
+        engine.set_max_array_size(limits.max_array_size);
+        engine.set_max_map_size(limits.max_map_size);
+        engine.set_max_modules(limits.max_modules);
+        engine.set_max_variables(1024);
+        engine.set_max_functions(1024);
+        engine.disable_symbol("eval");
+        engine.on_print(|text| tracing::info!(target: "triggerd::script", "{text}"));
+        engine.on_debug(|text, source, pos| {
+            tracing::debug!(target: "triggerd::script", ?source, %pos, "{text}")
+        });
+        engine.on_progress(|ops| {
+            if ops % 1024 != 0 {
+                return None;
+            }
+            #[allow(clippy::disallowed_types)]
+            let expired = DEADLINE.with(|d| d.get().is_some_and(|t| std::time::Instant::now() >= t));
+            expired.then(|| Dynamic::from("deadline"))
+        });
+        engine.set_module_resolver(LibraryResolver {
+            dirs: library_dirs,
+            cache: Mutex::new(HashMap::new()),
+        });
+        Self { engine, limits }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles a script with strict variables, resolving its imports now.
+    pub fn compile(&self, kind: ScriptKind, source: &str) -> Result<CompiledScript, ScriptError> {
+        let mut scope = Scope::new();
+        for var in kind.variables() {
+            scope.push_dynamic(*var, Dynamic::UNIT);
+        }
+        let ast = self
+            .engine
+            .compile_into_self_contained(&scope, source)
+            .map_err(|e| compile_error(&e))?;
+        Ok(CompiledScript {
+            ast: Arc::new(ast),
+            kind,
+        })
+    }
+
+    /// Evaluates a compiled script with the given variables in scope, under the limits.
+    pub fn eval(
+        &self,
+        script: &CompiledScript,
+        vars: &[(&'static str, Dynamic)],
+    ) -> Result<Dynamic, ScriptError> {
+        let mut scope = Scope::with_capacity(vars.len());
+        for (name, value) in vars {
+            scope.push_dynamic(*name, value.clone());
+        }
+        #[allow(clippy::disallowed_types)]
+        let deadline = std::time::Instant::now() + self.limits.deadline;
+        DEADLINE.with(|d| d.set(Some(deadline)));
+        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
+        DEADLINE.with(|d| d.set(None));
+        result.map_err(|e| runtime_error(*e, &self.limits))
+    }
+}
+
+fn compile_error(e: &EvalAltResult) -> ScriptError {
+    let (line, column) = position(e.position());
+    let message = match e {
+        EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
+        EvalAltResult::ErrorModuleNotFound(name, _) => {
+            format!("module {name:?} not found in the script library (scripts/, policies/)")
+        }
+        other => {
+            let mut text = other.to_string();
+            if let Some(i) = text.rfind(" (line ") {
+                text.truncate(i);
+            }
+            text
+        }
+    };
+    ScriptError::Compile {
+        message,
+        line,
+        column,
+    }
+}
+
+fn runtime_error(e: EvalAltResult, limits: &Limits) -> ScriptError {
+    match e {
+        EvalAltResult::ErrorTooManyOperations(_) => ScriptError::Limit(format!(
+            "more than {} operations",
+            limits.max_operations
+        )),
+        EvalAltResult::ErrorTerminated(..) => {
+            ScriptError::Limit(format!("deadline of {:?} exceeded", limits.deadline))
+        }
+        EvalAltResult::ErrorStackOverflow(_) => ScriptError::Limit(format!(
+            "more than {} nested calls",
+            limits.max_call_levels
+        )),
+        EvalAltResult::ErrorDataTooLarge(what, _) => {
+            ScriptError::Limit(format!("{what} exceeds its size limit"))
+        }
+        EvalAltResult::ErrorTooManyModules(_) => {
+            ScriptError::Limit(format!("more than {} modules", limits.max_modules))
+        }
+        EvalAltResult::ErrorTooManyVariables(_) => ScriptError::Limit("too many variables".into()),
+        other => {
+            let (line, column) = position(other.position());
+            let mut message = other.to_string();
+            if let Some(i) = message.rfind(" (line ") {
+                message.truncate(i);
+            }
+            ScriptError::Runtime {
+                message,
+                line,
+                column,
+            }
+        }
+    }
+}
+
+fn position(pos: Position) -> (usize, usize) {
+    (pos.line().unwrap_or(0), pos.position().unwrap_or(0))
+}
+
+/// Resolves `import "name"` to `name.rhai` inside the library directories only: no paths,
+/// no parent directories, no other files. Imports are resolved when a script is compiled.
+struct LibraryResolver {
+    dirs: Vec<PathBuf>,
+    cache: Mutex<HashMap<String, Shared<Module>>>,
+}
+
+impl ModuleResolver for LibraryResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let name = path.strip_suffix(".rhai").unwrap_or(path);
+        let not_found = || Box::new(EvalAltResult::ErrorModuleNotFound(path.to_owned(), pos));
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(not_found());
+        }
+        if let Some(module) = self.cache.lock().ok().and_then(|c| c.get(name).cloned()) {
+            return Ok(module);
+        }
+        let file = self
+            .dirs
+            .iter()
+            .map(|d| d.join(format!("{name}.rhai")))
+            .find(|p| p.is_file())
+            .ok_or_else(not_found)?;
+        let source = std::fs::read_to_string(&file).map_err(|_| not_found())?;
+        let mut ast = engine.compile(&source).map_err(|e| {
+            Box::new(EvalAltResult::ErrorInModule(
+                path.to_owned(),
+                Box::new(EvalAltResult::ErrorParsing(*e.0, e.1)),
+                pos,
+            ))
+        })?;
+        ast.set_source(file.display().to_string());
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_owned(), e, pos)))?;
+        let module: Shared<Module> = module.into();
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(name.to_owned(), module.clone());
+        }
+        Ok(module)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> ScriptHost {
+        ScriptHost::new(Limits::default(), vec![])
+    }
+
+    #[test]
+    fn strict_variables_reject_typos_at_compile_time() {
+        let err = host().compile(ScriptKind::Filter, "evnt.body == 1").unwrap_err();
+        assert!(matches!(err, ScriptError::Compile { line: 1, column: 1, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let err = host().compile(ScriptKind::Filter, "let x = 1;\nx +* 2").unwrap_err();
+        assert!(matches!(err, ScriptError::Compile { line: 2, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn infinite_loop_is_stopped() {
+        let h = host();
+        let s = h.compile(ScriptKind::Filter, "loop { }").unwrap();
+        let err = h.eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)]).unwrap_err();
+        assert!(matches!(err, ScriptError::Limit(_)), "{err:?}");
+    }
+
+    #[test]
+    fn deadline_stops_slow_scripts() {
+        let limits = Limits {
+            max_operations: u64::MAX,
+            deadline: Duration::from_millis(20),
+            ..Limits::default()
+        };
+        let h = ScriptHost::new(limits, vec![]);
+        let s = h.compile(ScriptKind::Filter, "loop { }").unwrap();
+        let err = h.eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)]).unwrap_err();
+        assert!(err.to_string().contains("deadline"), "{err}");
+    }
+
+    #[test]
+    fn eval_is_disabled() {
+        assert!(host().compile(ScriptKind::Payload, "eval(\"1\")").is_err());
+    }
+
+    #[test]
+    fn imports_resolve_only_inside_library_dirs() {
+        let dir = std::env::temp_dir().join(format!("triggerd-lib-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("helpers.rhai"), "fn double(x) { x * 2 }").unwrap();
+        let h = ScriptHost::new(Limits::default(), vec![dir.clone()]);
+        let s = h
+            .compile(ScriptKind::Payload, "import \"helpers\" as h; h::double(21)")
+            .unwrap();
+        assert_eq!(h.eval(&s, &[("events", Dynamic::UNIT)]).unwrap().as_int().unwrap(), 42);
+        assert!(h.compile(ScriptKind::Payload, "import \"../etc/passwd\" as p; 1").is_err());
+        assert!(h.compile(ScriptKind::Payload, "import \"missing\" as p; 1").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
