@@ -7,3 +7,5 @@
 pub mod event;
 pub mod manifest;
 pub mod script;
+pub mod bus;
+pub mod telemetry;

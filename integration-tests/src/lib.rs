@@ -1,0 +1,29 @@
+//! Harness for the black-box integration tests of `triggerd`.
+//!
+//! The tests in `tests/` only see the built binary: they write manifests into a temp
+//! dir, start `triggerd run` ([`Agent`]), send events over HTTP, watch what the agent's
+//! triggers send to a recording server ([`Sink`]) and read `/metrics` ([`metric`]).
+//!
+//! Rules the harness keeps so the suite stays fast and deterministic:
+//! - every wait is bounded and polls for a condition; a timeout fails the test with the
+//!   agent's captured output;
+//! - the only fixed waits are the explicit negative checks ([`Sink::expect_none`],
+//!   [`Agent::expect_running`]), because proving that something did *not* happen needs a
+//!   bound;
+//! - each test uses its own ports and temp dirs, so tests run in parallel.
+
+mod agent;
+mod binary;
+mod cli;
+mod manifests;
+mod metrics;
+mod net;
+mod sink;
+
+pub use agent::{Agent, AgentBuilder};
+pub use binary::{triggerd_bin, workspace_root};
+pub use cli::{run_cli, CliOutput};
+pub use manifests::{line_of, webhook_source};
+pub use metrics::{metric, wait_for_metric};
+pub use net::{free_port, http_client, DELIVERY_TIMEOUT};
+pub use sink::{Request, Sink};

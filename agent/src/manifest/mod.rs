@@ -69,6 +69,8 @@ pub struct Origin {
     pub file: PathBuf,
     /// Lines before the document's first line in the file.
     pub line_offset: u64,
+    /// The document's text, to map script positions back to file positions.
+    pub text: std::sync::Arc<str>,
 }
 
 impl Origin {
@@ -91,6 +93,45 @@ impl Origin {
             line: self.line_offset + 1,
             column: 1,
         }
+    }
+
+    /// The file position of line/column `(line, column)` of a script held in `scalar`.
+    ///
+    /// Block scalars (`script: |`) start on the line after the indicator, at the content's
+    /// indentation; inline scalars start at the value itself (after the quote, if quoted).
+    pub fn script_position(&self, scalar: &serde_saphyr::Location, line: usize, column: usize) -> Position {
+        let mut pos = self.at(scalar);
+        if scalar.line() == 0 {
+            return pos;
+        }
+        let line = line.max(1) as u64;
+        let column = column.max(1) as u64;
+        let lines: Vec<&str> = self.text.lines().collect();
+        let at = |l: u64| lines.get(l.saturating_sub(1) as usize).copied().unwrap_or("");
+        let here = at(scalar.line());
+        let indicator = here.chars().nth(scalar.column().saturating_sub(1) as usize);
+        match indicator {
+            Some('|') | Some('>') => {
+                let first = (scalar.line() + 1..=scalar.line() + 1 + lines.len() as u64)
+                    .map(at)
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                let indent = (first.len() - first.trim_start().len()) as u64;
+                pos.line = pos.line + line;
+                pos.column = indent + column;
+            }
+            Some('"') | Some('\'') => {
+                pos.line += line - 1;
+                pos.column = if line == 1 { pos.column + column } else { column };
+            }
+            _ => {
+                // Plain scalars and block scalar content (the location is then the first
+                // content character): every line shares the starting indentation.
+                pos.line += line - 1;
+                pos.column += column - 1;
+            }
+        }
+        pos
     }
 
     /// Directory of the file, against which relative `scriptFile`s resolve.
@@ -197,6 +238,7 @@ pub fn load_text(file: &Path, text: &str, docs: &mut Vec<Loaded>, errors: &mut V
         let origin = Origin {
             file: file.to_path_buf(),
             line_offset,
+            text: body.as_str().into(),
         };
         match load_document(&origin, &body) {
             Ok(Some(doc)) => docs.push(Loaded { doc, origin }),
@@ -366,6 +408,26 @@ spec:
         let (_, errors) = load(&text);
         assert_eq!(errors[0].field, "spec.triggers[0].template.awsLambda");
         assert!(errors[0].hint.as_deref().unwrap_or("").contains("trigger type"));
+    }
+
+    #[test]
+    fn script_positions_map_to_file_lines() {
+        let text = SENSOR.replace(
+            "      eventName: e\n",
+            "      eventName: e\n      filters:\n        script: |\n          let a = 1;\n          a +* 2\n",
+        );
+        let (docs, errors) = load(&format!("---\n{text}"));
+        assert!(errors.is_empty(), "{errors:?}");
+        let Document::Sensor(s) = &docs[0].doc else { panic!("not a sensor") };
+        let script = s.spec.dependencies[0].filters.as_ref().unwrap().script.as_ref().unwrap();
+        let pos = docs[0].origin.script_position(&script.referenced, 2, 3);
+        assert_eq!((pos.line, pos.column), (14, 13));
+        let inline = SENSOR.replace("eventName: e\n", "eventName: e\n      filters: {script: 'x +* 1'}\n");
+        let (docs, _) = load(&inline);
+        let Document::Sensor(s) = &docs[0].doc else { panic!("not a sensor") };
+        let script = s.spec.dependencies[0].filters.as_ref().unwrap().script.as_ref().unwrap();
+        let pos = docs[0].origin.script_position(&script.referenced, 1, 3);
+        assert_eq!((pos.line, pos.column), (10, 28));
     }
 
     #[test]

@@ -1,0 +1,5 @@
+//! The event bus between sources and sensors. File mode uses the embedded, in-process bus.
+
+mod embedded;
+
+pub use embedded::{Bus, BusBuilder, PublishError, Subscription};

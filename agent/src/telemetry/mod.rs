@@ -1,0 +1,12 @@
+//! Operating the agent: metrics, logs, and the health/readiness/metrics HTTP server.
+
+mod logging;
+mod metrics;
+mod ops;
+
+pub use logging::{init_logging, LogFormat};
+pub use metrics::{
+    trigger_labels, DependencyLabels, Metrics, OutcomeLabels, ScriptLabels, SourceLabels,
+    TriggerLabels,
+};
+pub use ops::{serve_ops, Readiness};

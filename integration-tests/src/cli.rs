@@ -1,0 +1,74 @@
+//! Running one-shot `triggerd` commands (`validate`, ...).
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::triggerd_bin;
+
+/// What a finished `triggerd` command printed and returned.
+#[derive(Debug)]
+pub struct CliOutput {
+    /// `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl std::fmt::Display for CliOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Run `triggerd ARGS...` in `cwd` and wait for it to finish, at most `timeout`
+/// (then it is killed and the test fails).
+pub fn run_cli<S: AsRef<OsStr>>(args: &[S], cwd: &Path, timeout: Duration) -> CliOutput {
+    let mut child = Command::new(triggerd_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn triggerd");
+    // Drain both pipes on their own threads so a chatty child never blocks.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for triggerd") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = CliOutput {
+        code: status.and_then(|status| status.code()),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "triggerd {:?} did not finish within {timeout:?}\n{output}",
+        args.iter().map(AsRef::as_ref).collect::<Vec<_>>()
+    );
+    output
+}

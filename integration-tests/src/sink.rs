@@ -1,0 +1,213 @@
+//! A recording HTTP server that plays a trigger's target.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    pub query: Option<String>,
+    /// Header names are lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Request {
+    /// The body as JSON; panics (showing the body) when it is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "{} {} body is not JSON ({err}): {}",
+                self.method,
+                self.path,
+                self.text()
+            )
+        })
+    }
+
+    /// The body as (lossy) UTF-8 text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct Shared {
+    requests: mpsc::UnboundedSender<Request>,
+    replies: Mutex<VecDeque<(u16, String)>>,
+    /// `true` while requests are held (recorded, but not answered).
+    hold: watch::Sender<bool>,
+    received: AtomicUsize,
+}
+
+/// An HTTP server on `127.0.0.1:0` that records every request (any method, any path)
+/// and answers from a scripted queue of `(status, body)` replies; `200 {}` once the
+/// queue is empty. While held ([`Sink::hold`]) it records requests as they arrive but
+/// answers none until [`Sink::release`].
+pub struct Sink {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<Request>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Sink {
+    /// Start a sink on the current tokio runtime.
+    pub async fn start() -> Sink {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            requests: tx,
+            replies: Mutex::new(VecDeque::new()),
+            hold: watch::Sender::new(false),
+            received: AtomicUsize::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind sink on 127.0.0.1:0");
+        let addr = listener.local_addr().expect("sink local addr");
+        let app = axum::Router::new()
+            .fallback(record)
+            .with_state(shared.clone());
+        let (shutdown, stop) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop.await;
+                })
+                .await;
+        });
+        Sink {
+            addr,
+            shared,
+            requests: tokio::sync::Mutex::new(rx),
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Queue a reply for the next request that finds the queue non-empty.
+    pub fn reply(&self, status: u16, body: impl Into<String>) -> &Self {
+        self.shared
+            .replies
+            .lock()
+            .expect("sink replies lock")
+            .push_back((status, body.into()));
+        self
+    }
+
+    /// Record requests from now on, but answer none until [`Sink::release`].
+    pub fn hold(&self) {
+        self.shared.hold.send_replace(true);
+    }
+
+    /// Answer every held request, and all later ones at once.
+    pub fn release(&self) {
+        self.shared.hold.send_replace(false);
+    }
+
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.shared.received.load(Ordering::SeqCst)
+    }
+
+    /// The next recorded request, waiting at most `timeout`. `None` on timeout.
+    pub async fn next(&self, timeout: Duration) -> Option<Request> {
+        let mut requests = self.requests.lock().await;
+        tokio::time::timeout(timeout, requests.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Bounded negative check: panic if a request arrives within `within`.
+    ///
+    /// This is the one place a fixed wait is allowed (absence needs a bound); keep
+    /// `within` short and prefer asserting on metrics after a later positive event.
+    pub async fn expect_none(&self, within: Duration) {
+        if let Some(request) = self.next(within).await {
+            panic!(
+                "expected no request at {} within {within:?}, got {} {}: {}",
+                self.addr,
+                request.method,
+                request.path,
+                request.text()
+            );
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.release();
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = Request {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body,
+    };
+    // Take the reply in arrival order, before any holding.
+    let (status, body) = shared
+        .replies
+        .lock()
+        .expect("sink replies lock")
+        .pop_front()
+        .unwrap_or_else(|| (200, "{}".to_owned()));
+    shared.received.fetch_add(1, Ordering::SeqCst);
+    let _ = shared.requests.send(request);
+    // Recorded first, so a test sees the request while it is still in flight.
+    let mut hold = shared.hold.subscribe();
+    let _ = hold.wait_for(|held| !*held).await;
+
+    let status = StatusCode::from_u16(status).expect("valid scripted status");
+    let content_type = if serde_json::from_str::<serde_json::Value>(&body).is_ok() {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
