@@ -1,1 +1,5 @@
-fn main() {}
+//! The `triggerd` binary.
+
+fn main() -> std::process::ExitCode {
+    triggerd::cli::main()
+}

@@ -32,7 +32,13 @@ pub fn triggerd_bin() -> &'static Path {
         let root = workspace_root();
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .map(|dir| if dir.is_absolute() { dir } else { root.join(dir) })
+            .map(|dir| {
+                if dir.is_absolute() {
+                    dir
+                } else {
+                    root.join(dir)
+                }
+            })
             .unwrap_or_else(|| root.join("target"));
         let bin = target.join("debug").join("triggerd");
         if !bin.is_file() {

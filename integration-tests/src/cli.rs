@@ -4,7 +4,11 @@ use std::ffi::OsStr;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use crate::triggerd_bin;
 
@@ -48,17 +52,18 @@ pub fn run_cli<S: AsRef<OsStr>>(args: &[S], cwd: &Path, timeout: Duration) -> Cl
     };
     let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for triggerd") {
-            break Some(status);
+    let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    let status = match exited.recv_timeout(timeout) {
+        Ok(status) => Some(status.expect("wait for triggerd")),
+        Err(_) => {
+            // The waiting thread reaps it after the kill.
+            let _ = kill(pid, Signal::SIGKILL);
+            None
         }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     };
     let output = CliOutput {
         code: status.and_then(|status| status.code()),

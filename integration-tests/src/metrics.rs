@@ -1,6 +1,8 @@
 //! Reading Prometheus text exposition.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::Agent;
 

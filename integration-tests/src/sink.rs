@@ -1,5 +1,10 @@
 //! A recording HTTP server that plays a trigger's target.
 
+#![allow(
+    clippy::disallowed_types,
+    reason = "the reply queue's std Mutex is locked briefly and never across .await"
+)]
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

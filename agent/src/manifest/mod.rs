@@ -58,6 +58,8 @@ pub enum Document {
 pub struct Loaded {
     /// The manifest.
     pub doc: Document,
+    /// The same document as JSON, for parameters that rewrite parts of it.
+    pub json: Value,
     /// Where it came from.
     pub origin: Origin,
 }
@@ -241,7 +243,10 @@ pub fn load_text(file: &Path, text: &str, docs: &mut Vec<Loaded>, errors: &mut V
             text: body.as_str().into(),
         };
         match load_document(&origin, &body) {
-            Ok(Some(doc)) => docs.push(Loaded { doc, origin }),
+            Ok(Some(doc)) => {
+                let json = serde_saphyr::from_str(&body).unwrap_or(Value::Null);
+                docs.push(Loaded { doc, json, origin })
+            }
             Ok(None) => {}
             Err(e) => errors.push(e),
         }

@@ -1,0 +1,70 @@
+//! The command line: `run`, `validate`, `version`.
+
+mod run;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// triggerd: event sources, Rhai-scripted sensors and triggers, in one process per namespace.
+#[derive(Debug, Parser)]
+#[command(name = "triggerd", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent on manifests from files or directories (file mode, embedded bus).
+    Run(run::RunArgs),
+    /// Load and compile manifests, print every error, exit 1 if there is any.
+    Validate(validate::ValidateArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Where manifests and scripts come from.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Manifest file or directory (every *.yaml / *.yml inside, recursively); repeatable.
+    #[arg(short = 'f', long = "file", required = true, value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Rhai library directory for `import` and `scriptFile`; repeatable.
+    /// Default: ./scripts and ./policies when they exist.
+    #[arg(long = "lib", value_name = "DIR")]
+    pub lib: Vec<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The library directories in effect.
+    pub fn library_dirs(&self) -> Vec<PathBuf> {
+        if !self.lib.is_empty() {
+            return self.lib.clone();
+        }
+        ["scripts", "policies"]
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .collect()
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            crate::telemetry::init_logging(args.log_format);
+            run::run(args)
+        }
+        Command::Validate(args) => validate::validate(args),
+        Command::Version => {
+            println!("triggerd {}", env!("CARGO_PKG_VERSION"));
+            std::process::ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Retry timing: Argo's `retryStrategy` (Kubernetes `wait.Backoff`), where `steps` is the
+//! total number of attempts.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::manifest::{Backoff as BackoffSpec, IntOrString};
+use crate::plan::CompileContext;
+
+/// Attempts and delays of one trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backoff {
+    /// Total attempts (at least 1).
+    pub steps: u32,
+    /// Delay after the first failed attempt.
+    pub duration: Duration,
+    /// Multiplier per further attempt.
+    pub factor: f64,
+    /// Random extra delay, as a fraction of the delay.
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    /// Without `retryStrategy`: 3 attempts, 1 s, factor 2, jitter 0.1 (DESIGN section 6).
+    fn default() -> Self {
+        Self {
+            steps: 3,
+            duration: Duration::from_secs(1),
+            factor: 2.0,
+            jitter: 0.1,
+        }
+    }
+}
+
+impl Backoff {
+    /// Compiles `retryStrategy`; fields left out take Argo's defaults (5 steps, 1 s,
+    /// factor 1, jitter 1), as Argo users expect.
+    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, spec: Option<&BackoffSpec>) -> Option<Self> {
+        let Some(spec) = spec else {
+            return Some(Self::default());
+        };
+        let duration = match &spec.duration {
+            None => Duration::from_secs(1),
+            Some(IntOrString::Int(n)) => Duration::from_nanos((*n).max(0) as u64),
+            Some(IntOrString::Str(s)) => match parse_duration(s) {
+                Ok(d) => d,
+                Err(e) => {
+                    ctx.error_with_hint(None, format!("{field}.duration"), e, "use a Go duration such as 500ms, 1s, 1m30s");
+                    return None;
+                }
+            },
+        };
+        let amount = |ctx: &mut CompileContext<'_>, name: &str, a: &Option<crate::manifest::Amount>, default: f64| -> Option<f64> {
+            match a {
+                None => Some(default),
+                Some(a) => match a.value() {
+                    Some(v) if v >= 0.0 && v.is_finite() => Some(v),
+                    _ => {
+                        ctx.error(None, format!("{field}.{name}"), "must be a non-negative number");
+                        None
+                    }
+                },
+            }
+        };
+        let factor = amount(ctx, "factor", &spec.factor, 1.0)?;
+        let jitter = amount(ctx, "jitter", &spec.jitter, 1.0)?;
+        Some(Self {
+            steps: spec.steps.filter(|s| *s > 0).unwrap_or(5),
+            duration,
+            factor,
+            jitter,
+        })
+    }
+
+    /// Delay before attempt `next` (2 for the first retry), without jitter.
+    pub fn base_delay(&self, next: u32) -> Duration {
+        let exp = next.saturating_sub(2) as i32;
+        let factor = if self.factor > 0.0 { self.factor } else { 1.0 };
+        let secs = self.duration.as_secs_f64() * factor.powi(exp);
+        Duration::from_secs_f64(secs.min(3600.0))
+    }
+
+    /// Delay before attempt `next`, with jitter.
+    pub fn delay(&self, next: u32) -> Duration {
+        let base = self.base_delay(next);
+        if self.jitter <= 0.0 {
+            return base;
+        }
+        let extra = rand::rng().random::<f64>() * self.jitter * base.as_secs_f64();
+        base + Duration::from_secs_f64(extra)
+    }
+}
+
+/// Parses a Go duration string: a sequence of numbers with units ns, us, µs, ms, s, m, h.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    let err = || format!("invalid duration {text:?}");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(err());
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        if num_len == 0 {
+            return Err(err());
+        }
+        let n: f64 = rest[..num_len].parse().map_err(|_| err())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(err()),
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_durations() {
+        assert_eq!(parse_duration("10ms").unwrap(), Duration::from_millis(10));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn delays_grow_by_factor() {
+        let b = Backoff { steps: 4, duration: Duration::from_millis(100), factor: 2.0, jitter: 0.0 };
+        assert_eq!(b.delay(2), Duration::from_millis(100));
+        assert_eq!(b.delay(3), Duration::from_millis(200));
+        assert_eq!(b.delay(4), Duration::from_millis(400));
+    }
+}

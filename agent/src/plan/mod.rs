@@ -1,0 +1,208 @@
+//! The validation pass: turns loaded manifests into runnable sources and sensors, compiling
+//! every script and collecting every error with its position.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+
+use crate::manifest::{Document, Loaded, ManifestError, Origin, ScriptSource};
+use crate::script::{CompiledScript, ScriptError, ScriptHost, ScriptKind};
+use crate::sensor::{compile_sensor, CompiledSensor};
+use crate::source::{compile_event_source, SourceSpec};
+
+/// Everything needed to run: compiled sensors and source specs.
+#[derive(Debug)]
+pub struct Plan {
+    /// Event sources, one entry per event.
+    pub sources: Vec<SourceSpec>,
+    /// Sensors with compiled scripts.
+    pub sensors: Vec<Arc<CompiledSensor>>,
+}
+
+/// What a compile step needs: the script host, where the document came from, and the place
+/// to put errors.
+pub struct CompileContext<'a> {
+    /// The shared engine.
+    pub host: &'a ScriptHost,
+    /// The document being compiled.
+    pub origin: &'a Origin,
+    /// Library directories, also searched for `scriptFile`.
+    pub library_dirs: &'a [PathBuf],
+    /// Errors found so far.
+    pub errors: &'a mut Vec<ManifestError>,
+}
+
+impl CompileContext<'_> {
+    /// Records an error at a location of the document.
+    pub fn error(&mut self, loc: Option<&serde_saphyr::Location>, field: impl Into<String>, message: impl Into<String>) {
+        let e = self.origin.error(loc, field, message);
+        self.errors.push(e);
+    }
+
+    /// Records an error with a hint.
+    pub fn error_with_hint(
+        &mut self,
+        loc: Option<&serde_saphyr::Location>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) {
+        let e = self.origin.error(loc, field, message).with_hint(hint);
+        self.errors.push(e);
+    }
+
+    /// Compiles an inline script or a `scriptFile`; `field` is the path of the `script` field.
+    pub fn script(&mut self, field: &str, kind: ScriptKind, source: &ScriptSource) -> Option<CompiledScript> {
+        match (&source.script, &source.script_file) {
+            (Some(s), Some(_)) => {
+                self.error(Some(&s.referenced), field, "set either the script or the script file, not both");
+                None
+            }
+            (Some(s), None) => self.inline_script(field, kind, s),
+            (None, Some(f)) => self.file_script(&format!("{field}File"), kind, f),
+            (None, None) => None,
+        }
+    }
+
+    fn inline_script(&mut self, field: &str, kind: ScriptKind, s: &Spanned<String>) -> Option<CompiledScript> {
+        match self.host.compile(kind, &s.value) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let (line, column) = script_error_position(&e);
+                let position = self.origin.script_position(&s.referenced, line, column);
+                self.errors.push(script_manifest_error(position, field, kind, &e));
+                None
+            }
+        }
+    }
+
+    fn file_script(&mut self, field: &str, kind: ScriptKind, f: &Spanned<String>) -> Option<CompiledScript> {
+        let Some(path) = resolve_script_file(self.origin.dir(), self.library_dirs, &f.value) else {
+            self.error_with_hint(
+                Some(&f.referenced),
+                field,
+                format!("script file {:?} not found", f.value),
+                "paths are relative to the manifest's directory or a library directory (--lib)",
+            );
+            return None;
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(Some(&f.referenced), field, format!("cannot read {}: {e}", path.display()));
+                return None;
+            }
+        };
+        match self.host.compile(kind, &text) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let (line, column) = script_error_position(&e);
+                let position = crate::manifest::Position {
+                    file: path,
+                    line: line as u64,
+                    column: column as u64,
+                };
+                self.errors.push(script_manifest_error(position, field, kind, &e));
+                None
+            }
+        }
+    }
+}
+
+fn script_error_position(e: &ScriptError) -> (usize, usize) {
+    match e {
+        ScriptError::Compile { line, column, .. } | ScriptError::Runtime { line, column, .. } => (*line, *column),
+        _ => (1, 1),
+    }
+}
+
+fn script_manifest_error(
+    position: crate::manifest::Position,
+    field: &str,
+    kind: ScriptKind,
+    e: &ScriptError,
+) -> ManifestError {
+    let message = match e {
+        ScriptError::Compile { message, .. } | ScriptError::Runtime { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    let vars = kind.variables().join(", ");
+    ManifestError::new(position, field, format!("Rhai: {message}"))
+        .with_hint(format!("variables in scope here: {vars}"))
+}
+
+/// Finds a `scriptFile`: relative to the manifest directory, then each library directory.
+fn resolve_script_file(manifest_dir: &Path, library_dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    let direct = Path::new(name);
+    if direct.is_absolute() {
+        return direct.is_file().then(|| direct.to_path_buf());
+    }
+    std::iter::once(manifest_dir.join(name))
+        .chain(library_dirs.iter().map(|d| d.join(name)))
+        .find(|p| p.is_file())
+}
+
+/// Compiles every document; returns the plan, or every error found.
+pub fn build_plan(docs: &[Loaded], host: &ScriptHost, library_dirs: &[PathBuf]) -> Result<Plan, Vec<ManifestError>> {
+    let mut errors = Vec::new();
+    let mut sources = Vec::new();
+    let mut sensors = Vec::new();
+    let mut names: BTreeMap<(&str, &str), &Origin> = BTreeMap::new();
+    for loaded in docs {
+        let (kind, name) = match &loaded.doc {
+            Document::Sensor(s) => ("Sensor", s.metadata.name.as_str()),
+            Document::EventSource(s) => ("EventSource", s.metadata.name.as_str()),
+        };
+        if let Some(first) = names.insert((kind, name), &loaded.origin) {
+            errors.push(
+                loaded
+                    .origin
+                    .error(None, "metadata.name", format!("duplicate {kind} name {name:?}"))
+                    .with_hint(format!("first defined at {}:{}", first.file.display(), first.line_offset + 1)),
+            );
+        }
+        let mut ctx = CompileContext {
+            host,
+            origin: &loaded.origin,
+            library_dirs,
+            errors: &mut errors,
+        };
+        match &loaded.doc {
+            Document::Sensor(s) => {
+                if let Some(sensor) = compile_sensor(&mut ctx, &s.metadata.name, &s.spec, &loaded.json) {
+                    sensors.push(Arc::new(sensor));
+                }
+            }
+            Document::EventSource(es) => sources.extend(compile_event_source(&mut ctx, &es.metadata.name, &es.spec)),
+        }
+    }
+    check_webhook_routes(docs, &sources, &mut errors);
+    if errors.is_empty() {
+        Ok(Plan { sources, sensors })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Two webhook events may not claim the same port and endpoint.
+fn check_webhook_routes(docs: &[Loaded], sources: &[SourceSpec], errors: &mut Vec<ManifestError>) {
+    let mut seen = HashSet::new();
+    for spec in sources {
+        if let Some((port, endpoint)) = spec.webhook_route() {
+            if !seen.insert((port, endpoint.to_owned())) {
+                let origin = docs
+                    .iter()
+                    .find(|d| matches!(&d.doc, Document::EventSource(es) if es.metadata.name == spec.event_source))
+                    .map(|d| d.origin.start())
+                    .unwrap_or_default();
+                errors.push(ManifestError::new(
+                    origin,
+                    format!("spec.webhook.{}", spec.event_name),
+                    format!("port {port} endpoint {endpoint} is already used by another webhook event"),
+                ));
+            }
+        }
+    }
+}

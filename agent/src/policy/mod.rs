@@ -1,0 +1,209 @@
+//! Trigger policies: decide from a response whether an attempt succeeded, should be retried,
+//! or failed for good.
+
+use std::time::Duration;
+
+use rhai::Dynamic;
+
+use crate::manifest::{Policy, ScriptSource};
+use crate::plan::CompileContext;
+use crate::script::{CompiledScript, ScriptError, ScriptHost, ScriptKind};
+use crate::trigger::Response;
+
+/// The verdict on one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Try again (while attempts remain), optionally after a given delay.
+    Retry {
+        /// Why.
+        reason: String,
+        /// Delay requested by the policy instead of the backoff.
+        after: Option<Duration>,
+    },
+    /// Give up now and dead-letter.
+    Fail {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A compiled policy: allowed statuses and/or a script; defaults per DESIGN section 5.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledPolicy {
+    allow: Option<Vec<u16>>,
+    script: Option<CompiledScript>,
+}
+
+impl CompiledPolicy {
+    /// Compiles `policy`; `field` is its path.
+    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, policy: Option<&Policy>) -> Option<Self> {
+        let Some(p) = policy else {
+            return Some(Self::default());
+        };
+        let script = match ScriptSource::from_fields(&p.script, &p.script_file) {
+            Some(s) => Some(ctx.script(&format!("{field}.script"), ScriptKind::Policy, &s)?),
+            None => None,
+        };
+        Some(Self {
+            allow: p.status.as_ref().map(|s| s.allow.clone()),
+            script,
+        })
+    }
+
+    /// Judges one response.
+    pub fn judge(&self, host: &ScriptHost, response: &Response, attempt: u32, max_attempts: u32, events: &Dynamic) -> Outcome {
+        if let Some(script) = &self.script {
+            let vars = [
+                ("response", response.to_dynamic()),
+                ("attempt", Dynamic::from(i64::from(attempt))),
+                ("max_attempts", Dynamic::from(i64::from(max_attempts))),
+                ("events", events.clone()),
+            ];
+            return match host.eval(script, &vars).and_then(|v| outcome_from_script(&v)) {
+                Ok(o) => o,
+                Err(e) => Outcome::Fail {
+                    reason: format!("policy script: {e}"),
+                },
+            };
+        }
+        default_outcome(response, self.allow.as_deref())
+    }
+}
+
+/// The built-in judgement: `allow` (or 2xx) succeeds; 5xx, 429 and retryable transport
+/// errors retry; anything else fails.
+pub fn default_outcome(response: &Response, allow: Option<&[u16]>) -> Outcome {
+    if let Some(e) = &response.error {
+        return if e.retryable {
+            Outcome::Retry {
+                reason: e.message.clone(),
+                after: None,
+            }
+        } else {
+            Outcome::Fail {
+                reason: e.message.clone(),
+            }
+        };
+    }
+    let status = response.status.unwrap_or(0);
+    let allowed = match allow {
+        Some(list) => list.contains(&status),
+        None => (200..300).contains(&status),
+    };
+    if allowed {
+        return Outcome::Success;
+    }
+    let reason = format!("status {status}");
+    if status >= 500 || status == 429 {
+        let after = response
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        Outcome::Retry { reason, after }
+    } else {
+        Outcome::Fail { reason }
+    }
+}
+
+/// Reads a policy script's result: a string, a bool, or `#{outcome, reason, after}`.
+fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
+    if let Some(b) = value.clone().try_cast::<bool>() {
+        return Ok(if b {
+            Outcome::Success
+        } else {
+            Outcome::Retry {
+                reason: "policy returned false".into(),
+                after: None,
+            }
+        });
+    }
+    if let Ok(s) = value.clone().into_immutable_string() {
+        return named_outcome(&s, "policy", None);
+    }
+    if let Some(map) = value.clone().try_cast::<rhai::Map>() {
+        let get_str = |k: &str| map.get(k).and_then(|v| v.clone().into_immutable_string().ok()).map(|s| s.to_string());
+        let outcome = get_str("outcome").ok_or(ScriptError::Type {
+            expected: "a map with an `outcome` field",
+            got: "a map without one".into(),
+        })?;
+        let reason = get_str("reason").unwrap_or_else(|| "policy".into());
+        let after = map.get("after").and_then(|v| {
+            v.as_int()
+                .ok()
+                .map(|ms| Duration::from_millis(ms.max(0) as u64))
+                .or_else(|| v.clone().into_immutable_string().ok().and_then(|s| crate::delivery::parse_duration(&s).ok()))
+        });
+        return named_outcome(&outcome, &reason, after);
+    }
+    Err(ScriptError::Type {
+        expected: "\"success\", \"retry\", \"fail\", a bool or #{outcome, reason, after}",
+        got: value.type_name().to_owned(),
+    })
+}
+
+fn named_outcome(name: &str, reason: &str, after: Option<Duration>) -> Result<Outcome, ScriptError> {
+    Ok(match name {
+        "success" => Outcome::Success,
+        "retry" => Outcome::Retry {
+            reason: reason.to_owned(),
+            after,
+        },
+        "fail" => Outcome::Fail {
+            reason: reason.to_owned(),
+        },
+        "wait" => Outcome::Fail {
+            reason: "\"wait\" is only meaningful for Kubernetes triggers".into(),
+        },
+        other => {
+            return Err(ScriptError::Type {
+                expected: "\"success\", \"retry\" or \"fail\"",
+                got: format!("{other:?}"),
+            })
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::script::Limits;
+    use crate::trigger::TriggerError;
+
+    fn status(s: u16) -> Response {
+        Response {
+            status: Some(s),
+            ..Response::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        assert_eq!(default_outcome(&status(201), None), Outcome::Success);
+        assert!(matches!(default_outcome(&status(500), None), Outcome::Retry { .. }));
+        assert!(matches!(default_outcome(&status(429), None), Outcome::Retry { .. }));
+        assert!(matches!(default_outcome(&status(404), None), Outcome::Fail { .. }));
+        assert!(matches!(default_outcome(&status(201), Some(&[200])), Outcome::Fail { .. }));
+        let transport = Response::failed(TriggerError { message: "refused".into(), retryable: true }, Duration::ZERO);
+        assert!(matches!(default_outcome(&transport, None), Outcome::Retry { .. }));
+    }
+
+    #[test]
+    fn script_results_are_read() {
+        let host = ScriptHost::new(Limits::default(), vec![]);
+        let judge = |src: &str, r: &Response| {
+            let script = host.compile(ScriptKind::Policy, src).unwrap();
+            CompiledPolicy { allow: None, script: Some(script) }.judge(&host, r, 1, 3, &Dynamic::UNIT)
+        };
+        assert_eq!(judge("response.status == 200", &status(200)), Outcome::Success);
+        assert!(matches!(judge("false", &status(200)), Outcome::Retry { .. }));
+        assert!(matches!(judge("\"fail\"", &status(200)), Outcome::Fail { .. }));
+        assert_eq!(
+            judge("#{outcome: \"retry\", reason: \"busy\", after: 250}", &status(200)),
+            Outcome::Retry { reason: "busy".into(), after: Some(Duration::from_millis(250)) }
+        );
+        assert!(matches!(judge("42", &status(200)), Outcome::Fail { .. }));
+    }
+}

@@ -1,0 +1,294 @@
+//! The calendar source: events on a standard 5-field cron schedule or a fixed interval, in a
+//! time zone, skipping exclusion dates.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use serde_json::{json, Value};
+
+use super::SourceContext;
+use crate::delivery::parse_duration;
+use crate::event::Event;
+use crate::manifest::{CalendarEvent, Spanned};
+use crate::plan::CompileContext;
+use crate::telemetry::SourceLabels;
+
+/// When a calendar fires.
+#[derive(Debug, Clone)]
+pub enum Timing {
+    /// Standard cron (0 and 7 are Sunday, 1 is Monday).
+    Schedule(Box<Cron>),
+    /// Every so often, starting one interval after start-up.
+    Interval(Duration),
+}
+
+/// A compiled calendar event.
+#[derive(Debug, Clone)]
+pub struct CalendarConfig {
+    /// Schedule or interval.
+    pub timing: Timing,
+    /// Zone of the schedule and of exclusion dates.
+    pub timezone: Tz,
+    /// Days on which nothing fires.
+    pub exclusion_dates: Vec<NaiveDate>,
+    /// Copied into the event data.
+    pub metadata: Value,
+}
+
+impl CalendarConfig {
+    /// Checks one calendar event.
+    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, c: &Spanned<CalendarEvent>) -> Option<Self> {
+        let loc = Some(&c.referenced);
+        let c = &c.value;
+        let timing = match (&c.schedule, &c.interval) {
+            (Some(s), None) => {
+                if s.split_whitespace().count() != 5 {
+                    ctx.error_with_hint(
+                        loc,
+                        format!("{field}.schedule"),
+                        format!("schedule {s:?} must have 5 fields"),
+                        "minute hour day-of-month month day-of-week, e.g. \"0 9 * * 1\" for Mondays at 09:00",
+                    );
+                    return None;
+                }
+                match Cron::from_str(s) {
+                    Ok(cron) => Timing::Schedule(Box::new(cron)),
+                    Err(e) => {
+                        ctx.error(loc, format!("{field}.schedule"), format!("invalid schedule {s:?}: {e}"));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(i)) => match parse_duration(i) {
+                Ok(d) if !d.is_zero() => Timing::Interval(d),
+                _ => {
+                    ctx.error_with_hint(loc, format!("{field}.interval"), format!("invalid interval {i:?}"), "use a Go duration such as 30s or 1h");
+                    return None;
+                }
+            },
+            (Some(_), Some(_)) => {
+                ctx.error(loc, field, "set schedule or interval, not both");
+                return None;
+            }
+            (None, None) => {
+                ctx.error(loc, field, "set schedule or interval");
+                return None;
+            }
+        };
+        let timezone = match c.timezone.as_deref().filter(|t| !t.is_empty()) {
+            None => Tz::UTC,
+            Some(t) => match t.parse::<Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    ctx.error_with_hint(loc, format!("{field}.timezone"), format!("unknown time zone {t:?}"), "use an IANA name such as Europe/Berlin");
+                    return None;
+                }
+            },
+        };
+        let mut exclusion_dates = Vec::new();
+        for d in &c.exclusion_dates {
+            match NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d") {
+                Ok(date) => exclusion_dates.push(date),
+                Err(_) => {
+                    ctx.error_with_hint(loc, format!("{field}.exclusionDates"), format!("invalid date {d:?}"), "use YYYY-MM-DD");
+                    return None;
+                }
+            }
+        }
+        Some(Self {
+            timing,
+            timezone,
+            exclusion_dates,
+            metadata: serde_json::to_value(&c.metadata).unwrap_or(Value::Null),
+        })
+    }
+
+    /// The first firing time strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match &self.timing {
+            Timing::Schedule(cron) => cron
+                .find_next_occurrence(&after.with_timezone(&self.timezone), false)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            Timing::Interval(d) => chrono::Duration::from_std(*d).ok().map(|d| after + d),
+        }
+    }
+
+    /// Whether `at` falls on an exclusion date in the calendar's zone.
+    pub fn is_excluded(&self, at: DateTime<Utc>) -> bool {
+        let day = at.with_timezone(&self.timezone).date_naive();
+        self.exclusion_dates.contains(&day)
+    }
+}
+
+/// The wall clock calendars read. `Virtual` advances with tokio's clock, so tests with paused
+/// time see days pass instantly.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// The system clock.
+    System,
+    /// `base` at `start`, advancing with tokio's (possibly paused) time.
+    Virtual {
+        /// Wall time at `start`.
+        base: DateTime<Utc>,
+        /// tokio instant of `base`.
+        start: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A virtual clock reading `base` now.
+    pub fn starting_at(base: DateTime<Utc>) -> Self {
+        Clock::Virtual {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Current wall time.
+    pub fn now(&self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Virtual { base, start } => {
+                *base + chrono::Duration::from_std(start.elapsed()).unwrap_or_default()
+            }
+        }
+    }
+
+    /// Sleeps until the wall time `at`.
+    pub async fn sleep_until(&self, at: DateTime<Utc>) {
+        loop {
+            let left = (at - self.now()).to_std().unwrap_or_default();
+            if left.is_zero() {
+                return;
+            }
+            tokio::time::sleep(left).await;
+        }
+    }
+}
+
+/// Runs one calendar event until shutdown, publishing with back-pressure.
+pub(super) async fn run(config: CalendarConfig, event_source: &str, event_name: &str, ctx: SourceContext) {
+    let labels = SourceLabels {
+        event_source: event_source.to_owned(),
+        event_name: event_name.to_owned(),
+    };
+    let mut next = config.next_after(ctx.clock.now());
+    while let Some(at) = next {
+        tokio::select! {
+            () = ctx.clock.sleep_until(at) => {}
+            () = ctx.shutdown.cancelled() => return,
+        }
+        if !config.is_excluded(at) {
+            let time = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+            let data = json!({ "eventTime": time, "metadata": config.metadata });
+            let raw = Bytes::from(data.to_string());
+            let mut event = Event::new(event_source, event_name, "calendar", data, raw);
+            event.time = at;
+            let published = tokio::select! {
+                r = ctx.bus.publish(event) => r,
+                () = ctx.shutdown.cancelled() => return,
+            };
+            match published {
+                Ok(()) => {
+                    ctx.metrics.events_received.get_or_create(&labels).inc();
+                }
+                Err(e) => {
+                    tracing::warn!(event_source, event_name, error = %e, "calendar event not published");
+                    return;
+                }
+            }
+        }
+        next = config.next_after(at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::BusBuilder;
+    use crate::telemetry::Metrics;
+    use chrono::{Datelike, TimeZone, Timelike, Weekday};
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    fn config(timing: Timing, tz: Tz) -> CalendarConfig {
+        CalendarConfig {
+            timing,
+            timezone: tz,
+            exclusion_dates: vec![],
+            metadata: json!({"k": "v"}),
+        }
+    }
+
+    fn schedule(s: &str) -> Timing {
+        Timing::Schedule(Box::new(Cron::from_str(s).unwrap()))
+    }
+
+    #[test]
+    fn monday_is_one_in_the_given_zone() {
+        let c = config(schedule("0 9 * * 1"), chrono_tz::America::New_York);
+        // Sunday 2026-11-22 12:00 UTC.
+        let after = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
+        let next = c.next_after(after).unwrap().with_timezone(&chrono_tz::America::New_York);
+        assert_eq!(next.weekday(), Weekday::Mon);
+        assert_eq!((next.hour(), next.minute()), (9, 0));
+        assert_eq!(next.with_timezone(&Utc), Utc.with_ymd_and_hms(2026, 11, 23, 14, 0, 0).unwrap());
+        let sunday = config(schedule("0 9 * * 0"), Tz::UTC).next_after(after).unwrap();
+        assert_eq!(sunday.weekday(), Weekday::Sun);
+        let also_sunday = config(schedule("0 9 * * 7"), Tz::UTC).next_after(after).unwrap();
+        assert_eq!(also_sunday, sunday);
+    }
+
+    fn context(bus: Arc<crate::bus::Bus>, clock: Clock, shutdown: CancellationToken) -> SourceContext {
+        SourceContext {
+            bus,
+            metrics: Arc::new(Metrics::new()),
+            shutdown,
+            clock,
+            secrets_dir: None,
+            bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cron_schedule_fires_on_monday_with_paused_time() {
+        let mut b = BusBuilder::new(8);
+        let mut rx = b.subscribe([("cal", "weekly")]);
+        let shutdown = CancellationToken::new();
+        let clock = Clock::starting_at(Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap());
+        let ctx = context(b.build(), clock, shutdown.clone());
+        let mut c = config(schedule("0 9 * * 1"), chrono_tz::Europe::Berlin);
+        c.exclusion_dates = vec![NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()];
+        let task = tokio::spawn(async move { run(c, "cal", "weekly", ctx).await });
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.data["eventTime"], "2026-11-23T08:00:00.000Z");
+        assert_eq!(first.data["metadata"]["k"], "v");
+        // 2026-11-30 is excluded: the next event is a week later.
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.data["eventTime"], "2026-12-07T08:00:00.000Z");
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interval_fires_repeatedly() {
+        let mut b = BusBuilder::new(8);
+        let mut rx = b.subscribe([("cal", "tick")]);
+        let shutdown = CancellationToken::new();
+        let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let ctx = context(b.build(), Clock::starting_at(base), shutdown.clone());
+        let c = config(Timing::Interval(Duration::from_secs(30)), Tz::UTC);
+        let task = tokio::spawn(async move { run(c, "cal", "tick", ctx).await });
+        for n in 1..=3 {
+            let e = rx.recv().await.unwrap();
+            assert_eq!(e.time, base + chrono::Duration::seconds(30 * n));
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+    }
+}

@@ -1,0 +1,108 @@
+//! Event sources: turn outside happenings into events on the bus. One file per kind, one arm
+//! of [`SourceKind`] each.
+
+mod calendar;
+mod secret;
+mod webhook;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use calendar::{CalendarConfig, Clock};
+pub use secret::{resolve_secret, SecretError};
+pub use webhook::WebhookConfig;
+
+use crate::bus::Bus;
+use crate::manifest::EventSourceSpec;
+use crate::plan::CompileContext;
+use crate::telemetry::Metrics;
+
+/// The closed set of source kinds.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// HTTP endpoint.
+    Webhook(WebhookConfig),
+    /// Cron schedule or interval.
+    Calendar(CalendarConfig),
+}
+
+/// One event of an EventSource, ready to run.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    /// EventSource name.
+    pub event_source: String,
+    /// Event name.
+    pub event_name: String,
+    /// Kind and settings.
+    pub kind: SourceKind,
+}
+
+impl SourceSpec {
+    /// Port and endpoint of a webhook event.
+    pub fn webhook_route(&self) -> Option<(u16, &str)> {
+        match &self.kind {
+            SourceKind::Webhook(w) => Some((w.port, w.endpoint.as_str())),
+            SourceKind::Calendar(_) => None,
+        }
+    }
+}
+
+/// What a source needs when it is started.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// Where events go.
+    pub bus: Arc<Bus>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the agent shuts down: sources stop taking events.
+    pub shutdown: CancellationToken,
+    /// Wall clock for calendars.
+    pub clock: Clock,
+    /// Directory of mounted secrets (`<dir>/<name>/<key>`).
+    pub secrets_dir: Option<PathBuf>,
+    /// Address webhook servers bind to.
+    pub bind_host: std::net::IpAddr,
+}
+
+/// Compiles every event of an EventSource.
+pub fn compile_event_source(ctx: &mut CompileContext<'_>, name: &str, spec: &EventSourceSpec) -> Vec<SourceSpec> {
+    let mut out = Vec::new();
+    for (event, w) in &spec.webhook {
+        if let Some(c) = WebhookConfig::compile(ctx, &format!("spec.webhook.{event}"), w) {
+            out.push(SourceSpec {
+                event_source: name.to_owned(),
+                event_name: event.clone(),
+                kind: SourceKind::Webhook(c),
+            });
+        }
+    }
+    for (event, c) in &spec.calendar {
+        if let Some(c) = CalendarConfig::compile(ctx, &format!("spec.calendar.{event}"), c) {
+            out.push(SourceSpec {
+                event_source: name.to_owned(),
+                event_name: event.clone(),
+                kind: SourceKind::Calendar(c),
+            });
+        }
+    }
+    if spec.webhook.is_empty() && spec.calendar.is_empty() {
+        ctx.error_with_hint(None, "spec", "the EventSource defines no events", "add a webhook or calendar section");
+    }
+    out
+}
+
+/// Starts every source. Webhook ports are bound before this returns, so a port conflict or a
+/// missing secret fails start-up instead of surfacing later.
+pub async fn start_sources(specs: &[SourceSpec], ctx: &SourceContext) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut handles = webhook::start(specs, ctx).await?;
+    for spec in specs {
+        if let SourceKind::Calendar(c) = &spec.kind {
+            let (c, ctx, es, ev) = (c.clone(), ctx.clone(), spec.event_source.clone(), spec.event_name.clone());
+            handles.push(tokio::spawn(async move { calendar::run(c, &es, &ev, ctx).await }));
+        }
+    }
+    Ok(handles)
+}

@@ -1,0 +1,272 @@
+//! The webhook source: HTTP endpoints that turn requests into events.
+//!
+//! Replies: 200 `{"id": …}` once the bus accepted the event; 401 for a missing or wrong
+//! bearer token; 405 for another method; 413 for a body over `maxPayloadSize` (whatever its
+//! content type); 503 with `Retry-After` when the bus is full or closing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use tokio::task::JoinHandle;
+
+use super::{resolve_secret, SourceContext, SourceKind, SourceSpec};
+use crate::bus::PublishError;
+use crate::event::Event;
+use crate::manifest::{SecretRef, Spanned, WebhookEvent};
+use crate::plan::CompileContext;
+use crate::telemetry::SourceLabels;
+
+/// Default `maxPayloadSize`: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: u64 = 1024 * 1024;
+
+/// A compiled webhook event.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Port.
+    pub port: u16,
+    /// Path.
+    pub endpoint: String,
+    /// Accepted method.
+    pub method: Method,
+    /// Bearer token reference.
+    pub auth: Option<SecretRef>,
+    /// Largest body in bytes.
+    pub max_payload: u64,
+    /// Extensions added to every event.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl WebhookConfig {
+    /// Checks one webhook event.
+    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, w: &Spanned<WebhookEvent>) -> Option<Self> {
+        let loc = Some(&w.referenced);
+        let w = &w.value;
+        let port = match w.port.as_string().trim().parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => {
+                ctx.error(loc, format!("{field}.port"), format!("invalid port {:?}", w.port.as_string()));
+                return None;
+            }
+        };
+        if !w.endpoint.starts_with('/') {
+            ctx.error_with_hint(loc, format!("{field}.endpoint"), format!("endpoint {:?} must start with /", w.endpoint), "e.g. /push");
+            return None;
+        }
+        let method = match Method::from_bytes(w.method.as_deref().unwrap_or("POST").to_ascii_uppercase().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                ctx.error(loc, format!("{field}.method"), format!("invalid method {:?}", w.method));
+                return None;
+            }
+        };
+        if w.max_payload_size == Some(0) {
+            ctx.error(loc, format!("{field}.maxPayloadSize"), "must be greater than 0");
+            return None;
+        }
+        Some(Self {
+            port,
+            endpoint: w.endpoint.clone(),
+            method,
+            auth: w.auth_secret.clone(),
+            max_payload: w.max_payload_size.unwrap_or(DEFAULT_MAX_PAYLOAD),
+            metadata: w.metadata.clone(),
+        })
+    }
+}
+
+struct Endpoint {
+    config: WebhookConfig,
+    token: Option<String>,
+    labels: SourceLabels,
+    event_source: String,
+    event_name: String,
+    ctx: SourceContext,
+}
+
+/// Binds one server per port and serves every webhook event on it.
+pub(super) async fn start(specs: &[SourceSpec], ctx: &SourceContext) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut by_port: BTreeMap<u16, Vec<(&SourceSpec, &WebhookConfig)>> = BTreeMap::new();
+    for spec in specs {
+        if let SourceKind::Webhook(w) = &spec.kind {
+            by_port.entry(w.port).or_default().push((spec, w));
+        }
+    }
+    let mut handles = Vec::new();
+    for (port, events) in by_port {
+        let mut router = Router::new();
+        for (spec, w) in events {
+            let token = match &w.auth {
+                Some(r) => Some(resolve_secret(r, ctx.secrets_dir.as_deref()).map_err(|e| {
+                    anyhow::anyhow!("webhook {}/{}: authSecret: {e}", spec.event_source, spec.event_name)
+                })?),
+                None => None,
+            };
+            let endpoint = Arc::new(Endpoint {
+                config: w.clone(),
+                token,
+                labels: SourceLabels {
+                    event_source: spec.event_source.clone(),
+                    event_name: spec.event_name.clone(),
+                },
+                event_source: spec.event_source.clone(),
+                event_name: spec.event_name.clone(),
+                ctx: ctx.clone(),
+            });
+            router = router.route(&w.endpoint, any(handle).with_state(endpoint));
+        }
+        let addr = SocketAddr::new(ctx.bind_host, port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("webhook: cannot listen on {addr}: {e}"))?;
+        tracing::info!(%addr, "webhook server listening");
+        let shutdown = ctx.shutdown.clone();
+        handles.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(%addr, error = %e, "webhook server failed");
+            }
+        }));
+    }
+    Ok(handles)
+}
+
+fn reply(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn handle(State(ep): State<Arc<Endpoint>>, method: Method, headers: HeaderMap, body: Body) -> Response {
+    let reject = |status: StatusCode, message: &str| {
+        ep.ctx.metrics.events_rejected.get_or_create(&ep.labels).inc();
+        tracing::debug!(event_source = %ep.event_source, event_name = %ep.event_name, %status, "{message}");
+        reply(status, message)
+    };
+    if method != ep.config.method {
+        let mut r = reject(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        if let Ok(v) = ep.config.method.as_str().parse() {
+            r.headers_mut().insert(header::ALLOW, v);
+        }
+        return r;
+    }
+    if let Some(token) = &ep.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            let mut r = reject(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    let limit = ep.config.max_payload;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+    }
+    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await {
+        Ok(b) => b,
+        Err(_) => return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
+    };
+    let event = build_event(&ep, &headers, bytes);
+    let id = event.id.clone();
+    match ep.ctx.bus.try_publish(event) {
+        Ok(()) => {
+            ep.ctx.metrics.events_received.get_or_create(&ep.labels).inc();
+            tracing::debug!(event_source = %ep.event_source, event_name = %ep.event_name, event_id = %id, "event accepted");
+            (StatusCode::OK, Json(json!({ "id": id }))).into_response()
+        }
+        Err(e) => {
+            let mut r = reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            let retry = if e == PublishError::Full { "1" } else { "5" };
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(retry));
+            r
+        }
+    }
+}
+
+/// Argo's webhook event data: `{header: {Name: [values]}, body}`; the body is parsed JSON, or
+/// the raw text when it is not JSON. Bearer tokens are masked.
+fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
+    let mut header_map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (name, value) in headers {
+        let shown = if name == header::AUTHORIZATION {
+            "******".to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        header_map.entry(canonical_header(name.as_str())).or_default().push(Value::String(shown));
+    }
+    let body = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => v,
+        Err(_) if bytes.is_empty() => Value::Null,
+        Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+    };
+    let mut data = Map::new();
+    data.insert("header".into(), serde_json::to_value(header_map).unwrap_or(Value::Null));
+    data.insert("body".into(), body);
+    let mut event = Event::new(&ep.event_source, &ep.event_name, "webhook", Value::Object(data), bytes);
+    // A request that is itself a CloudEvent in binary mode keeps its id and trace context.
+    if let Some(id) = headers.get("ce-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
+        event.id = id.to_owned();
+    }
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        event.extensions.insert("traceparent".into(), tp.into());
+    }
+    for (k, v) in &ep.config.metadata {
+        event.extensions.insert(k.to_ascii_lowercase(), v.clone().into());
+    }
+    event
+}
+
+/// Go's canonical header form (`content-type` → `Content-Type`), as Argo shows headers.
+fn canonical_header(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut c = part.chars();
+            match c.next() {
+                Some(f) => format!("{}{}", f.to_ascii_uppercase(), c.as_str().to_ascii_lowercase()),
+                None => String::new(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_canonical() {
+        assert_eq!(canonical_header("x-hub-signature-256"), "X-Hub-Signature-256");
+        assert_eq!(canonical_header("content-type"), "Content-Type");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

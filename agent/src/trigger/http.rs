@@ -1,0 +1,155 @@
+//! The HTTP trigger: sends the payload as a JSON request.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Response, TriggerError};
+
+/// Default request timeout when the manifest sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The request fields that parameters may change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRequestSpec {
+    /// Target URL.
+    pub url: String,
+    /// Method (default POST).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Extra headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Timeout in seconds.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+}
+
+impl HttpRequestSpec {
+    /// Checks the spec and returns why it is unusable, if it is.
+    pub fn problem(&self) -> Option<String> {
+        if let Err(e) = reqwest::Url::parse(&self.url) {
+            return Some(format!("invalid url {:?}: {e}", self.url));
+        }
+        if let Some(m) = &self.method {
+            if Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
+                return Some(format!("invalid method {m:?}"));
+            }
+        }
+        for (k, v) in &self.headers {
+            if HeaderName::from_bytes(k.as_bytes()).is_err() || HeaderValue::from_str(v).is_err() {
+                return Some(format!("invalid header {k:?}"));
+            }
+        }
+        None
+    }
+}
+
+/// An HTTP trigger with its connection pool.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    client: reqwest::Client,
+}
+
+impl HttpTarget {
+    /// Builds the client; certificate verification stays on unless `insecure` is set.
+    pub fn new(insecure: bool) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(insecure)
+            .user_agent(concat!("triggerd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { client })
+    }
+
+    /// Sends one request.
+    pub async fn execute(&self, spec: &HttpRequestSpec, payload: &Value) -> Response {
+        let started = tokio::time::Instant::now();
+        let method = spec
+            .method
+            .as_deref()
+            .map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).unwrap_or(Method::POST))
+            .unwrap_or(Method::POST);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in &spec.headers {
+            if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                headers.insert(k, v);
+            }
+        }
+        let body = match payload {
+            Value::Null if method == Method::GET => Vec::new(),
+            other => serde_json::to_vec(other).unwrap_or_default(),
+        };
+        let timeout = spec.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let sent = self
+            .client
+            .request(method, &spec.url)
+            .headers(headers)
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                let retryable = !e.is_builder();
+                return Response::failed(
+                    TriggerError {
+                        message: transport_message(e),
+                        retryable,
+                    },
+                    started.elapsed(),
+                );
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+            .collect();
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Response::failed(
+                    TriggerError {
+                        message: format!("reading response body: {}", transport_message(e)),
+                        retryable: true,
+                    },
+                    started.elapsed(),
+                )
+            }
+        };
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Response {
+            status: Some(status),
+            headers,
+            body,
+            duration: started.elapsed(),
+            error: None,
+        }
+    }
+}
+
+fn transport_message(e: reqwest::Error) -> String {
+    let timeout = e.is_timeout();
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    if timeout {
+        msg.push_str(" (timeout)");
+    }
+    msg
+}
