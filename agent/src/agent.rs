@@ -35,13 +35,23 @@ pub struct AgentOptions {
 }
 
 /// Runs the plan until `shutdown` is cancelled, then drains.
-pub async fn run(plan: Plan, host: Arc<ScriptHost>, options: AgentOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    plan: Plan,
+    host: Arc<ScriptHost>,
+    options: AgentOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(Readiness::default());
     let ops_stop = CancellationToken::new();
-    let ops = serve_ops(options.ops_addr, metrics.clone(), ready.clone(), ops_stop.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("ops server: cannot listen on {}: {e}", options.ops_addr))?;
+    let ops = serve_ops(
+        options.ops_addr,
+        metrics.clone(),
+        ready.clone(),
+        ops_stop.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("ops server: cannot listen on {}: {e}", options.ops_addr))?;
 
     let mut bus = BusBuilder::new(options.bus_capacity);
     let tasks = TaskTracker::new();
@@ -88,7 +98,9 @@ pub async fn run(plan: Plan, host: Arc<ScriptHost>, options: AgentOptions, shutd
 
     shutdown.cancelled().await;
     ready.set(false);
-    tracing::info!("shutting down: sources stopped, draining accepted events and in-flight triggers");
+    tracing::info!(
+        "shutting down: sources stopped, draining accepted events and in-flight triggers"
+    );
     for s in sources {
         let _ = s.await;
     }

@@ -55,7 +55,10 @@ impl Event {
         ctx.insert("type".into(), self.kind.clone().into());
         ctx.insert("specversion".into(), "1.0".into());
         ctx.insert("time".into(), self.time_string().into());
-        ctx.insert("datacontenttype".into(), self.datacontenttype.clone().into());
+        ctx.insert(
+            "datacontenttype".into(),
+            self.datacontenttype.clone().into(),
+        );
         for (k, v) in &self.extensions {
             ctx.insert(k.clone(), v.clone());
         }

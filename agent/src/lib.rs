@@ -4,16 +4,16 @@
 //! events onto the bus, sensors match and filter them, triggers execute, policies judge the
 //! result and delivery retries or dead-letters it.
 
+pub mod agent;
+pub mod bus;
+pub mod cli;
+pub mod delivery;
 pub mod event;
 pub mod manifest;
-pub mod script;
-pub mod bus;
-pub mod telemetry;
-pub mod delivery;
 pub mod plan;
 pub mod policy;
+pub mod script;
 pub mod sensor;
 pub mod source;
+pub mod telemetry;
 pub mod trigger;
-pub mod agent;
-pub mod cli;

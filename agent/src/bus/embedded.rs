@@ -52,12 +52,18 @@ impl BusBuilder {
     }
 
     /// Subscribes one sensor to the given (event source, event name) pairs.
-    pub fn subscribe<'a>(&mut self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Subscription {
+    pub fn subscribe<'a>(
+        &mut self,
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Subscription {
         let (tx, rx) = mpsc::channel(self.capacity);
         let index = self.queues.len();
         self.queues.push(tx);
         for (source, name) in keys {
-            let entry = self.routes.entry((source.to_owned(), name.to_owned())).or_default();
+            let entry = self
+                .routes
+                .entry((source.to_owned(), name.to_owned()))
+                .or_default();
             if !entry.contains(&index) {
                 entry.push(index);
             }
@@ -113,7 +119,12 @@ impl Bus {
         let targets = self.targets(&event);
         let mut permits = Vec::with_capacity(targets.len());
         for &i in targets {
-            permits.push(self.queues[i].reserve().await.map_err(|_| PublishError::Closed)?);
+            permits.push(
+                self.queues[i]
+                    .reserve()
+                    .await
+                    .map_err(|_| PublishError::Closed)?,
+            );
         }
         let event = Arc::new(event);
         for permit in permits {

@@ -36,7 +36,11 @@ impl Default for Backoff {
 impl Backoff {
     /// Compiles `retryStrategy`; fields left out take Argo's defaults (5 steps, 1 s,
     /// factor 1, jitter 1), as Argo users expect.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, spec: Option<&BackoffSpec>) -> Option<Self> {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        spec: Option<&BackoffSpec>,
+    ) -> Option<Self> {
         let Some(spec) = spec else {
             return Some(Self::default());
         };
@@ -46,18 +50,31 @@ impl Backoff {
             Some(IntOrString::Str(s)) => match parse_duration(s) {
                 Ok(d) => d,
                 Err(e) => {
-                    ctx.error_with_hint(None, format!("{field}.duration"), e, "use a Go duration such as 500ms, 1s, 1m30s");
+                    ctx.error_with_hint(
+                        None,
+                        format!("{field}.duration"),
+                        e,
+                        "use a Go duration such as 500ms, 1s, 1m30s",
+                    );
                     return None;
                 }
             },
         };
-        let amount = |ctx: &mut CompileContext<'_>, name: &str, a: &Option<crate::manifest::Amount>, default: f64| -> Option<f64> {
+        let amount = |ctx: &mut CompileContext<'_>,
+                      name: &str,
+                      a: &Option<crate::manifest::Amount>,
+                      default: f64|
+         -> Option<f64> {
             match a {
                 None => Some(default),
                 Some(a) => match a.value() {
                     Some(v) if v >= 0.0 && v.is_finite() => Some(v),
                     _ => {
-                        ctx.error(None, format!("{field}.{name}"), "must be a non-negative number");
+                        ctx.error(
+                            None,
+                            format!("{field}.{name}"),
+                            "must be a non-negative number",
+                        );
                         None
                     }
                 },
@@ -105,13 +122,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(err());
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
         if num_len == 0 {
             return Err(err());
         }
         let n: f64 = rest[..num_len].parse().map_err(|_| err())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -142,7 +163,12 @@ mod tests {
 
     #[test]
     fn delays_grow_by_factor() {
-        let b = Backoff { steps: 4, duration: Duration::from_millis(100), factor: 2.0, jitter: 0.0 };
+        let b = Backoff {
+            steps: 4,
+            duration: Duration::from_millis(100),
+            factor: 2.0,
+            jitter: 0.0,
+        };
         assert_eq!(b.delay(2), Duration::from_millis(100));
         assert_eq!(b.delay(3), Duration::from_millis(200));
         assert_eq!(b.delay(4), Duration::from_millis(400));

@@ -36,7 +36,11 @@ pub enum Final {
 
 /// Executes `trigger` for `events` until it succeeds or fails for good; a failure goes to the
 /// trigger's `dlqTrigger` (or is recorded as dead-lettered in the log and metrics).
-pub async fn deliver(ctx: &DeliveryContext, trigger: &CompiledTrigger, events: &FiredEvents) -> Final {
+pub async fn deliver(
+    ctx: &DeliveryContext,
+    trigger: &CompiledTrigger,
+    events: &FiredEvents,
+) -> Final {
     let final_outcome = attempt_all(ctx, trigger, events, None).await;
     let labels = trigger_labels(&trigger.sensor, &trigger.name);
     let outcome_labels = |outcome: &str| OutcomeLabels {
@@ -46,15 +50,24 @@ pub async fn deliver(ctx: &DeliveryContext, trigger: &CompiledTrigger, events: &
     };
     if let Some(first) = events.by_dependency.values().map(|e| e.time).min() {
         let age = (chrono::Utc::now() - first).to_std().unwrap_or_default();
-        ctx.metrics.trigger_execution_seconds.get_or_create(&labels).observe(age.as_secs_f64());
+        ctx.metrics
+            .trigger_execution_seconds
+            .get_or_create(&labels)
+            .observe(age.as_secs_f64());
     }
     match final_outcome {
         Ok(()) => {
-            ctx.metrics.trigger_executions.get_or_create(&outcome_labels("success")).inc();
+            ctx.metrics
+                .trigger_executions
+                .get_or_create(&outcome_labels("success"))
+                .inc();
             Final::Succeeded
         }
         Err((reason, attempts)) => {
-            ctx.metrics.trigger_executions.get_or_create(&outcome_labels("failed")).inc();
+            ctx.metrics
+                .trigger_executions
+                .get_or_create(&outcome_labels("failed"))
+                .inc();
             ctx.metrics.dead_letters.get_or_create(&labels).inc();
             tracing::warn!(
                 sensor = %trigger.sensor,
@@ -70,7 +83,9 @@ pub async fn deliver(ctx: &DeliveryContext, trigger: &CompiledTrigger, events: &
                     error: reason.clone(),
                     attempts,
                 };
-                if let Err((dlq_reason, _)) = Box::pin(attempt_all(ctx, dlq, events, Some(&dead))).await {
+                if let Err((dlq_reason, _)) =
+                    Box::pin(attempt_all(ctx, dlq, events, Some(&dead))).await
+                {
                     tracing::error!(
                         sensor = %trigger.sensor,
                         trigger = %trigger.name,
@@ -94,9 +109,11 @@ async fn attempt_all(
     dead_letter: Option<&DeadLetter>,
 ) -> Result<(), (String, u32)> {
     let labels = trigger_labels(&trigger.sensor, &trigger.name);
-    let built = trigger
-        .invocation(&ctx.host, events)
-        .and_then(|inv| trigger.build_payload(&ctx.host, events, dead_letter).map(|p| (inv, p)));
+    let built = trigger.invocation(&ctx.host, events).and_then(|inv| {
+        trigger
+            .build_payload(&ctx.host, events, dead_letter)
+            .map(|p| (inv, p))
+    });
     let (invocation, payload) = match built {
         Ok(b) => b,
         Err(e) => return Err((e.to_string(), 0)),
@@ -113,7 +130,9 @@ async fn attempt_all(
             .trigger_attempt_seconds
             .get_or_create(&labels)
             .observe(response.duration.as_secs_f64());
-        let outcome = trigger.policy.judge(&ctx.host, &response, attempt, max, &events.script_view);
+        let outcome = trigger
+            .policy
+            .judge(&ctx.host, &response, attempt, max, &events.script_view);
         match outcome {
             Outcome::Success => {
                 tracing::info!(

@@ -16,9 +16,8 @@ pub use common::{Amount, IntOrString, ObjectMeta, ScriptSource, SecretRef};
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{CalendarEvent, EventSourceSpec, WebhookEvent};
 pub use sensor::{
-    Backoff, DataFilter, Dependency, Filters, HttpTrigger, LogTrigger, Parameter,
-    ParameterSource, Policy, SensorSpec, StatusPolicy, TlsConfig, Transform, Trigger,
-    TriggerTemplate,
+    Backoff, DataFilter, Dependency, Filters, HttpTrigger, LogTrigger, Parameter, ParameterSource,
+    Policy, SensorSpec, StatusPolicy, TlsConfig, Transform, Trigger, TriggerTemplate,
 };
 pub use serde_saphyr::Spanned;
 
@@ -101,7 +100,12 @@ impl Origin {
     ///
     /// Block scalars (`script: |`) start on the line after the indicator, at the content's
     /// indentation; inline scalars start at the value itself (after the quote, if quoted).
-    pub fn script_position(&self, scalar: &serde_saphyr::Location, line: usize, column: usize) -> Position {
+    pub fn script_position(
+        &self,
+        scalar: &serde_saphyr::Location,
+        line: usize,
+        column: usize,
+    ) -> Position {
         let mut pos = self.at(scalar);
         if scalar.line() == 0 {
             return pos;
@@ -109,7 +113,12 @@ impl Origin {
         let line = line.max(1) as u64;
         let column = column.max(1) as u64;
         let lines: Vec<&str> = self.text.lines().collect();
-        let at = |l: u64| lines.get(l.saturating_sub(1) as usize).copied().unwrap_or("");
+        let at = |l: u64| {
+            lines
+                .get(l.saturating_sub(1) as usize)
+                .copied()
+                .unwrap_or("")
+        };
         let here = at(scalar.line());
         let indicator = here.chars().nth(scalar.column().saturating_sub(1) as usize);
         match indicator {
@@ -119,12 +128,16 @@ impl Origin {
                     .find(|l| !l.trim().is_empty())
                     .unwrap_or("");
                 let indent = (first.len() - first.trim_start().len()) as u64;
-                pos.line = pos.line + line;
+                pos.line += line;
                 pos.column = indent + column;
             }
             Some('"') | Some('\'') => {
                 pos.line += line - 1;
-                pos.column = if line == 1 { pos.column + column } else { column };
+                pos.column = if line == 1 {
+                    pos.column + column
+                } else {
+                    column
+                };
             }
             _ => {
                 // Plain scalars and block scalar content (the location is then the first
@@ -259,7 +272,9 @@ fn split_documents(text: &str) -> Vec<(u64, String)> {
     let mut current = String::new();
     let mut start = 0u64;
     for (i, line) in text.lines().enumerate() {
-        let rest = line.strip_prefix("---").filter(|r| r.is_empty() || r.starts_with([' ', '\t', '#']));
+        let rest = line
+            .strip_prefix("---")
+            .filter(|r| r.is_empty() || r.starts_with([' ', '\t', '#']));
         if rest.is_some() || line == "..." {
             out.push((start, std::mem::take(&mut current)));
             start = i as u64 + 1;
@@ -290,8 +305,14 @@ fn load_document(origin: &Origin, body: &str) -> Result<Option<Document>, Manife
     let kind = header.kind.unwrap_or_default();
     if api_version != API_VERSION && api_version != ARGO_API_VERSION {
         return Err(origin
-            .error(None, "apiVersion", format!("unsupported apiVersion {api_version:?}"))
-            .with_hint(format!("use {API_VERSION} (or {ARGO_API_VERSION} for Argo manifests)")));
+            .error(
+                None,
+                "apiVersion",
+                format!("unsupported apiVersion {api_version:?}"),
+            )
+            .with_hint(format!(
+                "use {API_VERSION} (or {ARGO_API_VERSION} for Argo manifests)"
+            )));
     }
     match kind.as_str() {
         "Sensor" => Ok(Some(Document::Sensor(typed(origin, body)?))),
@@ -330,7 +351,10 @@ fn yaml_error(origin: &Origin, path: &str, e: &serde_saphyr::Error) -> ManifestE
                 err.message = format!("field `{field}` is not supported");
                 err = err.with_hint(hint);
             }
-            None => err = err.with_hint("check the spelling; field names are case-sensitive (camelCase)"),
+            None => {
+                err =
+                    err.with_hint("check the spelling; field names are case-sensitive (camelCase)")
+            }
         }
     }
     err
@@ -399,7 +423,10 @@ spec:
     #[test]
     fn every_bad_document_is_reported() {
         let bad = SENSOR.replace("name: t", "name: t\n        lua: x");
-        let text = format!("{bad}---\n{}", bad.replace("kind: Sensor", "kind: Sensor\nfoo: 1"));
+        let text = format!(
+            "{bad}---\n{}",
+            bad.replace("kind: Sensor", "kind: Sensor\nfoo: 1")
+        );
         let (_, errors) = load(&text);
         assert_eq!(errors.len(), 2, "{errors:?}");
         assert!(errors[0].to_string().contains("Rhai"), "{}", errors[0]);
@@ -412,7 +439,11 @@ spec:
         let text = SENSOR.replace("log: {}", "awsLambda: {}");
         let (_, errors) = load(&text);
         assert_eq!(errors[0].field, "spec.triggers[0].template.awsLambda");
-        assert!(errors[0].hint.as_deref().unwrap_or("").contains("trigger type"));
+        assert!(errors[0]
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("trigger type"));
     }
 
     #[test]
@@ -423,21 +454,41 @@ spec:
         );
         let (docs, errors) = load(&format!("---\n{text}"));
         assert!(errors.is_empty(), "{errors:?}");
-        let Document::Sensor(s) = &docs[0].doc else { panic!("not a sensor") };
-        let script = s.spec.dependencies[0].filters.as_ref().unwrap().script.as_ref().unwrap();
+        let Document::Sensor(s) = &docs[0].doc else {
+            panic!("not a sensor")
+        };
+        let script = s.spec.dependencies[0]
+            .filters
+            .as_ref()
+            .unwrap()
+            .script
+            .as_ref()
+            .unwrap();
         let pos = docs[0].origin.script_position(&script.referenced, 2, 3);
         assert_eq!((pos.line, pos.column), (14, 13));
-        let inline = SENSOR.replace("eventName: e\n", "eventName: e\n      filters: {script: 'x +* 1'}\n");
+        let inline = SENSOR.replace(
+            "eventName: e\n",
+            "eventName: e\n      filters: {script: 'x +* 1'}\n",
+        );
         let (docs, _) = load(&inline);
-        let Document::Sensor(s) = &docs[0].doc else { panic!("not a sensor") };
-        let script = s.spec.dependencies[0].filters.as_ref().unwrap().script.as_ref().unwrap();
+        let Document::Sensor(s) = &docs[0].doc else {
+            panic!("not a sensor")
+        };
+        let script = s.spec.dependencies[0]
+            .filters
+            .as_ref()
+            .unwrap()
+            .script
+            .as_ref()
+            .unwrap();
         let pos = docs[0].origin.script_position(&script.referenced, 1, 3);
         assert_eq!((pos.line, pos.column), (10, 28));
     }
 
     #[test]
     fn malformed_yaml_has_a_position() {
-        let (_, errors) = load("apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nspec: [a\n  b: c\n");
+        let (_, errors) =
+            load("apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nspec: [a\n  b: c\n");
         assert_eq!(errors.len(), 1);
         assert!(errors[0].position.line >= 3, "{}", errors[0]);
     }

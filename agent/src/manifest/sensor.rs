@@ -273,7 +273,10 @@ pub struct Backoff {
 
 impl ScriptSource {
     /// A script source from optional inline/file fields.
-    pub fn from_fields(script: &Option<Spanned<String>>, file: &Option<Spanned<String>>) -> Option<Self> {
+    pub fn from_fields(
+        script: &Option<Spanned<String>>,
+        file: &Option<Spanned<String>>,
+    ) -> Option<Self> {
         if script.is_none() && file.is_none() {
             return None;
         }

@@ -36,7 +36,12 @@ pub struct CompileContext<'a> {
 
 impl CompileContext<'_> {
     /// Records an error at a location of the document.
-    pub fn error(&mut self, loc: Option<&serde_saphyr::Location>, field: impl Into<String>, message: impl Into<String>) {
+    pub fn error(
+        &mut self,
+        loc: Option<&serde_saphyr::Location>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         let e = self.origin.error(loc, field, message);
         self.errors.push(e);
     }
@@ -54,10 +59,19 @@ impl CompileContext<'_> {
     }
 
     /// Compiles an inline script or a `scriptFile`; `field` is the path of the `script` field.
-    pub fn script(&mut self, field: &str, kind: ScriptKind, source: &ScriptSource) -> Option<CompiledScript> {
+    pub fn script(
+        &mut self,
+        field: &str,
+        kind: ScriptKind,
+        source: &ScriptSource,
+    ) -> Option<CompiledScript> {
         match (&source.script, &source.script_file) {
             (Some(s), Some(_)) => {
-                self.error(Some(&s.referenced), field, "set either the script or the script file, not both");
+                self.error(
+                    Some(&s.referenced),
+                    field,
+                    "set either the script or the script file, not both",
+                );
                 None
             }
             (Some(s), None) => self.inline_script(field, kind, s),
@@ -66,19 +80,30 @@ impl CompileContext<'_> {
         }
     }
 
-    fn inline_script(&mut self, field: &str, kind: ScriptKind, s: &Spanned<String>) -> Option<CompiledScript> {
+    fn inline_script(
+        &mut self,
+        field: &str,
+        kind: ScriptKind,
+        s: &Spanned<String>,
+    ) -> Option<CompiledScript> {
         match self.host.compile(kind, &s.value) {
             Ok(c) => Some(c),
             Err(e) => {
                 let (line, column) = script_error_position(&e);
                 let position = self.origin.script_position(&s.referenced, line, column);
-                self.errors.push(script_manifest_error(position, field, kind, &e));
+                self.errors
+                    .push(script_manifest_error(position, field, kind, &e));
                 None
             }
         }
     }
 
-    fn file_script(&mut self, field: &str, kind: ScriptKind, f: &Spanned<String>) -> Option<CompiledScript> {
+    fn file_script(
+        &mut self,
+        field: &str,
+        kind: ScriptKind,
+        f: &Spanned<String>,
+    ) -> Option<CompiledScript> {
         let Some(path) = resolve_script_file(self.origin.dir(), self.library_dirs, &f.value) else {
             self.error_with_hint(
                 Some(&f.referenced),
@@ -91,7 +116,11 @@ impl CompileContext<'_> {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                self.error(Some(&f.referenced), field, format!("cannot read {}: {e}", path.display()));
+                self.error(
+                    Some(&f.referenced),
+                    field,
+                    format!("cannot read {}: {e}", path.display()),
+                );
                 return None;
             }
         };
@@ -104,7 +133,8 @@ impl CompileContext<'_> {
                     line: line as u64,
                     column: column as u64,
                 };
-                self.errors.push(script_manifest_error(position, field, kind, &e));
+                self.errors
+                    .push(script_manifest_error(position, field, kind, &e));
                 None
             }
         }
@@ -113,7 +143,9 @@ impl CompileContext<'_> {
 
 fn script_error_position(e: &ScriptError) -> (usize, usize) {
     match e {
-        ScriptError::Compile { line, column, .. } | ScriptError::Runtime { line, column, .. } => (*line, *column),
+        ScriptError::Compile { line, column, .. } | ScriptError::Runtime { line, column, .. } => {
+            (*line, *column)
+        }
         _ => (1, 1),
     }
 }
@@ -125,7 +157,9 @@ fn script_manifest_error(
     e: &ScriptError,
 ) -> ManifestError {
     let message = match e {
-        ScriptError::Compile { message, .. } | ScriptError::Runtime { message, .. } => message.clone(),
+        ScriptError::Compile { message, .. } | ScriptError::Runtime { message, .. } => {
+            message.clone()
+        }
         other => other.to_string(),
     };
     let vars = kind.variables().join(", ");
@@ -134,7 +168,11 @@ fn script_manifest_error(
 }
 
 /// Finds a `scriptFile`: relative to the manifest directory, then each library directory.
-fn resolve_script_file(manifest_dir: &Path, library_dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+fn resolve_script_file(
+    manifest_dir: &Path,
+    library_dirs: &[PathBuf],
+    name: &str,
+) -> Option<PathBuf> {
     let direct = Path::new(name);
     if direct.is_absolute() {
         return direct.is_file().then(|| direct.to_path_buf());
@@ -145,7 +183,11 @@ fn resolve_script_file(manifest_dir: &Path, library_dirs: &[PathBuf], name: &str
 }
 
 /// Compiles every document; returns the plan, or every error found.
-pub fn build_plan(docs: &[Loaded], host: &ScriptHost, library_dirs: &[PathBuf]) -> Result<Plan, Vec<ManifestError>> {
+pub fn build_plan(
+    docs: &[Loaded],
+    host: &ScriptHost,
+    library_dirs: &[PathBuf],
+) -> Result<Plan, Vec<ManifestError>> {
     let mut errors = Vec::new();
     let mut sources = Vec::new();
     let mut sensors = Vec::new();
@@ -159,8 +201,16 @@ pub fn build_plan(docs: &[Loaded], host: &ScriptHost, library_dirs: &[PathBuf]) 
             errors.push(
                 loaded
                     .origin
-                    .error(None, "metadata.name", format!("duplicate {kind} name {name:?}"))
-                    .with_hint(format!("first defined at {}:{}", first.file.display(), first.line_offset + 1)),
+                    .error(
+                        None,
+                        "metadata.name",
+                        format!("duplicate {kind} name {name:?}"),
+                    )
+                    .with_hint(format!(
+                        "first defined at {}:{}",
+                        first.file.display(),
+                        first.line_offset + 1
+                    )),
             );
         }
         let mut ctx = CompileContext {
@@ -171,11 +221,15 @@ pub fn build_plan(docs: &[Loaded], host: &ScriptHost, library_dirs: &[PathBuf]) 
         };
         match &loaded.doc {
             Document::Sensor(s) => {
-                if let Some(sensor) = compile_sensor(&mut ctx, &s.metadata.name, &s.spec, &loaded.json) {
+                if let Some(sensor) =
+                    compile_sensor(&mut ctx, &s.metadata.name, &s.spec, &loaded.json)
+                {
                     sensors.push(Arc::new(sensor));
                 }
             }
-            Document::EventSource(es) => sources.extend(compile_event_source(&mut ctx, &es.metadata.name, &es.spec)),
+            Document::EventSource(es) => {
+                sources.extend(compile_event_source(&mut ctx, &es.metadata.name, &es.spec))
+            }
         }
     }
     check_webhook_routes(docs, &sources, &mut errors);
@@ -200,7 +254,9 @@ fn check_webhook_routes(docs: &[Loaded], sources: &[SourceSpec], errors: &mut Ve
                 errors.push(ManifestError::new(
                     origin,
                     format!("spec.webhook.{}", spec.event_name),
-                    format!("port {port} endpoint {endpoint} is already used by another webhook event"),
+                    format!(
+                        "port {port} endpoint {endpoint} is already used by another webhook event"
+                    ),
                 ));
             }
         }

@@ -38,7 +38,11 @@ pub struct CompiledPolicy {
 
 impl CompiledPolicy {
     /// Compiles `policy`; `field` is its path.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, policy: Option<&Policy>) -> Option<Self> {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        policy: Option<&Policy>,
+    ) -> Option<Self> {
         let Some(p) = policy else {
             return Some(Self::default());
         };
@@ -53,7 +57,14 @@ impl CompiledPolicy {
     }
 
     /// Judges one response.
-    pub fn judge(&self, host: &ScriptHost, response: &Response, attempt: u32, max_attempts: u32, events: &Dynamic) -> Outcome {
+    pub fn judge(
+        &self,
+        host: &ScriptHost,
+        response: &Response,
+        attempt: u32,
+        max_attempts: u32,
+        events: &Dynamic,
+    ) -> Outcome {
         if let Some(script) = &self.script {
             let vars = [
                 ("response", response.to_dynamic()),
@@ -61,7 +72,10 @@ impl CompiledPolicy {
                 ("max_attempts", Dynamic::from(i64::from(max_attempts))),
                 ("events", events.clone()),
             ];
-            return match host.eval(script, &vars).and_then(|v| outcome_from_script(&v)) {
+            return match host
+                .eval(script, &vars)
+                .and_then(|v| outcome_from_script(&v))
+            {
                 Ok(o) => o,
                 Err(e) => Outcome::Fail {
                     reason: format!("policy script: {e}"),
@@ -124,7 +138,11 @@ fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
         return named_outcome(&s, "policy", None);
     }
     if let Some(map) = value.clone().try_cast::<rhai::Map>() {
-        let get_str = |k: &str| map.get(k).and_then(|v| v.clone().into_immutable_string().ok()).map(|s| s.to_string());
+        let get_str = |k: &str| {
+            map.get(k)
+                .and_then(|v| v.clone().into_immutable_string().ok())
+                .map(|s| s.to_string())
+        };
         let outcome = get_str("outcome").ok_or(ScriptError::Type {
             expected: "a map with an `outcome` field",
             got: "a map without one".into(),
@@ -134,7 +152,12 @@ fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
             v.as_int()
                 .ok()
                 .map(|ms| Duration::from_millis(ms.max(0) as u64))
-                .or_else(|| v.clone().into_immutable_string().ok().and_then(|s| crate::delivery::parse_duration(&s).ok()))
+                .or_else(|| {
+                    v.clone()
+                        .into_immutable_string()
+                        .ok()
+                        .and_then(|s| crate::delivery::parse_duration(&s).ok())
+                })
         });
         return named_outcome(&outcome, &reason, after);
     }
@@ -144,7 +167,11 @@ fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
     })
 }
 
-fn named_outcome(name: &str, reason: &str, after: Option<Duration>) -> Result<Outcome, ScriptError> {
+fn named_outcome(
+    name: &str,
+    reason: &str,
+    after: Option<Duration>,
+) -> Result<Outcome, ScriptError> {
     Ok(match name {
         "success" => Outcome::Success,
         "retry" => Outcome::Retry {
@@ -182,12 +209,33 @@ mod tests {
     #[test]
     fn defaults_follow_the_design() {
         assert_eq!(default_outcome(&status(201), None), Outcome::Success);
-        assert!(matches!(default_outcome(&status(500), None), Outcome::Retry { .. }));
-        assert!(matches!(default_outcome(&status(429), None), Outcome::Retry { .. }));
-        assert!(matches!(default_outcome(&status(404), None), Outcome::Fail { .. }));
-        assert!(matches!(default_outcome(&status(201), Some(&[200])), Outcome::Fail { .. }));
-        let transport = Response::failed(TriggerError { message: "refused".into(), retryable: true }, Duration::ZERO);
-        assert!(matches!(default_outcome(&transport, None), Outcome::Retry { .. }));
+        assert!(matches!(
+            default_outcome(&status(500), None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            default_outcome(&status(429), None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            default_outcome(&status(404), None),
+            Outcome::Fail { .. }
+        ));
+        assert!(matches!(
+            default_outcome(&status(201), Some(&[200])),
+            Outcome::Fail { .. }
+        ));
+        let transport = Response::failed(
+            TriggerError {
+                message: "refused".into(),
+                retryable: true,
+            },
+            Duration::ZERO,
+        );
+        assert!(matches!(
+            default_outcome(&transport, None),
+            Outcome::Retry { .. }
+        ));
     }
 
     #[test]
@@ -195,14 +243,33 @@ mod tests {
         let host = ScriptHost::new(Limits::default(), vec![]);
         let judge = |src: &str, r: &Response| {
             let script = host.compile(ScriptKind::Policy, src).unwrap();
-            CompiledPolicy { allow: None, script: Some(script) }.judge(&host, r, 1, 3, &Dynamic::UNIT)
+            CompiledPolicy {
+                allow: None,
+                script: Some(script),
+            }
+            .judge(&host, r, 1, 3, &Dynamic::UNIT)
         };
-        assert_eq!(judge("response.status == 200", &status(200)), Outcome::Success);
-        assert!(matches!(judge("false", &status(200)), Outcome::Retry { .. }));
-        assert!(matches!(judge("\"fail\"", &status(200)), Outcome::Fail { .. }));
         assert_eq!(
-            judge("#{outcome: \"retry\", reason: \"busy\", after: 250}", &status(200)),
-            Outcome::Retry { reason: "busy".into(), after: Some(Duration::from_millis(250)) }
+            judge("response.status == 200", &status(200)),
+            Outcome::Success
+        );
+        assert!(matches!(
+            judge("false", &status(200)),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            judge("\"fail\"", &status(200)),
+            Outcome::Fail { .. }
+        ));
+        assert_eq!(
+            judge(
+                "#{outcome: \"retry\", reason: \"busy\", after: 250}",
+                &status(200)
+            ),
+            Outcome::Retry {
+                reason: "busy".into(),
+                after: Some(Duration::from_millis(250))
+            }
         );
         assert!(matches!(judge("42", &status(200)), Outcome::Fail { .. }));
     }

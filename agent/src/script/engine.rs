@@ -3,7 +3,10 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+// The module cache is locked only inside synchronous compilation, never across an await.
+#[allow(clippy::disallowed_types)]
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rhai::module_resolvers::ModuleResolver;
@@ -107,7 +110,9 @@ pub struct ScriptHost {
 
 impl std::fmt::Debug for ScriptHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScriptHost").field("limits", &self.limits).finish()
+        f.debug_struct("ScriptHost")
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -135,12 +140,13 @@ impl ScriptHost {
                 return None;
             }
             #[allow(clippy::disallowed_types)]
-            let expired = DEADLINE.with(|d| d.get().is_some_and(|t| std::time::Instant::now() >= t));
+            let expired =
+                DEADLINE.with(|d| d.get().is_some_and(|t| std::time::Instant::now() >= t));
             expired.then(|| Dynamic::from("deadline"))
         });
         engine.set_module_resolver(LibraryResolver {
             dirs: library_dirs,
-            cache: Mutex::new(HashMap::new()),
+            cache: ModuleCache::default(),
         });
         Self { engine, limits }
     }
@@ -179,7 +185,9 @@ impl ScriptHost {
         #[allow(clippy::disallowed_types)]
         let deadline = std::time::Instant::now() + self.limits.deadline;
         DEADLINE.with(|d| d.set(Some(deadline)));
-        let result = self.engine.eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
+        let result = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
         DEADLINE.with(|d| d.set(None));
         result.map_err(|e| runtime_error(*e, &self.limits))
     }
@@ -209,17 +217,15 @@ fn compile_error(e: &EvalAltResult) -> ScriptError {
 
 fn runtime_error(e: EvalAltResult, limits: &Limits) -> ScriptError {
     match e {
-        EvalAltResult::ErrorTooManyOperations(_) => ScriptError::Limit(format!(
-            "more than {} operations",
-            limits.max_operations
-        )),
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            ScriptError::Limit(format!("more than {} operations", limits.max_operations))
+        }
         EvalAltResult::ErrorTerminated(..) => {
             ScriptError::Limit(format!("deadline of {:?} exceeded", limits.deadline))
         }
-        EvalAltResult::ErrorStackOverflow(_) => ScriptError::Limit(format!(
-            "more than {} nested calls",
-            limits.max_call_levels
-        )),
+        EvalAltResult::ErrorStackOverflow(_) => {
+            ScriptError::Limit(format!("more than {} nested calls", limits.max_call_levels))
+        }
         EvalAltResult::ErrorDataTooLarge(what, _) => {
             ScriptError::Limit(format!("{what} exceeds its size limit"))
         }
@@ -250,8 +256,11 @@ fn position(pos: Position) -> (usize, usize) {
 /// no parent directories, no other files. Imports are resolved when a script is compiled.
 struct LibraryResolver {
     dirs: Vec<PathBuf>,
-    cache: Mutex<HashMap<String, Shared<Module>>>,
+    cache: ModuleCache,
 }
+
+#[allow(clippy::disallowed_types)] // see the import: never held across an await
+type ModuleCache = Mutex<HashMap<String, Shared<Module>>>;
 
 impl ModuleResolver for LibraryResolver {
     fn resolve(
@@ -308,21 +317,40 @@ mod tests {
 
     #[test]
     fn strict_variables_reject_typos_at_compile_time() {
-        let err = host().compile(ScriptKind::Filter, "evnt.body == 1").unwrap_err();
-        assert!(matches!(err, ScriptError::Compile { line: 1, column: 1, .. }), "{err:?}");
+        let err = host()
+            .compile(ScriptKind::Filter, "evnt.body == 1")
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ScriptError::Compile {
+                    line: 1,
+                    column: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn syntax_error_has_position() {
-        let err = host().compile(ScriptKind::Filter, "let x = 1;\nx +* 2").unwrap_err();
-        assert!(matches!(err, ScriptError::Compile { line: 2, .. }), "{err:?}");
+        let err = host()
+            .compile(ScriptKind::Filter, "let x = 1;\nx +* 2")
+            .unwrap_err();
+        assert!(
+            matches!(err, ScriptError::Compile { line: 2, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn infinite_loop_is_stopped() {
         let h = host();
         let s = h.compile(ScriptKind::Filter, "loop { }").unwrap();
-        let err = h.eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)]).unwrap_err();
+        let err = h
+            .eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)])
+            .unwrap_err();
         assert!(matches!(err, ScriptError::Limit(_)), "{err:?}");
     }
 
@@ -335,7 +363,9 @@ mod tests {
         };
         let h = ScriptHost::new(limits, vec![]);
         let s = h.compile(ScriptKind::Filter, "loop { }").unwrap();
-        let err = h.eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)]).unwrap_err();
+        let err = h
+            .eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)])
+            .unwrap_err();
         assert!(err.to_string().contains("deadline"), "{err}");
     }
 
@@ -351,11 +381,24 @@ mod tests {
         std::fs::write(dir.join("helpers.rhai"), "fn double(x) { x * 2 }").unwrap();
         let h = ScriptHost::new(Limits::default(), vec![dir.clone()]);
         let s = h
-            .compile(ScriptKind::Payload, "import \"helpers\" as h; h::double(21)")
+            .compile(
+                ScriptKind::Payload,
+                "import \"helpers\" as h; h::double(21)",
+            )
             .unwrap();
-        assert_eq!(h.eval(&s, &[("events", Dynamic::UNIT)]).unwrap().as_int().unwrap(), 42);
-        assert!(h.compile(ScriptKind::Payload, "import \"../etc/passwd\" as p; 1").is_err());
-        assert!(h.compile(ScriptKind::Payload, "import \"missing\" as p; 1").is_err());
+        assert_eq!(
+            h.eval(&s, &[("events", Dynamic::UNIT)])
+                .unwrap()
+                .as_int()
+                .unwrap(),
+            42
+        );
+        assert!(h
+            .compile(ScriptKind::Payload, "import \"../etc/passwd\" as p; 1")
+            .is_err());
+        assert!(h
+            .compile(ScriptKind::Payload, "import \"missing\" as p; 1")
+            .is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -39,13 +39,22 @@ pub enum Logic {
 
 impl Logic {
     /// Parses Argo's operator names (`and`, `or`; empty means `and`).
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, op: &Option<Spanned<String>>) -> Logic {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        op: &Option<Spanned<String>>,
+    ) -> Logic {
         match op.as_ref().map(|s| (s.value.to_ascii_lowercase(), s)) {
             None => Logic::And,
             Some((v, _)) if v.is_empty() || v == "and" => Logic::And,
             Some((v, _)) if v == "or" => Logic::Or,
             Some((v, s)) => {
-                ctx.error_with_hint(Some(&s.referenced), field, format!("unknown logical operator {v:?}"), "use `and` or `or`");
+                ctx.error_with_hint(
+                    Some(&s.referenced),
+                    field,
+                    format!("unknown logical operator {v:?}"),
+                    "use `and` or `or`",
+                );
                 Logic::And
             }
         }
@@ -108,13 +117,22 @@ impl CompiledDataFilter {
         let loc = Some(&f.referenced);
         let d = &f.value;
         let Some(comparator) = Comparator::parse(d.comparator.as_deref()) else {
-            ctx.error_with_hint(loc, format!("{field}.comparator"), format!("unknown comparator {:?}", d.comparator), "use one of =, !=, >, >=, <, <=");
+            ctx.error_with_hint(
+                loc,
+                format!("{field}.comparator"),
+                format!("unknown comparator {:?}", d.comparator),
+                "use one of =, !=, >, >=, <, <=",
+            );
             return None;
         };
         let values = match d.kind.as_str() {
             "string" => {
                 if !matches!(comparator, Comparator::Eq | Comparator::Ne) {
-                    ctx.error(loc, format!("{field}.comparator"), "strings compare only with = and !=");
+                    ctx.error(
+                        loc,
+                        format!("{field}.comparator"),
+                        "strings compare only with = and !=",
+                    );
                     return None;
                 }
                 let mut out = Vec::new();
@@ -122,29 +140,56 @@ impl CompiledDataFilter {
                     match Regex::new(v) {
                         Ok(r) => out.push(r),
                         Err(e) => {
-                            ctx.error(loc, format!("{field}.value"), format!("invalid regular expression {v:?}: {e}"));
+                            ctx.error(
+                                loc,
+                                format!("{field}.value"),
+                                format!("invalid regular expression {v:?}: {e}"),
+                            );
                             return None;
                         }
                     }
                 }
                 Values::Strings(out)
             }
-            "number" => match d.value.iter().map(|v| v.trim().parse::<f64>()).collect::<Result<Vec<_>, _>>() {
+            "number" => match d
+                .value
+                .iter()
+                .map(|v| v.trim().parse::<f64>())
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(v) => Values::Numbers(v),
                 Err(_) => {
-                    ctx.error(loc, format!("{field}.value"), "number filters need numeric values");
+                    ctx.error(
+                        loc,
+                        format!("{field}.value"),
+                        "number filters need numeric values",
+                    );
                     return None;
                 }
             },
-            "bool" => match d.value.iter().map(|v| v.trim().to_ascii_lowercase().parse::<bool>()).collect::<Result<Vec<_>, _>>() {
+            "bool" => match d
+                .value
+                .iter()
+                .map(|v| v.trim().to_ascii_lowercase().parse::<bool>())
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(v) => Values::Bools(v),
                 Err(_) => {
-                    ctx.error(loc, format!("{field}.value"), "bool filters need values true or false");
+                    ctx.error(
+                        loc,
+                        format!("{field}.value"),
+                        "bool filters need values true or false",
+                    );
                     return None;
                 }
             },
             other => {
-                ctx.error_with_hint(loc, format!("{field}.type"), format!("unsupported type {other:?}"), "use string, number or bool");
+                ctx.error_with_hint(
+                    loc,
+                    format!("{field}.type"),
+                    format!("unsupported type {other:?}"),
+                    "use string, number or bool",
+                );
                 return None;
             }
         };
@@ -164,30 +209,42 @@ impl CompiledDataFilter {
         Ok(match &self.values {
             Values::Strings(res) => {
                 let text = found.str();
-                res.iter().any(|r| (self.comparator == Comparator::Eq) == r.is_match(text))
+                res.iter()
+                    .any(|r| (self.comparator == Comparator::Eq) == r.is_match(text))
             }
             Values::Numbers(nums) => {
                 let n: f64 = match found.kind() {
                     gjson::Kind::Number => found.f64(),
-                    _ => found.str().trim().parse().map_err(|_| FilterError::WrongType {
-                        path: self.path.clone(),
-                        value: found.str().to_owned(),
-                        kind: "number",
-                    })?,
+                    _ => found
+                        .str()
+                        .trim()
+                        .parse()
+                        .map_err(|_| FilterError::WrongType {
+                            path: self.path.clone(),
+                            value: found.str().to_owned(),
+                            kind: "number",
+                        })?,
                 };
-                nums.iter().any(|v| n.partial_cmp(v).is_some_and(|o| self.comparator.holds(o)))
+                nums.iter()
+                    .any(|v| n.partial_cmp(v).is_some_and(|o| self.comparator.holds(o)))
             }
             Values::Bools(bools) => {
                 let b = match found.kind() {
                     gjson::Kind::True => true,
                     gjson::Kind::False => false,
-                    _ => found.str().trim().parse().map_err(|_| FilterError::WrongType {
-                        path: self.path.clone(),
-                        value: found.str().to_owned(),
-                        kind: "bool",
-                    })?,
+                    _ => found
+                        .str()
+                        .trim()
+                        .parse()
+                        .map_err(|_| FilterError::WrongType {
+                            path: self.path.clone(),
+                            value: found.str().to_owned(),
+                            kind: "bool",
+                        })?,
                 };
-                bools.iter().any(|v| (self.comparator == Comparator::Eq) == (b == *v))
+                bools
+                    .iter()
+                    .any(|v| (self.comparator == Comparator::Eq) == (b == *v))
             }
         })
     }
@@ -208,16 +265,26 @@ pub struct CompiledFilters {
 
 impl CompiledFilters {
     /// Compiles a dependency's filters; `field` is the path of `filters`.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, f: &Filters, filters_logic: Logic) -> Self {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        f: &Filters,
+        filters_logic: Logic,
+    ) -> Self {
         let data = f
             .data
             .iter()
             .enumerate()
             .filter_map(|(i, d)| CompiledDataFilter::compile(ctx, &format!("{field}.data[{i}]"), d))
             .collect();
-        let data_logic = Logic::compile(ctx, &format!("{field}.dataLogicalOperator"), &f.data_logical_operator);
+        let data_logic = Logic::compile(
+            ctx,
+            &format!("{field}.dataLogicalOperator"),
+            &f.data_logical_operator,
+        );
         let source = crate::manifest::ScriptSource::from_fields(&f.script, &f.script_file);
-        let script = source.and_then(|s| ctx.script(&format!("{field}.script"), ScriptKind::Filter, &s));
+        let script =
+            source.and_then(|s| ctx.script(&format!("{field}.script"), ScriptKind::Filter, &s));
         Self {
             data,
             data_logic,
@@ -269,7 +336,11 @@ mod tests {
 
     #[test]
     fn strings_are_unanchored_regexes() {
-        let f = filter("string", "=", Values::Strings(vec![Regex::new("main").unwrap()]));
+        let f = filter(
+            "string",
+            "=",
+            Values::Strings(vec![Regex::new("main").unwrap()]),
+        );
         assert!(f.matches(r#"{"body":{"x":"refs/heads/main"}}"#).unwrap());
         assert!(!f.matches(r#"{"body":{"x":"dev"}}"#).unwrap());
         assert!(f.matches(r#"{"body":{}}"#).is_err());

@@ -49,25 +49,53 @@ pub struct CompiledSensor {
 }
 
 /// Compiles a sensor; errors go to `ctx`.
-pub fn compile_sensor(ctx: &mut CompileContext<'_>, name: &str, spec: &SensorSpec, json: &Value) -> Option<CompiledSensor> {
+pub fn compile_sensor(
+    ctx: &mut CompileContext<'_>,
+    name: &str,
+    spec: &SensorSpec,
+    json: &Value,
+) -> Option<CompiledSensor> {
     let before = ctx.errors.len();
     if spec.dependencies.is_empty() {
-        ctx.error(None, "spec.dependencies", "a sensor needs at least one dependency");
+        ctx.error(
+            None,
+            "spec.dependencies",
+            "a sensor needs at least one dependency",
+        );
     }
     let names: Vec<String> = spec.dependencies.iter().map(|d| d.name.clone()).collect();
     let mut dependencies = Vec::new();
     for (i, d) in spec.dependencies.iter().enumerate() {
         let field = format!("spec.dependencies[{i}]");
         if names[..i].contains(&d.name) {
-            ctx.error(None, format!("{field}.name"), format!("duplicate dependency name {:?}", d.name));
+            ctx.error(
+                None,
+                format!("{field}.name"),
+                format!("duplicate dependency name {:?}", d.name),
+            );
         }
-        let logic = Logic::compile(ctx, &format!("{field}.filtersLogicalOperator"), &d.filters_logical_operator);
-        let filters = CompiledFilters::compile(ctx, &format!("{field}.filters"), d.filters.as_ref().unwrap_or(&Default::default()), logic);
+        let logic = Logic::compile(
+            ctx,
+            &format!("{field}.filtersLogicalOperator"),
+            &d.filters_logical_operator,
+        );
+        let filters = CompiledFilters::compile(
+            ctx,
+            &format!("{field}.filters"),
+            d.filters.as_ref().unwrap_or(&Default::default()),
+            logic,
+        );
         let transform = d
             .transform
             .as_ref()
             .and_then(|t| ScriptSource::from_fields(&t.script, &t.script_file))
-            .and_then(|s| ctx.script(&format!("{field}.transform.script"), ScriptKind::Transform, &s));
+            .and_then(|s| {
+                ctx.script(
+                    &format!("{field}.transform.script"),
+                    ScriptKind::Transform,
+                    &s,
+                )
+            });
         dependencies.push(CompiledDependency {
             name: d.name.clone(),
             event_source: d.event_source_name.clone(),
@@ -81,10 +109,17 @@ pub fn compile_sensor(ctx: &mut CompileContext<'_>, name: &str, spec: &SensorSpe
     for (i, t) in spec.triggers.iter().enumerate() {
         let field = format!("spec.triggers[{i}]");
         if trigger_names.contains(&t.template.name) {
-            ctx.error(None, format!("{field}.template.name"), format!("duplicate trigger name {:?}", t.template.name));
+            ctx.error(
+                None,
+                format!("{field}.template.name"),
+                format!("duplicate trigger name {:?}", t.template.name),
+            );
         }
         trigger_names.push(t.template.name.clone());
-        let tjson = json.pointer(&format!("/spec/triggers/{i}")).cloned().unwrap_or(Value::Null);
+        let tjson = json
+            .pointer(&format!("/spec/triggers/{i}"))
+            .cloned()
+            .unwrap_or(Value::Null);
         if let Some(c) = compile_trigger(ctx, name, &field, t, tjson, &names) {
             triggers.push(Arc::new(c));
         }
@@ -123,7 +158,9 @@ enum Rejection {
 impl CompiledSensor {
     /// The (event source, event name) pairs this sensor listens to.
     pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.dependencies.iter().map(|d| (d.event_source.as_str(), d.event_name.as_str()))
+        self.dependencies
+            .iter()
+            .map(|d| (d.event_source.as_str(), d.event_name.as_str()))
     }
 
     /// Runs the sensor until its queue closes (the bus shut down) and is drained.
@@ -133,13 +170,19 @@ impl CompiledSensor {
         loop {
             // Take a permit before taking an event, so a busy sensor leaves events on the
             // bus, where they push back on the sources.
-            let Ok(permit) = permits.clone().acquire_owned().await else { break };
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
             let event = tokio::select! {
                 e = queue.recv() => e,
                 () = ctx.abort.cancelled() => None,
             };
             let Some(event) = event else { break };
-            for dep in self.dependencies.iter().filter(|d| d.event_source == event.source && d.event_name == event.subject) {
+            for dep in self
+                .dependencies
+                .iter()
+                .filter(|d| d.event_source == event.source && d.event_name == event.subject)
+            {
                 match self.accept(&ctx, dep, &event) {
                     Ok(e) => {
                         state.insert(dep.name.clone(), e);
@@ -153,7 +196,12 @@ impl CompiledSensor {
             let fired = Arc::new(FiredEvents::new(std::mem::take(&mut state)));
             let permit = Arc::new(permit);
             for trigger in &self.triggers {
-                let (trigger, fired, permit, delivery) = (trigger.clone(), fired.clone(), permit.clone(), ctx.delivery.clone());
+                let (trigger, fired, permit, delivery) = (
+                    trigger.clone(),
+                    fired.clone(),
+                    permit.clone(),
+                    ctx.delivery.clone(),
+                );
                 ctx.tasks.spawn(async move {
                     deliver(&delivery, &trigger, &fired).await;
                     drop(permit);
@@ -164,14 +212,26 @@ impl CompiledSensor {
     }
 
     /// Applies the dependency's transform and filters to an event.
-    fn accept(&self, ctx: &SensorContext, dep: &CompiledDependency, event: &Arc<Event>) -> Result<Arc<Event>, Rejection> {
+    fn accept(
+        &self,
+        ctx: &SensorContext,
+        dep: &CompiledDependency,
+        event: &Arc<Event>,
+    ) -> Result<Arc<Event>, Rejection> {
         let host = &ctx.delivery.host;
         let mut event = event.clone();
         let needs_ctx = dep.transform.is_some() || dep.filters.script.is_some();
-        let ctx_dyn = if needs_ctx { to_dynamic(&event.context_json()) } else { rhai::Dynamic::UNIT };
+        let ctx_dyn = if needs_ctx {
+            to_dynamic(&event.context_json())
+        } else {
+            rhai::Dynamic::UNIT
+        };
         if let Some(t) = &dep.transform {
             let out = host
-                .eval(t, &[("event", to_dynamic(&event.data)), ("ctx", ctx_dyn.clone())])
+                .eval(
+                    t,
+                    &[("event", to_dynamic(&event.data)), ("ctx", ctx_dyn.clone())],
+                )
                 .and_then(|v| from_dynamic(&v))
                 .map_err(|e| Rejection::Script("transform", e))?;
             let mut changed = (*event).clone();
@@ -194,7 +254,8 @@ impl CompiledSensor {
                 .map_err(|e| Rejection::Script("filter", e))
         });
         let data_result = data_result.map(|r| r.map_err(Rejection::Filter));
-        let results: Vec<Result<bool, Rejection>> = [data_result, script_result].into_iter().flatten().collect();
+        let results: Vec<Result<bool, Rejection>> =
+            [data_result, script_result].into_iter().flatten().collect();
         let passed = match f.filters_logic {
             Logic::And => {
                 let mut ok = true;
@@ -228,7 +289,13 @@ impl CompiledSensor {
         }
     }
 
-    fn report_rejection(&self, ctx: &SensorContext, dep: &CompiledDependency, event: &Event, r: Rejection) {
+    fn report_rejection(
+        &self,
+        ctx: &SensorContext,
+        dep: &CompiledDependency,
+        event: &Event,
+        r: Rejection,
+    ) {
         let metrics = &ctx.delivery.metrics;
         metrics
             .events_filtered

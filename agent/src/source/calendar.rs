@@ -41,7 +41,11 @@ pub struct CalendarConfig {
 
 impl CalendarConfig {
     /// Checks one calendar event.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, c: &Spanned<CalendarEvent>) -> Option<Self> {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        c: &Spanned<CalendarEvent>,
+    ) -> Option<Self> {
         let loc = Some(&c.referenced);
         let c = &c.value;
         let timing = match (&c.schedule, &c.interval) {
@@ -58,7 +62,11 @@ impl CalendarConfig {
                 match Cron::from_str(s) {
                     Ok(cron) => Timing::Schedule(Box::new(cron)),
                     Err(e) => {
-                        ctx.error(loc, format!("{field}.schedule"), format!("invalid schedule {s:?}: {e}"));
+                        ctx.error(
+                            loc,
+                            format!("{field}.schedule"),
+                            format!("invalid schedule {s:?}: {e}"),
+                        );
                         return None;
                     }
                 }
@@ -66,7 +74,12 @@ impl CalendarConfig {
             (None, Some(i)) => match parse_duration(i) {
                 Ok(d) if !d.is_zero() => Timing::Interval(d),
                 _ => {
-                    ctx.error_with_hint(loc, format!("{field}.interval"), format!("invalid interval {i:?}"), "use a Go duration such as 30s or 1h");
+                    ctx.error_with_hint(
+                        loc,
+                        format!("{field}.interval"),
+                        format!("invalid interval {i:?}"),
+                        "use a Go duration such as 30s or 1h",
+                    );
                     return None;
                 }
             },
@@ -84,7 +97,12 @@ impl CalendarConfig {
             Some(t) => match t.parse::<Tz>() {
                 Ok(tz) => tz,
                 Err(_) => {
-                    ctx.error_with_hint(loc, format!("{field}.timezone"), format!("unknown time zone {t:?}"), "use an IANA name such as Europe/Berlin");
+                    ctx.error_with_hint(
+                        loc,
+                        format!("{field}.timezone"),
+                        format!("unknown time zone {t:?}"),
+                        "use an IANA name such as Europe/Berlin",
+                    );
                     return None;
                 }
             },
@@ -94,7 +112,12 @@ impl CalendarConfig {
             match NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d") {
                 Ok(date) => exclusion_dates.push(date),
                 Err(_) => {
-                    ctx.error_with_hint(loc, format!("{field}.exclusionDates"), format!("invalid date {d:?}"), "use YYYY-MM-DD");
+                    ctx.error_with_hint(
+                        loc,
+                        format!("{field}.exclusionDates"),
+                        format!("invalid date {d:?}"),
+                        "use YYYY-MM-DD",
+                    );
                     return None;
                 }
             }
@@ -172,7 +195,12 @@ impl Clock {
 }
 
 /// Runs one calendar event until shutdown, publishing with back-pressure.
-pub(super) async fn run(config: CalendarConfig, event_source: &str, event_name: &str, ctx: SourceContext) {
+pub(super) async fn run(
+    config: CalendarConfig,
+    event_source: &str,
+    event_name: &str,
+    ctx: SourceContext,
+) {
     let labels = SourceLabels {
         event_source: event_source.to_owned(),
         event_name: event_name.to_owned(),
@@ -234,17 +262,31 @@ mod tests {
         let c = config(schedule("0 9 * * 1"), chrono_tz::America::New_York);
         // Sunday 2026-11-22 12:00 UTC.
         let after = Utc.with_ymd_and_hms(2026, 11, 22, 12, 0, 0).unwrap();
-        let next = c.next_after(after).unwrap().with_timezone(&chrono_tz::America::New_York);
+        let next = c
+            .next_after(after)
+            .unwrap()
+            .with_timezone(&chrono_tz::America::New_York);
         assert_eq!(next.weekday(), Weekday::Mon);
         assert_eq!((next.hour(), next.minute()), (9, 0));
-        assert_eq!(next.with_timezone(&Utc), Utc.with_ymd_and_hms(2026, 11, 23, 14, 0, 0).unwrap());
-        let sunday = config(schedule("0 9 * * 0"), Tz::UTC).next_after(after).unwrap();
+        assert_eq!(
+            next.with_timezone(&Utc),
+            Utc.with_ymd_and_hms(2026, 11, 23, 14, 0, 0).unwrap()
+        );
+        let sunday = config(schedule("0 9 * * 0"), Tz::UTC)
+            .next_after(after)
+            .unwrap();
         assert_eq!(sunday.weekday(), Weekday::Sun);
-        let also_sunday = config(schedule("0 9 * * 7"), Tz::UTC).next_after(after).unwrap();
+        let also_sunday = config(schedule("0 9 * * 7"), Tz::UTC)
+            .next_after(after)
+            .unwrap();
         assert_eq!(also_sunday, sunday);
     }
 
-    fn context(bus: Arc<crate::bus::Bus>, clock: Clock, shutdown: CancellationToken) -> SourceContext {
+    fn context(
+        bus: Arc<crate::bus::Bus>,
+        clock: Clock,
+        shutdown: CancellationToken,
+    ) -> SourceContext {
         SourceContext {
             bus,
             metrics: Arc::new(Metrics::new()),

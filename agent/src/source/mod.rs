@@ -68,7 +68,11 @@ pub struct SourceContext {
 }
 
 /// Compiles every event of an EventSource.
-pub fn compile_event_source(ctx: &mut CompileContext<'_>, name: &str, spec: &EventSourceSpec) -> Vec<SourceSpec> {
+pub fn compile_event_source(
+    ctx: &mut CompileContext<'_>,
+    name: &str,
+    spec: &EventSourceSpec,
+) -> Vec<SourceSpec> {
     let mut out = Vec::new();
     for (event, w) in &spec.webhook {
         if let Some(c) = WebhookConfig::compile(ctx, &format!("spec.webhook.{event}"), w) {
@@ -89,19 +93,34 @@ pub fn compile_event_source(ctx: &mut CompileContext<'_>, name: &str, spec: &Eve
         }
     }
     if spec.webhook.is_empty() && spec.calendar.is_empty() {
-        ctx.error_with_hint(None, "spec", "the EventSource defines no events", "add a webhook or calendar section");
+        ctx.error_with_hint(
+            None,
+            "spec",
+            "the EventSource defines no events",
+            "add a webhook or calendar section",
+        );
     }
     out
 }
 
 /// Starts every source. Webhook ports are bound before this returns, so a port conflict or a
 /// missing secret fails start-up instead of surfacing later.
-pub async fn start_sources(specs: &[SourceSpec], ctx: &SourceContext) -> anyhow::Result<Vec<JoinHandle<()>>> {
+pub async fn start_sources(
+    specs: &[SourceSpec],
+    ctx: &SourceContext,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut handles = webhook::start(specs, ctx).await?;
     for spec in specs {
         if let SourceKind::Calendar(c) = &spec.kind {
-            let (c, ctx, es, ev) = (c.clone(), ctx.clone(), spec.event_source.clone(), spec.event_name.clone());
-            handles.push(tokio::spawn(async move { calendar::run(c, &es, &ev, ctx).await }));
+            let (c, ctx, es, ev) = (
+                c.clone(),
+                ctx.clone(),
+                spec.event_source.clone(),
+                spec.event_name.clone(),
+            );
+            handles.push(tokio::spawn(async move {
+                calendar::run(c, &es, &ev, ctx).await
+            }));
         }
     }
     Ok(handles)

@@ -59,7 +59,13 @@ pub fn resolve_secret(r: &SecretRef, secrets_dir: Option<&Path>) -> Result<Strin
 
 fn env_part(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -72,10 +78,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("triggerd-secret-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("hook")).unwrap();
         std::fs::write(dir.join("hook").join("token"), "s3cret\n").unwrap();
-        let r = SecretRef { name: Some("hook".into()), key: Some("token".into()), env: None, file: None, optional: None };
+        let r = SecretRef {
+            name: Some("hook".into()),
+            key: Some("token".into()),
+            env: None,
+            file: None,
+            optional: None,
+        };
         assert_eq!(resolve_secret(&r, Some(&dir)).unwrap(), "s3cret");
-        let missing = SecretRef { key: Some("other".into()), ..r };
-        assert!(matches!(resolve_secret(&missing, Some(&dir)), Err(SecretError::NotFound(..))));
+        let missing = SecretRef {
+            key: Some("other".into()),
+            ..r
+        };
+        assert!(matches!(
+            resolve_secret(&missing, Some(&dir)),
+            Err(SecretError::NotFound(..))
+        ));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -46,29 +46,56 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     /// Checks one webhook event.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, w: &Spanned<WebhookEvent>) -> Option<Self> {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        w: &Spanned<WebhookEvent>,
+    ) -> Option<Self> {
         let loc = Some(&w.referenced);
         let w = &w.value;
         let port = match w.port.as_string().trim().parse::<u16>() {
             Ok(p) if p > 0 => p,
             _ => {
-                ctx.error(loc, format!("{field}.port"), format!("invalid port {:?}", w.port.as_string()));
+                ctx.error(
+                    loc,
+                    format!("{field}.port"),
+                    format!("invalid port {:?}", w.port.as_string()),
+                );
                 return None;
             }
         };
         if !w.endpoint.starts_with('/') {
-            ctx.error_with_hint(loc, format!("{field}.endpoint"), format!("endpoint {:?} must start with /", w.endpoint), "e.g. /push");
+            ctx.error_with_hint(
+                loc,
+                format!("{field}.endpoint"),
+                format!("endpoint {:?} must start with /", w.endpoint),
+                "e.g. /push",
+            );
             return None;
         }
-        let method = match Method::from_bytes(w.method.as_deref().unwrap_or("POST").to_ascii_uppercase().as_bytes()) {
+        let method = match Method::from_bytes(
+            w.method
+                .as_deref()
+                .unwrap_or("POST")
+                .to_ascii_uppercase()
+                .as_bytes(),
+        ) {
             Ok(m) => m,
             Err(_) => {
-                ctx.error(loc, format!("{field}.method"), format!("invalid method {:?}", w.method));
+                ctx.error(
+                    loc,
+                    format!("{field}.method"),
+                    format!("invalid method {:?}", w.method),
+                );
                 return None;
             }
         };
         if w.max_payload_size == Some(0) {
-            ctx.error(loc, format!("{field}.maxPayloadSize"), "must be greater than 0");
+            ctx.error(
+                loc,
+                format!("{field}.maxPayloadSize"),
+                "must be greater than 0",
+            );
             return None;
         }
         Some(Self {
@@ -92,7 +119,10 @@ struct Endpoint {
 }
 
 /// Binds one server per port and serves every webhook event on it.
-pub(super) async fn start(specs: &[SourceSpec], ctx: &SourceContext) -> anyhow::Result<Vec<JoinHandle<()>>> {
+pub(super) async fn start(
+    specs: &[SourceSpec],
+    ctx: &SourceContext,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut by_port: BTreeMap<u16, Vec<(&SourceSpec, &WebhookConfig)>> = BTreeMap::new();
     for spec in specs {
         if let SourceKind::Webhook(w) = &spec.kind {
@@ -105,7 +135,11 @@ pub(super) async fn start(specs: &[SourceSpec], ctx: &SourceContext) -> anyhow::
         for (spec, w) in events {
             let token = match &w.auth {
                 Some(r) => Some(resolve_secret(r, ctx.secrets_dir.as_deref()).map_err(|e| {
-                    anyhow::anyhow!("webhook {}/{}: authSecret: {e}", spec.event_source, spec.event_name)
+                    anyhow::anyhow!(
+                        "webhook {}/{}: authSecret: {e}",
+                        spec.event_source,
+                        spec.event_name
+                    )
                 })?),
                 None => None,
             };
@@ -144,9 +178,18 @@ fn reply(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-async fn handle(State(ep): State<Arc<Endpoint>>, method: Method, headers: HeaderMap, body: Body) -> Response {
+async fn handle(
+    State(ep): State<Arc<Endpoint>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let reject = |status: StatusCode, message: &str| {
-        ep.ctx.metrics.events_rejected.get_or_create(&ep.labels).inc();
+        ep.ctx
+            .metrics
+            .events_rejected
+            .get_or_create(&ep.labels)
+            .inc();
         tracing::debug!(event_source = %ep.event_source, event_name = %ep.event_name, %status, "{message}");
         reply(status, message)
     };
@@ -165,7 +208,10 @@ async fn handle(State(ep): State<Arc<Endpoint>>, method: Method, headers: Header
             .unwrap_or("");
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             let mut r = reject(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
-            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
             return r;
         }
     }
@@ -177,7 +223,8 @@ async fn handle(State(ep): State<Arc<Endpoint>>, method: Method, headers: Header
     if declared.is_some_and(|n| n > limit) {
         return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
     }
-    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await {
+    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
+    {
         Ok(b) => b,
         Err(_) => return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
     };
@@ -185,14 +232,19 @@ async fn handle(State(ep): State<Arc<Endpoint>>, method: Method, headers: Header
     let id = event.id.clone();
     match ep.ctx.bus.try_publish(event) {
         Ok(()) => {
-            ep.ctx.metrics.events_received.get_or_create(&ep.labels).inc();
+            ep.ctx
+                .metrics
+                .events_received
+                .get_or_create(&ep.labels)
+                .inc();
             tracing::debug!(event_source = %ep.event_source, event_name = %ep.event_name, event_id = %id, "event accepted");
             (StatusCode::OK, Json(json!({ "id": id }))).into_response()
         }
         Err(e) => {
             let mut r = reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
             let retry = if e == PublishError::Full { "1" } else { "5" };
-            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(retry));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static(retry));
             r
         }
     }
@@ -208,7 +260,10 @@ fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
         };
-        header_map.entry(canonical_header(name.as_str())).or_default().push(Value::String(shown));
+        header_map
+            .entry(canonical_header(name.as_str()))
+            .or_default()
+            .push(Value::String(shown));
     }
     let body = match serde_json::from_slice::<Value>(&bytes) {
         Ok(v) => v,
@@ -216,18 +271,33 @@ fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
         Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
     };
     let mut data = Map::new();
-    data.insert("header".into(), serde_json::to_value(header_map).unwrap_or(Value::Null));
+    data.insert(
+        "header".into(),
+        serde_json::to_value(header_map).unwrap_or(Value::Null),
+    );
     data.insert("body".into(), body);
-    let mut event = Event::new(&ep.event_source, &ep.event_name, "webhook", Value::Object(data), bytes);
+    let mut event = Event::new(
+        &ep.event_source,
+        &ep.event_name,
+        "webhook",
+        Value::Object(data),
+        bytes,
+    );
     // A request that is itself a CloudEvent in binary mode keeps its id and trace context.
-    if let Some(id) = headers.get("ce-id").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
+    if let Some(id) = headers
+        .get("ce-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
         event.id = id.to_owned();
     }
     if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
         event.extensions.insert("traceparent".into(), tp.into());
     }
     for (k, v) in &ep.config.metadata {
-        event.extensions.insert(k.to_ascii_lowercase(), v.clone().into());
+        event
+            .extensions
+            .insert(k.to_ascii_lowercase(), v.clone().into());
     }
     event
 }
@@ -238,7 +308,11 @@ fn canonical_header(name: &str) -> String {
         .map(|part| {
             let mut c = part.chars();
             match c.next() {
-                Some(f) => format!("{}{}", f.to_ascii_uppercase(), c.as_str().to_ascii_lowercase()),
+                Some(f) => format!(
+                    "{}{}",
+                    f.to_ascii_uppercase(),
+                    c.as_str().to_ascii_lowercase()
+                ),
                 None => String::new(),
             }
         })
@@ -259,7 +333,10 @@ mod tests {
 
     #[test]
     fn headers_are_canonical() {
-        assert_eq!(canonical_header("x-hub-signature-256"), "X-Hub-Signature-256");
+        assert_eq!(
+            canonical_header("x-hub-signature-256"),
+            "X-Hub-Signature-256"
+        );
         assert_eq!(canonical_header("content-type"), "Content-Type");
     }
 

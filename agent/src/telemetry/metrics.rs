@@ -105,15 +105,51 @@ impl Metrics {
             trigger_execution_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
         };
-        registry.register("events_received", "Events accepted onto the bus", m.events_received.clone());
-        registry.register("events_rejected", "Events refused by a source", m.events_rejected.clone());
-        registry.register("events_filtered", "Events rejected by dependency filters", m.events_filtered.clone());
-        registry.register("trigger_executions", "Trigger executions by final outcome", m.trigger_executions.clone());
-        registry.register("trigger_attempts", "Trigger attempts", m.trigger_attempts.clone());
-        registry.register("trigger_retries", "Trigger attempts after the first", m.trigger_retries.clone());
-        registry.register("dead_letters", "Trigger executions handed to the dead letter", m.dead_letters.clone());
-        registry.register("script_errors", "Script evaluations that failed or hit a limit", m.script_errors.clone());
-        registry.register("trigger_attempt_seconds", "Duration of one trigger attempt", m.trigger_attempt_seconds.clone());
+        registry.register(
+            "events_received",
+            "Events accepted onto the bus",
+            m.events_received.clone(),
+        );
+        registry.register(
+            "events_rejected",
+            "Events refused by a source",
+            m.events_rejected.clone(),
+        );
+        registry.register(
+            "events_filtered",
+            "Events rejected by dependency filters",
+            m.events_filtered.clone(),
+        );
+        registry.register(
+            "trigger_executions",
+            "Trigger executions by final outcome",
+            m.trigger_executions.clone(),
+        );
+        registry.register(
+            "trigger_attempts",
+            "Trigger attempts",
+            m.trigger_attempts.clone(),
+        );
+        registry.register(
+            "trigger_retries",
+            "Trigger attempts after the first",
+            m.trigger_retries.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Trigger executions handed to the dead letter",
+            m.dead_letters.clone(),
+        );
+        registry.register(
+            "script_errors",
+            "Script evaluations that failed or hit a limit",
+            m.script_errors.clone(),
+        );
+        registry.register(
+            "trigger_attempt_seconds",
+            "Duration of one trigger attempt",
+            m.trigger_attempt_seconds.clone(),
+        );
         registry.register(
             "trigger_execution_seconds",
             "From event time to the final outcome of a trigger execution",

@@ -105,7 +105,11 @@ pub enum BuildError {
 
 impl CompiledTrigger {
     /// The invocation for these events, applying template- and type-level parameters.
-    pub fn invocation(&self, host: &ScriptHost, events: &FiredEvents) -> Result<Invocation, BuildError> {
+    pub fn invocation(
+        &self,
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
         if let Some(fixed) = &self.fixed {
             return Ok(fixed.clone());
         }
@@ -115,7 +119,8 @@ impl CompiledTrigger {
             TriggerKind::Http(_) => {
                 let mut spec = template.get("http").cloned().unwrap_or(Value::Null);
                 params::apply_all(&self.type_params, host, events, &mut spec)?;
-                let spec: HttpRequestSpec = serde_json::from_value(spec).map_err(|e| BuildError::Spec(e.to_string()))?;
+                let spec: HttpRequestSpec =
+                    serde_json::from_value(spec).map_err(|e| BuildError::Spec(e.to_string()))?;
                 if let Some(p) = spec.problem() {
                     return Err(BuildError::Spec(p));
                 }
@@ -126,7 +131,12 @@ impl CompiledTrigger {
     }
 
     /// The payload for these events.
-    pub fn build_payload(&self, host: &ScriptHost, events: &FiredEvents, dead_letter: Option<&DeadLetter>) -> Result<Value, BuildError> {
+    pub fn build_payload(
+        &self,
+        host: &ScriptHost,
+        events: &FiredEvents,
+        dead_letter: Option<&DeadLetter>,
+    ) -> Result<Value, BuildError> {
         match &self.payload {
             PayloadBuilder::Params(params) => {
                 let mut payload = Value::Object(Default::default());
@@ -159,7 +169,9 @@ impl CompiledTrigger {
     /// Runs one attempt.
     pub async fn execute(&self, invocation: &Invocation, payload: &Value) -> Response {
         match (&self.kind, invocation) {
-            (TriggerKind::Http(target), Invocation::Http(spec)) => target.execute(spec, payload).await,
+            (TriggerKind::Http(target), Invocation::Http(spec)) => {
+                target.execute(spec, payload).await
+            }
             (TriggerKind::Log(target), _) => target.execute(&self.sensor, &self.name, payload),
             (TriggerKind::Http(_), Invocation::Log) => Response::failed(
                 TriggerError {
@@ -183,7 +195,10 @@ pub fn compile_trigger(
 ) -> Option<CompiledTrigger> {
     let t = &trigger.template;
     let tfield = format!("{field}.template");
-    let params = |ctx: &mut CompileContext<'_>, f: &str, list: &[crate::manifest::Parameter]| -> Option<Vec<CompiledParameter>> {
+    let params = |ctx: &mut CompileContext<'_>,
+                  f: &str,
+                  list: &[crate::manifest::Parameter]|
+     -> Option<Vec<CompiledParameter>> {
         let compiled: Vec<_> = list
             .iter()
             .enumerate()
@@ -193,24 +208,49 @@ pub fn compile_trigger(
     };
     let template_params = params(ctx, &format!("{field}.parameters"), &trigger.parameters);
     let policy = CompiledPolicy::compile(ctx, &format!("{field}.policy"), trigger.policy.as_ref());
-    let backoff = Backoff::compile(ctx, &format!("{field}.retryStrategy"), trigger.retry_strategy.as_ref());
+    let backoff = Backoff::compile(
+        ctx,
+        &format!("{field}.retryStrategy"),
+        trigger.retry_strategy.as_ref(),
+    );
     let dlq = trigger.dlq_trigger.as_ref().and_then(|d| {
-        let json = template_json.get("dlqTrigger").cloned().unwrap_or(Value::Null);
-        compile_trigger(ctx, sensor, &format!("{field}.dlqTrigger"), d, json, dependencies).map(Arc::new)
+        let json = template_json
+            .get("dlqTrigger")
+            .cloned()
+            .unwrap_or(Value::Null);
+        compile_trigger(
+            ctx,
+            sensor,
+            &format!("{field}.dlqTrigger"),
+            d,
+            json,
+            dependencies,
+        )
+        .map(Arc::new)
     });
-    let template_value = template_json.get("template").cloned().unwrap_or(Value::Null);
+    let template_value = template_json
+        .get("template")
+        .cloned()
+        .unwrap_or(Value::Null);
     let (kind, type_params, payload, fixed) = match (&t.http, &t.log) {
         (Some(h), None) => {
             let f = format!("{tfield}.http");
             let type_params = params(ctx, &format!("{f}.parameters"), &h.parameters);
-            let payload = payload_builder(ctx, &f, &h.payload, ScriptSource::from_fields(&h.payload_script, &h.payload_script_file), dependencies);
-            let target = match HttpTarget::new(h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)) {
-                Ok(t) => t,
-                Err(e) => {
-                    ctx.error(None, f, format!("cannot build HTTP client: {e}"));
-                    return None;
-                }
-            };
+            let payload = payload_builder(
+                ctx,
+                &f,
+                &h.payload,
+                ScriptSource::from_fields(&h.payload_script, &h.payload_script_file),
+                dependencies,
+            );
+            let target =
+                match HttpTarget::new(h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        ctx.error(None, f, format!("cannot build HTTP client: {e}"));
+                        return None;
+                    }
+                };
             let spec = HttpRequestSpec {
                 url: h.url.clone(),
                 method: h.method.clone(),
@@ -225,16 +265,31 @@ pub fn compile_trigger(
                 Some(_) => false,
                 None => true,
             };
-            let fixed = (static_ok && h.parameters.is_empty() && trigger.parameters.is_empty()).then(|| Invocation::Http(spec));
+            let fixed = (static_ok && h.parameters.is_empty() && trigger.parameters.is_empty())
+                .then_some(Invocation::Http(spec));
             (TriggerKind::Http(target), type_params, payload, fixed)
         }
-        (None, Some(_)) => (TriggerKind::Log(LogTarget), Some(Vec::new()), Some(PayloadBuilder::Events), Some(Invocation::Log)),
+        (None, Some(_)) => (
+            TriggerKind::Log(LogTarget),
+            Some(Vec::new()),
+            Some(PayloadBuilder::Events),
+            Some(Invocation::Log),
+        ),
         (None, None) => {
-            ctx.error_with_hint(None, tfield, "no trigger type given", "add one of: http, log");
+            ctx.error_with_hint(
+                None,
+                tfield,
+                "no trigger type given",
+                "add one of: http, log",
+            );
             return None;
         }
         (Some(_), Some(_)) => {
-            ctx.error(None, tfield, "more than one trigger type given; use one per trigger");
+            ctx.error(
+                None,
+                tfield,
+                "more than one trigger type given; use one per trigger",
+            );
             return None;
         }
     };
@@ -266,15 +321,28 @@ fn payload_builder(
             let compiled: Option<Vec<_>> = payload
                 .iter()
                 .enumerate()
-                .map(|(i, p)| CompiledParameter::compile(ctx, &format!("{field}.payload[{i}]"), p, dependencies))
+                .map(|(i, p)| {
+                    CompiledParameter::compile(
+                        ctx,
+                        &format!("{field}.payload[{i}]"),
+                        p,
+                        dependencies,
+                    )
+                })
                 .collect::<Vec<_>>()
                 .into_iter()
                 .collect();
             compiled.map(PayloadBuilder::Params)
         }
-        (true, Some(s)) => ctx.script(&format!("{field}.payloadScript"), ScriptKind::Payload, &s).map(PayloadBuilder::Script),
+        (true, Some(s)) => ctx
+            .script(&format!("{field}.payloadScript"), ScriptKind::Payload, &s)
+            .map(PayloadBuilder::Script),
         (false, Some(_)) => {
-            ctx.error(None, format!("{field}.payloadScript"), "set either payload or payloadScript, not both");
+            ctx.error(
+                None,
+                format!("{field}.payloadScript"),
+                "set either payload or payloadScript, not both",
+            );
             None
         }
     }

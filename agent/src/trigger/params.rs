@@ -7,7 +7,9 @@ use thiserror::Error;
 
 use crate::manifest::{Parameter, ScriptSource};
 use crate::plan::CompileContext;
-use crate::script::{from_dynamic, to_dynamic, CompiledScript, ScriptError, ScriptHost, ScriptKind};
+use crate::script::{
+    from_dynamic, to_dynamic, CompiledScript, ScriptError, ScriptHost, ScriptKind,
+};
 use crate::sensor::FiredEvents;
 
 /// Why a parameter could not be resolved; not retryable (the same events give the same error).
@@ -73,14 +75,24 @@ pub struct CompiledParameter {
 
 impl CompiledParameter {
     /// Compiles one parameter; `field` is its path, `dependencies` the sensor's names.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, p: &Parameter, dependencies: &[String]) -> Option<Self> {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        p: &Parameter,
+        dependencies: &[String],
+    ) -> Option<Self> {
         let src = &p.src;
         let operation = match p.operation.as_deref().unwrap_or("overwrite") {
             "" | "overwrite" => Operation::Overwrite,
             "append" => Operation::Append,
             "prepend" => Operation::Prepend,
             other => {
-                ctx.error_with_hint(None, format!("{field}.operation"), format!("unknown operation {other:?}"), "use overwrite, append or prepend");
+                ctx.error_with_hint(
+                    None,
+                    format!("{field}.operation"),
+                    format!("unknown operation {other:?}"),
+                    "use overwrite, append or prepend",
+                );
                 return None;
             }
         };
@@ -97,12 +109,27 @@ impl CompiledParameter {
         }
         let has_key = src.data_key.is_some() || src.context_key.is_some();
         let script_source = ScriptSource::from_fields(&src.script, &src.script_file);
-        if src.dependency_name.is_none() && (has_key || script_source.is_some()) && dependencies.len() != 1 {
-            ctx.error(None, format!("{field}.src.dependencyName"), "required when the sensor has more than one dependency");
+        if src.dependency_name.is_none()
+            && (has_key || script_source.is_some())
+            && dependencies.len() != 1
+        {
+            ctx.error(
+                None,
+                format!("{field}.src.dependencyName"),
+                "required when the sensor has more than one dependency",
+            );
             return None;
         }
-        if src.dependency_name.is_none() && !has_key && script_source.is_none() && src.value.is_none() {
-            ctx.error(None, format!("{field}.src"), "set dependencyName, value or script");
+        if src.dependency_name.is_none()
+            && !has_key
+            && script_source.is_none()
+            && src.value.is_none()
+        {
+            ctx.error(
+                None,
+                format!("{field}.src"),
+                "set dependencyName, value or script",
+            );
             return None;
         }
         if p.dest.is_empty() {
@@ -110,11 +137,16 @@ impl CompiledParameter {
             return None;
         }
         let script = match script_source {
-            Some(s) => Some(ctx.script(&format!("{field}.src.script"), ScriptKind::Parameter, &s)?),
+            Some(s) => {
+                Some(ctx.script(&format!("{field}.src.script"), ScriptKind::Parameter, &s)?)
+            }
             None => None,
         };
         Some(Self {
-            dependency: src.dependency_name.clone().or_else(|| (dependencies.len() == 1).then(|| dependencies[0].clone())),
+            dependency: src
+                .dependency_name
+                .clone()
+                .or_else(|| (dependencies.len() == 1).then(|| dependencies[0].clone())),
             data_key: src.data_key.clone(),
             context_key: src.context_key.clone(),
             default: src.value.clone(),
@@ -127,21 +159,32 @@ impl CompiledParameter {
 
     /// Resolves the value from the events.
     pub fn resolve(&self, host: &ScriptHost, events: &FiredEvents) -> Result<Value, ParamError> {
-        let event = self.dependency.as_ref().and_then(|d| events.by_dependency.get(d));
+        let event = self
+            .dependency
+            .as_ref()
+            .and_then(|d| events.by_dependency.get(d));
         if let Some(script) = &self.script {
             let (data, ctx) = match event {
                 Some(e) => (to_dynamic(&e.data), to_dynamic(&e.context_json())),
                 None => (Dynamic::UNIT, Dynamic::UNIT),
             };
-            let vars = [("event", data), ("ctx", ctx), ("events", events.script_view.clone())];
+            let vars = [
+                ("event", data),
+                ("ctx", ctx),
+                ("events", events.script_view.clone()),
+            ];
             return host
                 .eval(script, &vars)
                 .and_then(|v| from_dynamic(&v))
-                .map_err(|source| ParamError::Script { dest: self.dest.clone(), source });
+                .map_err(|source| ParamError::Script {
+                    dest: self.dest.clone(),
+                    source,
+                });
         }
         let default = || self.default.clone().map(Value::String);
         let Some(event) = event else {
-            if self.dependency.is_none() || (self.data_key.is_none() && self.context_key.is_none()) {
+            if self.dependency.is_none() || (self.data_key.is_none() && self.context_key.is_none())
+            {
                 if let Some(v) = default() {
                     return Ok(v);
                 }
@@ -155,17 +198,24 @@ impl CompiledParameter {
             return match event.context_json().get(key) {
                 Some(Value::String(s)) => Ok(Value::String(s.clone())),
                 Some(v) if !v.is_null() => Ok(Value::String(v.to_string())),
-                _ => default().ok_or_else(|| ParamError::MissingKey { dest: self.dest.clone(), key: key.clone() }),
+                _ => default().ok_or_else(|| ParamError::MissingKey {
+                    dest: self.dest.clone(),
+                    key: key.clone(),
+                }),
             };
         }
         if let Some(key) = &self.data_key {
             let json = event.data.to_string();
             let found = gjson::get(&json, key);
             if !found.exists() {
-                return default().ok_or_else(|| ParamError::MissingKey { dest: self.dest.clone(), key: key.clone() });
+                return default().ok_or_else(|| ParamError::MissingKey {
+                    dest: self.dest.clone(),
+                    key: key.clone(),
+                });
             }
             return Ok(if self.raw {
-                serde_json::from_str(found.json()).unwrap_or_else(|_| Value::String(found.str().to_owned()))
+                serde_json::from_str(found.json())
+                    .unwrap_or_else(|_| Value::String(found.str().to_owned()))
             } else {
                 Value::String(found.str().to_owned())
             });
@@ -174,19 +224,38 @@ impl CompiledParameter {
             return Ok(v);
         }
         // No key and no value: the whole event.
-        Ok(if self.raw { event.to_json() } else { Value::String(event.to_json().to_string()) })
+        Ok(if self.raw {
+            event.to_json()
+        } else {
+            Value::String(event.to_json().to_string())
+        })
     }
 
     /// Resolves the value and writes it into `target` at `dest`.
-    pub fn apply(&self, host: &ScriptHost, events: &FiredEvents, target: &mut Value) -> Result<(), ParamError> {
+    pub fn apply(
+        &self,
+        host: &ScriptHost,
+        events: &FiredEvents,
+        target: &mut Value,
+    ) -> Result<(), ParamError> {
         let value = self.resolve(host, events)?;
-        set_path(target, &self.dest, value, self.operation).map_err(|reason| ParamError::Dest { dest: self.dest.clone(), reason })
+        set_path(target, &self.dest, value, self.operation).map_err(|reason| ParamError::Dest {
+            dest: self.dest.clone(),
+            reason,
+        })
     }
 }
 
 /// Applies parameters in order.
-pub fn apply_all(params: &[CompiledParameter], host: &ScriptHost, events: &FiredEvents, target: &mut Value) -> Result<(), ParamError> {
-    params.iter().try_for_each(|p| p.apply(host, events, target))
+pub fn apply_all(
+    params: &[CompiledParameter],
+    host: &ScriptHost,
+    events: &FiredEvents,
+    target: &mut Value,
+) -> Result<(), ParamError> {
+    params
+        .iter()
+        .try_for_each(|p| p.apply(host, events, target))
 }
 
 /// Writes `value` at a dotted path (`a.b.0.c`; `-1` appends to an array), creating objects
@@ -197,7 +266,11 @@ pub fn set_path(target: &mut Value, path: &str, value: Value, op: Operation) -> 
     for (i, seg) in segments.iter().enumerate() {
         let last = i + 1 == segments.len();
         if cur.is_null() {
-            *cur = if seg.parse::<i64>().is_ok() { Value::Array(Vec::new()) } else { Value::Object(Map::new()) };
+            *cur = if seg.parse::<i64>().is_ok() {
+                Value::Array(Vec::new())
+            } else {
+                Value::Object(Map::new())
+            };
         }
         let slot: &mut Value = match cur {
             Value::Object(map) => map.entry(seg.clone()).or_insert(Value::Null),
@@ -206,7 +279,9 @@ pub fn set_path(target: &mut Value, path: &str, value: Value, op: Operation) -> 
                     items.push(Value::Null);
                     items.len() - 1
                 } else {
-                    let n: usize = seg.parse().map_err(|_| format!("{seg:?} is not an array index"))?;
+                    let n: usize = seg
+                        .parse()
+                        .map_err(|_| format!("{seg:?} is not an array index"))?;
                     if n >= items.len() {
                         items.resize(n + 1, Value::Null);
                     }
@@ -244,8 +319,8 @@ fn split_path(path: &str) -> Vec<String> {
     while let Some(c) = chars.next() {
         match c {
             '\\' => {
-                if let Some(n) = chars.next() {
-                    out.last_mut().map(|s| s.push(n));
+                if let (Some(n), Some(s)) = (chars.next(), out.last_mut()) {
+                    s.push(n);
                 }
             }
             '.' => out.push(String::new()),

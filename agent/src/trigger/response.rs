@@ -49,7 +49,10 @@ impl Response {
         let mut map = Map::new();
         if let Some(e) = &self.error {
             map.insert("error".into(), e.message.clone().into());
-            map.insert("duration_ms".into(), (self.duration.as_millis() as i64).into());
+            map.insert(
+                "duration_ms".into(),
+                (self.duration.as_millis() as i64).into(),
+            );
             return map.into();
         }
         map.insert("status".into(), i64::from(self.status.unwrap_or(0)).into());
@@ -60,7 +63,10 @@ impl Response {
             .collect();
         map.insert("headers".into(), headers.into());
         map.insert("body".into(), to_dynamic(&self.body));
-        map.insert("duration_ms".into(), (self.duration.as_millis() as i64).into());
+        map.insert(
+            "duration_ms".into(),
+            (self.duration.as_millis() as i64).into(),
+        );
         map.into()
     }
 
