@@ -265,10 +265,22 @@ fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
             .or_default()
             .push(Value::String(shown));
     }
-    let body = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(v) => v,
-        Err(_) if bytes.is_empty() => Value::Null,
-        Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+    let structured = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/cloudevents+json"));
+    let incoming = if structured {
+        serde_json::from_slice::<cloudevents::Event>(&bytes).ok()
+    } else {
+        None
+    };
+    let body = match &incoming {
+        Some(ce) => cloudevent_data(ce),
+        None => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => v,
+            Err(_) if bytes.is_empty() => Value::Null,
+            Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+        },
     };
     let mut data = Map::new();
     data.insert(
@@ -283,16 +295,9 @@ fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
         Value::Object(data),
         bytes,
     );
-    // A request that is itself a CloudEvent in binary mode keeps its id and trace context.
-    if let Some(id) = headers
-        .get("ce-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-    {
-        event.id = id.to_owned();
-    }
-    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
-        event.extensions.insert("traceparent".into(), tp.into());
+    match &incoming {
+        Some(ce) => keep_structured_attributes(&mut event, ce),
+        None => keep_binary_attributes(&mut event, headers),
     }
     for (k, v) in &ep.config.metadata {
         event
@@ -300,6 +305,73 @@ fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
             .insert(k.to_ascii_lowercase(), v.clone().into());
     }
     event
+}
+
+/// The data of a structured-mode CloudEvent as JSON.
+fn cloudevent_data(ce: &cloudevents::Event) -> Value {
+    match ce.data() {
+        Some(cloudevents::Data::Json(v)) => v.clone(),
+        Some(cloudevents::Data::String(s)) => {
+            serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
+        }
+        Some(cloudevents::Data::Binary(b)) => {
+            Value::String(String::from_utf8_lossy(b).into_owned())
+        }
+        None => Value::Null,
+    }
+}
+
+/// A structured-mode CloudEvent keeps its id, time and extensions (e.g. `traceparent`); its
+/// own source, type and subject are kept as `originalsource`/`originaltype`/`originalsubject`
+/// because `source`/`subject` name the EventSource and event that received it.
+fn keep_structured_attributes(event: &mut Event, ce: &cloudevents::Event) {
+    use cloudevents::AttributesReader;
+    event.id = ce.id().to_owned();
+    if let Some(t) = ce.time() {
+        event.time = *t;
+    }
+    event
+        .extensions
+        .insert("originalsource".into(), ce.source().to_string().into());
+    event
+        .extensions
+        .insert("originaltype".into(), ce.ty().into());
+    if let Some(s) = ce.subject() {
+        event.extensions.insert("originalsubject".into(), s.into());
+    }
+    for (k, v) in ce.iter_extensions() {
+        event.extensions.insert(k.to_owned(), v.to_string().into());
+    }
+}
+
+/// A binary-mode CloudEvent (`ce-*` headers) keeps its id, time and extensions.
+fn keep_binary_attributes(event: &mut Event, headers: &HeaderMap) {
+    for (name, value) in headers {
+        let Some(attr) = name.as_str().strip_prefix("ce-") else {
+            if name.as_str() == "traceparent" || name.as_str() == "tracestate" {
+                if let Ok(v) = value.to_str() {
+                    event.extensions.insert(name.as_str().to_owned(), v.into());
+                }
+            }
+            continue;
+        };
+        let Ok(v) = value.to_str() else { continue };
+        match attr {
+            "id" if !v.is_empty() => event.id = v.to_owned(),
+            "time" => {
+                if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+                    event.time = t.with_timezone(&chrono::Utc);
+                }
+            }
+            "specversion" | "id" => {}
+            "source" | "type" | "subject" => {
+                event.extensions.insert(format!("original{attr}"), v.into());
+            }
+            other => {
+                event.extensions.insert(other.to_owned(), v.into());
+            }
+        }
+    }
 }
 
 /// Go's canonical header form (`content-type` → `Content-Type`), as Argo shows headers.
@@ -338,6 +410,77 @@ mod tests {
             "X-Hub-Signature-256"
         );
         assert_eq!(canonical_header("content-type"), "Content-Type");
+    }
+
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            config: WebhookConfig {
+                port: 1,
+                endpoint: "/e".into(),
+                method: Method::POST,
+                auth: None,
+                max_payload: DEFAULT_MAX_PAYLOAD,
+                metadata: BTreeMap::new(),
+            },
+            token: None,
+            labels: SourceLabels {
+                event_source: "es".into(),
+                event_name: "e".into(),
+            },
+            event_source: "es".into(),
+            event_name: "e".into(),
+            ctx: SourceContext {
+                bus: crate::bus::BusBuilder::new(1).build(),
+                metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),
+                shutdown: tokio_util::sync::CancellationToken::new(),
+                clock: super::super::Clock::System,
+                secrets_dir: None,
+                bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
+            },
+        }
+    }
+
+    #[test]
+    fn plain_bodies_keep_json_or_text_and_mask_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
+        let e = build_event(&endpoint(), &h, Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(e.data["body"]["a"], 1);
+        assert_eq!(e.data["header"]["Authorization"][0], "******");
+        assert!(!e.data.to_string().contains("secret"));
+        let e = build_event(
+            &endpoint(),
+            &HeaderMap::new(),
+            Bytes::from_static(b"a=1&b=2"),
+        );
+        assert_eq!(e.data["body"], "a=1&b=2");
+    }
+
+    #[test]
+    fn cloudevents_keep_their_id_and_trace_context() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "application/cloudevents+json".parse().unwrap(),
+        );
+        let body = r#"{"specversion":"1.0","id":"abc","source":"/ci","type":"build.done",
+            "traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","data":{"ok":true}}"#;
+        let e = build_event(&endpoint(), &h, Bytes::from(body));
+        assert_eq!(e.id, "abc");
+        assert_eq!(e.data["body"]["ok"], true);
+        assert_eq!(e.extensions["originaltype"], "build.done");
+        assert!(e.extensions["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with("00-0af7"));
+        let mut h = HeaderMap::new();
+        h.insert("ce-id", "xyz".parse().unwrap());
+        h.insert("ce-type", "t".parse().unwrap());
+        h.insert("traceparent", "00-1-2-01".parse().unwrap());
+        let e = build_event(&endpoint(), &h, Bytes::from_static(b"{}"));
+        assert_eq!(e.id, "xyz");
+        assert_eq!(e.extensions["originaltype"], "t");
+        assert_eq!(e.extensions["traceparent"], "00-1-2-01");
     }
 
     #[test]
