@@ -76,7 +76,8 @@ impl AgentBuilder {
         self
     }
 
-    /// An environment variable for the agent (`RUST_LOG` defaults to `info`).
+    /// An environment variable for the agent (`RUST_LOG` defaults to `info`,
+    /// `NO_COLOR` to `1`).
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
@@ -117,6 +118,7 @@ impl AgentBuilder {
             .args(&self.args)
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

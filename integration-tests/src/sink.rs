@@ -216,3 +216,59 @@ async fn record(
     };
     (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Sink;
+    use crate::http_client;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn records_requests_and_plays_scripted_replies() {
+        let sink = Sink::start().await;
+        sink.reply(500, "oops").reply(201, r#"{"ok":true}"#);
+        let client = http_client();
+        let statuses = [500, 201, 200];
+        for (n, expected) in statuses.into_iter().enumerate() {
+            let response = client
+                .post(sink.url("/hook?x=1"))
+                .header("x-test", "yes")
+                .body(format!(r#"{{"n":{n}}}"#))
+                .send()
+                .await
+                .expect("POST sink");
+            assert_eq!(response.status().as_u16(), expected);
+        }
+        for n in 0..3 {
+            let request = sink.next(WAIT).await.expect("recorded request");
+            assert_eq!(request.method, "POST");
+            assert_eq!(request.path, "/hook");
+            assert_eq!(request.query.as_deref(), Some("x=1"));
+            assert_eq!(request.header("X-Test"), Some("yes"));
+            assert_eq!(request.json()["n"], n);
+        }
+        assert_eq!(sink.count(), 3);
+        sink.expect_none(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn held_requests_are_recorded_but_answered_only_after_release() {
+        let sink = Sink::start().await;
+        sink.hold();
+        let url = sink.url("/slow");
+        let call = tokio::spawn(async move { http_client().get(url).send().await });
+        let request = sink.next(WAIT).await.expect("held request is recorded");
+        assert_eq!(request.path, "/slow");
+        assert!(!call.is_finished(), "a held request must not be answered");
+        sink.release();
+        let response = tokio::time::timeout(WAIT, call)
+            .await
+            .expect("answered after release")
+            .expect("task")
+            .expect("GET sink");
+        assert_eq!(response.status().as_u16(), 200);
+    }
+}

@@ -141,7 +141,7 @@ fn unknown_field_reports_line_and_field_path() {
         &output,
         &path,
         line_of(&text, "evntName"),
-        &["spec.dependencies", "evntName"],
+        &["spec.dependencies[0].evntName"],
     );
 }
 
@@ -158,7 +158,7 @@ fn rhai_syntax_error_in_block_script_maps_to_the_file_line() {
         &output,
         &path,
         line_of(&text, "r == =="),
-        &["filters.script"],
+        &["spec.dependencies[0].filters.script"],
     );
 }
 
@@ -174,7 +174,7 @@ fn undefined_variable_in_script_is_a_load_error() {
         &output,
         &path,
         line_of(&text, "evnt.body.ref"),
-        &["filters.script", "evnt"],
+        &["spec.dependencies[0].filters.script", "evnt"],
     );
 }
 
@@ -186,12 +186,17 @@ fn every_bad_document_of_a_file_is_reported() {
     let path = fixtures.write("two.yaml", &text);
     let output = fixtures.validate(&[&path]);
     assert_failed(&output);
-    assert_reported(&output, &path, line_of(&text, "endpont"), &["endpont"]);
+    assert_reported(
+        &output,
+        &path,
+        line_of(&text, "endpont"),
+        &["spec.webhook.push.endpont"],
+    );
     assert_reported(
         &output,
         &path,
         line_of(&text, "evntName"),
-        &["spec.dependencies", "evntName"],
+        &["spec.dependencies[0].evntName"],
     );
 }
 
@@ -215,13 +220,13 @@ fn every_bad_file_of_a_directory_is_reported() {
         &output,
         &typo_path,
         line_of(&typo, "evntName"),
-        &["evntName"],
+        &["spec.dependencies[0].evntName"],
     );
     assert_reported(
         &output,
         &script_path,
         line_of(&script, "evnt.body"),
-        &["filters.script"],
+        &["spec.dependencies[0].filters.script"],
     );
 }
 

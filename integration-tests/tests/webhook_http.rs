@@ -142,11 +142,6 @@ spec:
         http:
           url: {}
           method: POST
-          payload:
-            - src:
-                dependencyName: push
-                dataKey: body.size
-              dest: size
 "#,
         sink.url("/hook")
     );
@@ -163,8 +158,8 @@ spec:
         .post_event(&url, &json!({"ref": "refs/heads/main", "size": 7}))
         .await;
 
-    let request = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
-    assert_eq!(request.json()["size"], json!(7), "body: {}", request.text());
+    let event = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
+    assert_eq!(event["data"]["body"]["size"], json!(7), "{event}");
     let filtered = agent
         .wait_for_metric(
             "triggerd_events_filtered_total",

@@ -338,7 +338,12 @@ fn typed<T: DeserializeOwned>(origin: &Origin, body: &str) -> Result<T, Manifest
 }
 
 fn yaml_error(origin: &Origin, path: &str, e: &serde_saphyr::Error) -> ManifestError {
-    let path = if path == "." { "" } else { path };
+    let path = if path == "." {
+        String::new()
+    } else {
+        user_path(path)
+    };
+    let path = path.as_str();
     let text = e.without_snippet().to_string();
     let message = strip_location_suffix(&text);
     let mut err = origin.error(e.location().as_ref(), path, message);
@@ -358,6 +363,34 @@ fn yaml_error(origin: &Origin, path: &str, e: &serde_saphyr::Error) -> ManifestE
         }
     }
     err
+}
+
+/// Removes the `value` segments that `Spanned` wrappers add to serde paths, so users see
+/// the path as written in their YAML (`spec.webhook.push.endpoint`).
+fn user_path(path: &str) -> String {
+    const SPANNED_LEAVES: &[&str] = &[
+        "script",
+        "scriptFile",
+        "payloadScript",
+        "payloadScriptFile",
+        "filtersLogicalOperator",
+        "dataLogicalOperator",
+    ];
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segments.len());
+    for (i, seg) in segments.iter().enumerate() {
+        let prev = i.checked_sub(1).map(|j| segments[j]).unwrap_or("");
+        let before = i.checked_sub(2).map(|j| segments[j]).unwrap_or("");
+        let spanned_parent = SPANNED_LEAVES.contains(&prev)
+            || before == "webhook"
+            || before == "calendar"
+            || (prev.starts_with("data[") && before == "filters");
+        if *seg == "value" && spanned_parent {
+            continue;
+        }
+        out.push(seg);
+    }
+    out.join(".")
 }
 
 /// Whether a field path sits at the top of an EventSource spec (where kinds are listed).
@@ -432,6 +465,26 @@ spec:
         assert!(errors[0].to_string().contains("Rhai"), "{}", errors[0]);
         assert_eq!(errors[1].field, "foo");
         assert_eq!(errors[1].position.line, 18);
+    }
+
+    #[test]
+    fn spanned_wrappers_do_not_show_in_paths() {
+        assert_eq!(
+            user_path("spec.webhook.push.value.endpont"),
+            "spec.webhook.push.endpont"
+        );
+        assert_eq!(
+            user_path("spec.dependencies[0].filters.data[1].value.value[0]"),
+            "spec.dependencies[0].filters.data[1].value[0]"
+        );
+        assert_eq!(
+            user_path("spec.triggers[0].template.http.payload[0].src.value"),
+            "spec.triggers[0].template.http.payload[0].src.value"
+        );
+        assert_eq!(
+            user_path("spec.dependencies[0].filters.script.value"),
+            "spec.dependencies[0].filters.script"
+        );
     }
 
     #[test]
