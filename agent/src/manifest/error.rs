@@ -82,7 +82,10 @@ impl std::error::Error for ManifestErrors {}
 
 /// A one-line hint for a field we know about but do not accept. `in_event_source` tells
 /// event source kinds (`spec.kafka` of an EventSource) from trigger types of the same name.
-pub fn hint_for_field(field: &str, in_event_source: bool) -> Option<&'static str> {
+pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Option<&'static str> {
+    if parent == "policy" && field == "k8s" {
+        return Some("Kubernetes resource policies come with the k8s trigger, not supported yet; use `policy.script`");
+    }
     const SOURCE_KINDS: &[&str] = &[
         "kafka",
         "nats",

@@ -347,11 +347,13 @@ fn yaml_error(origin: &Origin, path: &str, e: &serde_saphyr::Error) -> ManifestE
     let text = e.without_snippet().to_string();
     let message = strip_location_suffix(&text);
     let mut err = origin.error(e.location().as_ref(), path, message);
-    let field = path.rsplit('.').next().unwrap_or("");
+    let mut segments = path.rsplit('.');
+    let field = segments.next().unwrap_or("");
     let field = field.split('[').next().unwrap_or(field);
+    let parent = segments.next().unwrap_or("");
     if message.starts_with("unknown field") {
         let in_event_source = body_is_event_source(path);
-        match hint_for_field(field, in_event_source) {
+        match hint_for_field(field, parent, in_event_source) {
             Some(hint) => {
                 err.message = format!("field `{field}` is not supported");
                 err = err.with_hint(hint);

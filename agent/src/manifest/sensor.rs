@@ -132,6 +132,9 @@ pub struct Trigger {
 pub struct TriggerTemplate {
     /// Name, unique within the sensor.
     pub name: String,
+    /// Where older Argo examples put the policy; same as the trigger's `policy`.
+    #[serde(default)]
+    pub policy: Option<Policy>,
     /// HTTP request trigger.
     #[serde(default)]
     pub http: Option<HttpTrigger>,

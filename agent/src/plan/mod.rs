@@ -91,8 +91,13 @@ impl CompileContext<'_> {
             Err(e) => {
                 let (line, column) = script_error_position(&e);
                 let position = self.origin.script_position(&s.referenced, line, column);
-                self.errors
-                    .push(script_manifest_error(position, field, kind, &e));
+                let mut err = script_manifest_error(position, field, kind, &e);
+                if looks_like_lua(&s.value) {
+                    err = err.with_hint(
+                        "this looks like Lua (Argo); triggerd scripts are Rhai: write `event.body.a == \"b\"` for `if event.body.a == \"b\" then return true end`",
+                    );
+                }
+                self.errors.push(err);
                 None
             }
         }
@@ -139,6 +144,16 @@ impl CompileContext<'_> {
             }
         }
     }
+}
+
+/// Argo sensors carry Lua filter scripts; recognise them to point users at the Rhai form.
+fn looks_like_lua(source: &str) -> bool {
+    let words: Vec<&str> = source
+        .split(|c: char| !c.is_alphanumeric() && c != '~')
+        .collect();
+    (words.contains(&"then") && words.contains(&"end"))
+        || source.contains("~=")
+        || source.contains("local ")
 }
 
 fn script_error_position(e: &ScriptError) -> (usize, usize) {

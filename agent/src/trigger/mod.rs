@@ -207,7 +207,18 @@ pub fn compile_trigger(
         compiled.into_iter().collect()
     };
     let template_params = params(ctx, &format!("{field}.parameters"), &trigger.parameters);
-    let policy = CompiledPolicy::compile(ctx, &format!("{field}.policy"), trigger.policy.as_ref());
+    let policy = match (&trigger.policy, &t.policy) {
+        (Some(_), Some(_)) => {
+            ctx.error(
+                None,
+                format!("{tfield}.policy"),
+                "policy is set both on the trigger and in its template; keep one",
+            );
+            None
+        }
+        (Some(p), None) => CompiledPolicy::compile(ctx, &format!("{field}.policy"), Some(p)),
+        (None, p) => CompiledPolicy::compile(ctx, &format!("{tfield}.policy"), p.as_ref()),
+    };
     let backoff = Backoff::compile(
         ctx,
         &format!("{field}.retryStrategy"),
