@@ -26,6 +26,8 @@ pub struct AgentOptions {
     pub bind_host: IpAddr,
     /// Events each sensor's bus queue holds.
     pub bus_capacity: usize,
+    /// How long an accepted event id is remembered to drop duplicates (zero: off).
+    pub dedup_window: Duration,
     /// Events a sensor processes at once.
     pub max_inflight: usize,
     /// Where mounted secrets live.
@@ -53,7 +55,7 @@ pub async fn run(
     .await
     .map_err(|e| anyhow::anyhow!("ops server: cannot listen on {}: {e}", options.ops_addr))?;
 
-    let mut bus = BusBuilder::new(options.bus_capacity);
+    let mut bus = BusBuilder::new(options.bus_capacity).dedup_window(options.dedup_window);
     let tasks = TaskTracker::new();
     let abort = CancellationToken::new();
     let sensor_ctx = SensorContext {

@@ -238,3 +238,68 @@ spec:
     let event = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
     assert_eq!(event["data"]["body"], json!("hello, not json"), "{event}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_cloudevent_fires_once() {
+    let sink = Sink::start().await;
+    let port = free_port();
+    let sensor = format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: once
+spec:
+  dependencies:
+    - name: push
+      eventSourceName: hooks
+      eventName: push
+  triggers:
+    - template:
+        name: forward
+        http:
+          url: {}
+"#,
+        sink.url("/events")
+    );
+    let agent = Agent::start(&[&webhook_source("hooks", "push", port, "/push"), &sensor]).await;
+    let url = agent.webhook_url(port, "/push");
+    // A producer that retries sends the same CloudEvent (binary mode) twice, then a new one.
+    for (id, n) in [("ce-1", 1), ("ce-1", 1), ("ce-2", 2)] {
+        let response = agent
+            .http()
+            .post(&url)
+            .header("ce-id", id)
+            .header("ce-specversion", "1.0")
+            .header("ce-type", "build.done")
+            .header("ce-source", "/ci")
+            .json(&json!({ "n": n }))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 200);
+        let reply: serde_json::Value = response.json().await.expect("reply JSON");
+        assert_eq!(reply["id"], json!(id), "the reply names the producer's id");
+    }
+    let first = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
+    let second = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
+    assert_eq!(first["id"], json!("ce-1"), "{first}");
+    assert_eq!(first["originaltype"], json!("build.done"), "{first}");
+    assert_eq!(
+        second["id"],
+        json!("ce-2"),
+        "the duplicate was not delivered: {second}"
+    );
+    let labels = [("event_source", "hooks"), ("event_name", "push")];
+    assert_eq!(
+        agent
+            .metric("triggerd_events_deduplicated_total", &labels)
+            .await,
+        Some(1.0)
+    );
+    assert_eq!(
+        agent
+            .metric("triggerd_events_received_total", &labels)
+            .await,
+        Some(2.0)
+    );
+}

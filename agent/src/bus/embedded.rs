@@ -6,11 +6,26 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use super::dedup::Dedup;
 use crate::event::Event;
+
+// Held only for a map look-up inside synchronous code, never across an await.
+#[allow(clippy::disallowed_types)]
+type DedupLock = std::sync::Mutex<Dedup>;
+
+/// What happened to a published event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// Queued for every subscribed sensor.
+    Accepted,
+    /// The same (source, id) was accepted within the deduplication window; not queued again.
+    Duplicate,
+}
 
 /// Why the bus did not take an event.
 #[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
@@ -37,6 +52,7 @@ pub type Subscription = mpsc::Receiver<Arc<Event>>;
 #[derive(Debug)]
 pub struct BusBuilder {
     capacity: usize,
+    dedup_window: Duration,
     queues: Vec<mpsc::Sender<Arc<Event>>>,
     routes: HashMap<(String, String), Vec<usize>>,
 }
@@ -46,9 +62,17 @@ impl BusBuilder {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
+            dedup_window: Duration::ZERO,
             queues: Vec::new(),
             routes: HashMap::new(),
         }
+    }
+
+    /// Events with an id already accepted from the same source within `window` are not
+    /// delivered again; zero disables deduplication.
+    pub fn dedup_window(mut self, window: Duration) -> Self {
+        self.dedup_window = window;
+        self
     }
 
     /// Subscribes one sensor to the given (event source, event name) pairs.
@@ -73,9 +97,12 @@ impl BusBuilder {
 
     /// Starts the bus.
     pub fn build(self) -> Arc<Bus> {
+        let dedup =
+            (!self.dedup_window.is_zero()).then(|| DedupLock::new(Dedup::new(self.dedup_window)));
         Arc::new(Bus {
             queues: self.queues,
             routes: self.routes,
+            dedup,
         })
     }
 }
@@ -85,6 +112,7 @@ impl BusBuilder {
 pub struct Bus {
     queues: Vec<mpsc::Sender<Arc<Event>>>,
     routes: HashMap<(String, String), Vec<usize>>,
+    dedup: Option<DedupLock>,
 }
 
 impl Bus {
@@ -96,7 +124,10 @@ impl Bus {
 
     /// Publishes without waiting: refuses with [`PublishError::Full`] when any subscribed
     /// queue is full, delivering to none.
-    pub fn try_publish(&self, event: Event) -> Result<(), PublishError> {
+    pub fn try_publish(&self, event: Event) -> Result<Published, PublishError> {
+        if self.is_duplicate(&event) {
+            return Ok(Published::Duplicate);
+        }
         let targets = self.targets(&event);
         let mut permits = Vec::with_capacity(targets.len());
         for &i in targets {
@@ -106,16 +137,33 @@ impl Bus {
                 Err(mpsc::error::TrySendError::Closed(())) => return Err(PublishError::Closed),
             }
         }
+        self.remember(&event);
         let event = Arc::new(event);
         for permit in permits {
             permit.send(event.clone());
         }
-        Ok(())
+        Ok(Published::Accepted)
+    }
+
+    fn is_duplicate(&self, event: &Event) -> bool {
+        self.dedup
+            .as_ref()
+            .and_then(|d| d.lock().ok())
+            .is_some_and(|mut d| d.contains(&event.source, &event.id))
+    }
+
+    fn remember(&self, event: &Event) {
+        if let Some(mut d) = self.dedup.as_ref().and_then(|d| d.lock().ok()) {
+            d.insert(&event.source, &event.id);
+        }
     }
 
     /// Publishes, waiting for room on every subscribed queue (back-pressure for sources
     /// that can wait, such as calendars).
-    pub async fn publish(&self, event: Event) -> Result<(), PublishError> {
+    pub async fn publish(&self, event: Event) -> Result<Published, PublishError> {
+        if self.is_duplicate(&event) {
+            return Ok(Published::Duplicate);
+        }
         let targets = self.targets(&event);
         let mut permits = Vec::with_capacity(targets.len());
         for &i in targets {
@@ -126,11 +174,12 @@ impl Bus {
                     .map_err(|_| PublishError::Closed)?,
             );
         }
+        self.remember(&event);
         let event = Arc::new(event);
         for permit in permits {
             permit.send(event.clone());
         }
-        Ok(())
+        Ok(Published::Accepted)
     }
 }
 
@@ -158,6 +207,23 @@ mod tests {
         bus.try_publish(ev("s", "e")).unwrap();
         assert_eq!(a.recv().await.unwrap().subject, "e");
         assert_eq!(c.recv().await.unwrap().subject, "e");
+    }
+
+    #[tokio::test]
+    async fn duplicate_ids_are_delivered_once() {
+        let mut b = BusBuilder::new(4).dedup_window(Duration::from_secs(60));
+        let mut a = b.subscribe([("s", "e")]);
+        let bus = b.build();
+        let mut first = ev("s", "e");
+        first.id = "same".into();
+        let again = first.clone();
+        assert_eq!(bus.try_publish(first), Ok(Published::Accepted));
+        assert_eq!(bus.try_publish(again), Ok(Published::Duplicate));
+        let mut other_source = ev("t", "e");
+        other_source.id = "same".into();
+        assert_eq!(bus.try_publish(other_source), Ok(Published::Accepted));
+        assert_eq!(a.recv().await.unwrap().id, "same");
+        assert!(a.try_recv().is_err());
     }
 
     #[tokio::test]

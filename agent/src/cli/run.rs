@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Events a sensor processes at once (each may run several triggers).
     #[arg(long, default_value_t = 256)]
     max_inflight: usize,
+    /// How long an accepted event id is remembered so a redelivery with the same
+    /// CloudEvent id and source fires once (Go duration; 0 turns it off).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    dedup_window: std::time::Duration,
     /// Directory of mounted secrets: `<dir>/<secret name>/<key>`.
     #[arg(long, env = "TRIGGERD_SECRETS_DIR", value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
@@ -86,6 +90,7 @@ pub fn run(args: RunArgs) -> ExitCode {
             bind_host: args.bind,
             bus_capacity: args.bus_capacity,
             max_inflight: args.max_inflight,
+            dedup_window: args.dedup_window,
             secrets_dir: args.secrets_dir,
             drain_timeout: args.drain_timeout,
         };

@@ -222,7 +222,7 @@ pub(super) async fn run(
                 () = ctx.shutdown.cancelled() => return,
             };
             match published {
-                Ok(()) => {
+                Ok(_) => {
                     ctx.metrics.events_received.get_or_create(&labels).inc();
                 }
                 Err(e) => {

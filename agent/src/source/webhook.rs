@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
 use super::{resolve_secret, SourceContext, SourceKind, SourceSpec};
-use crate::bus::PublishError;
+use crate::bus::{PublishError, Published};
 use crate::event::Event;
 use crate::manifest::{SecretRef, Spanned, WebhookEvent};
 use crate::plan::CompileContext;
@@ -231,7 +231,16 @@ async fn handle(
     let event = build_event(&ep, &headers, bytes);
     let id = event.id.clone();
     match ep.ctx.bus.try_publish(event) {
-        Ok(()) => {
+        Ok(Published::Duplicate) => {
+            ep.ctx
+                .metrics
+                .events_deduplicated
+                .get_or_create(&ep.labels)
+                .inc();
+            tracing::debug!(event_source = %ep.event_source, event_name = %ep.event_name, event_id = %id, "duplicate event ignored");
+            (StatusCode::OK, Json(json!({ "id": id }))).into_response()
+        }
+        Ok(Published::Accepted) => {
             ep.ctx
                 .metrics
                 .events_received

@@ -62,6 +62,8 @@ pub struct Metrics {
     registry: Registry,
     /// Events accepted onto the bus, by source.
     pub events_received: Family<SourceLabels, Counter>,
+    /// Events not queued again because their (source, id) was accepted recently.
+    pub events_deduplicated: Family<SourceLabels, Counter>,
     /// Events refused by a source (bus full, too large, unauthorised), by source.
     pub events_rejected: Family<SourceLabels, Counter>,
     /// Events a dependency's filters (or a failing filter script) rejected.
@@ -94,6 +96,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("triggerd");
         let m = Self {
             events_received: Family::default(),
+            events_deduplicated: Family::default(),
             events_rejected: Family::default(),
             events_filtered: Family::default(),
             trigger_executions: Family::default(),
@@ -109,6 +112,11 @@ impl Metrics {
             "events_received",
             "Events accepted onto the bus",
             m.events_received.clone(),
+        );
+        registry.register(
+            "events_deduplicated",
+            "Events not queued again because their id was accepted recently",
+            m.events_deduplicated.clone(),
         );
         registry.register(
             "events_rejected",
