@@ -80,6 +80,9 @@ pub fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+        }
         if plan.sensors.is_empty() && plan.sources.is_empty() {
             tracing::warn!("no manifests found; serving only health and metrics");
         }

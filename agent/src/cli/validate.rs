@@ -21,8 +21,13 @@ pub fn validate(args: ValidateArgs) -> ExitCode {
     let (docs, mut errors) = load_paths(&args.sources.files);
     let lib = args.sources.library_dirs();
     let host = ScriptHost::new(Limits::default(), lib.clone());
-    if let Err(mut more) = build_plan(&docs, &host, &lib) {
-        errors.append(&mut more);
+    match build_plan(&docs, &host, &lib) {
+        Ok(plan) => {
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(mut more) => errors.append(&mut more),
     }
     if errors.is_empty() {
         println!("ok: {} manifests", docs.len());

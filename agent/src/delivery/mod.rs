@@ -10,7 +10,7 @@ pub use backoff::{parse_duration, Backoff};
 use crate::policy::Outcome;
 use crate::script::ScriptHost;
 use crate::sensor::FiredEvents;
-use crate::telemetry::{trigger_labels, Metrics, OutcomeLabels};
+use crate::telemetry::{trigger_labels, Metrics, OutcomeLabels, ScriptLabels};
 use crate::trigger::{CompiledTrigger, DeadLetter};
 
 /// What every execution needs.
@@ -116,7 +116,12 @@ async fn attempt_all(
     });
     let (invocation, payload) = match built {
         Ok(b) => b,
-        Err(e) => return Err((e.to_string(), 0)),
+        Err(e) => {
+            if e.is_script_error() {
+                count_script_error(ctx, trigger, "payload");
+            }
+            return Err((e.to_string(), 0));
+        }
     };
     let max = trigger.backoff.steps.max(1);
     let mut attempt = 1;
@@ -132,7 +137,13 @@ async fn attempt_all(
             .observe(response.duration.as_secs_f64());
         let outcome = trigger
             .policy
-            .judge(&ctx.host, &response, attempt, max, &events.script_view);
+            .judge(&ctx.host, &response, attempt, max, &events.script_view)
+            .unwrap_or_else(|e| {
+                count_script_error(ctx, trigger, "policy");
+                Outcome::Fail {
+                    reason: format!("policy script: {e}"),
+                }
+            });
         match outcome {
             Outcome::Success => {
                 tracing::info!(
@@ -166,4 +177,14 @@ async fn attempt_all(
             Outcome::Fail { reason } => return Err((reason, attempt)),
         }
     }
+}
+
+fn count_script_error(ctx: &DeliveryContext, trigger: &CompiledTrigger, which: &str) {
+    ctx.metrics
+        .script_errors
+        .get_or_create(&ScriptLabels {
+            sensor: trigger.sensor.clone(),
+            script: format!("trigger/{}/{which}", trigger.name),
+        })
+        .inc();
 }

@@ -19,6 +19,8 @@ pub struct Plan {
     pub sources: Vec<SourceSpec>,
     /// Sensors with compiled scripts.
     pub sensors: Vec<Arc<CompiledSensor>>,
+    /// Problems that do not stop the agent (e.g. a dependency no loaded source produces).
+    pub warnings: Vec<ManifestError>,
 }
 
 /// What a compile step needs: the script host, where the document came from, and the place
@@ -248,11 +250,48 @@ pub fn build_plan(
         }
     }
     check_webhook_routes(docs, &sources, &mut errors);
+    let warnings = unproduced_dependencies(docs, &sources);
     if errors.is_empty() {
-        Ok(Plan { sources, sensors })
+        Ok(Plan {
+            sources,
+            sensors,
+            warnings,
+        })
     } else {
         Err(errors)
     }
+}
+
+/// Dependencies on events that no loaded EventSource produces: they would never fire.
+fn unproduced_dependencies(docs: &[Loaded], sources: &[SourceSpec]) -> Vec<ManifestError> {
+    let produced: HashSet<(&str, &str)> = sources
+        .iter()
+        .map(|s| (s.event_source.as_str(), s.event_name.as_str()))
+        .collect();
+    let mut warnings = Vec::new();
+    for loaded in docs {
+        let Document::Sensor(s) = &loaded.doc else {
+            continue;
+        };
+        for (i, d) in s.spec.dependencies.iter().enumerate() {
+            if !produced.contains(&(d.event_source_name.as_str(), d.event_name.as_str())) {
+                warnings.push(
+                    loaded
+                        .origin
+                        .error(
+                            None,
+                            format!("spec.dependencies[{i}]"),
+                            format!(
+                                "no loaded EventSource produces {}/{}; dependency {:?} will never be met",
+                                d.event_source_name, d.event_name, d.name
+                            ),
+                        )
+                        .with_hint("check eventSourceName and eventName, or load the EventSource too"),
+                );
+            }
+        }
+    }
+    warnings
 }
 
 /// Two webhook events may not claim the same port and endpoint.

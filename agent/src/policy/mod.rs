@@ -56,7 +56,8 @@ impl CompiledPolicy {
         })
     }
 
-    /// Judges one response.
+    /// Judges one response; a failing policy script is an error (the caller counts it and
+    /// fails the execution: a broken policy must not pass as success).
     pub fn judge(
         &self,
         host: &ScriptHost,
@@ -64,7 +65,7 @@ impl CompiledPolicy {
         attempt: u32,
         max_attempts: u32,
         events: &Dynamic,
-    ) -> Outcome {
+    ) -> Result<Outcome, ScriptError> {
         if let Some(script) = &self.script {
             let vars = [
                 ("response", response.to_dynamic()),
@@ -72,17 +73,11 @@ impl CompiledPolicy {
                 ("max_attempts", Dynamic::from(i64::from(max_attempts))),
                 ("events", events.clone()),
             ];
-            return match host
+            return host
                 .eval(script, &vars)
-                .and_then(|v| outcome_from_script(&v))
-            {
-                Ok(o) => o,
-                Err(e) => Outcome::Fail {
-                    reason: format!("policy script: {e}"),
-                },
-            };
+                .and_then(|v| outcome_from_script(&v));
         }
-        default_outcome(response, self.allow.as_deref())
+        Ok(default_outcome(response, self.allow.as_deref()))
     }
 }
 
@@ -248,6 +243,9 @@ mod tests {
                 script: Some(script),
             }
             .judge(&host, r, 1, 3, &Dynamic::UNIT)
+            .unwrap_or_else(|e| Outcome::Fail {
+                reason: e.to_string(),
+            })
         };
         assert_eq!(
             judge("response.status == 200", &status(200)),

@@ -103,6 +103,16 @@ pub enum BuildError {
     Spec(String),
 }
 
+impl BuildError {
+    /// Whether a script (parameter or payload) failed, as opposed to missing data.
+    pub fn is_script_error(&self) -> bool {
+        matches!(
+            self,
+            BuildError::Script(_) | BuildError::Param(ParamError::Script { .. })
+        )
+    }
+}
+
 impl CompiledTrigger {
     /// The invocation for these events, applying template- and type-level parameters.
     pub fn invocation(
