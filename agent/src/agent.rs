@@ -1,5 +1,5 @@
-//! Wiring: builds the bus, starts sources, sensors and the ops server from a plan, and shuts
-//! down gracefully.
+//! Wiring: builds the bus, starts sources and sensors from a plan, and drains them on stop.
+//! The ops server and metrics outlive plans, so a reload keeps counters and health.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use crate::plan::Plan;
 use crate::script::ScriptHost;
 use crate::sensor::SensorContext;
 use crate::source::{start_sources, Clock, SourceContext};
-use crate::telemetry::{serve_ops, Metrics, Readiness};
+use crate::telemetry::{Metrics, Readiness};
 
 /// Run-time settings of the agent.
 #[derive(Debug, Clone)]
@@ -36,32 +36,33 @@ pub struct AgentOptions {
     pub drain_timeout: Duration,
 }
 
-/// Runs the plan until `shutdown` is cancelled, then drains.
-pub async fn run(
+/// What outlives one plan: metrics and readiness.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness flag served on `/readyz`.
+    pub ready: Arc<Readiness>,
+}
+
+/// Runs one plan until `stop` is cancelled, then stops its sources and drains: events the
+/// bus accepted are still processed and in-flight triggers finish (up to the drain timeout).
+/// `reloaded` counts a successful reload once the plan is serving.
+pub async fn run_plan(
     plan: Plan,
     host: Arc<ScriptHost>,
-    options: AgentOptions,
-    shutdown: CancellationToken,
+    options: &AgentOptions,
+    shared: &Shared,
+    stop: CancellationToken,
+    reloaded: bool,
 ) -> anyhow::Result<()> {
-    let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(Readiness::default());
-    let ops_stop = CancellationToken::new();
-    let ops = serve_ops(
-        options.ops_addr,
-        metrics.clone(),
-        ready.clone(),
-        ops_stop.clone(),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("ops server: cannot listen on {}: {e}", options.ops_addr))?;
-
     let mut bus = BusBuilder::new(options.bus_capacity).dedup_window(options.dedup_window);
     let tasks = TaskTracker::new();
     let abort = CancellationToken::new();
     let sensor_ctx = SensorContext {
         delivery: DeliveryContext {
             host,
-            metrics: metrics.clone(),
+            metrics: shared.metrics.clone(),
         },
         max_inflight: options.max_inflight,
         tasks: tasks.clone(),
@@ -74,23 +75,27 @@ pub async fn run(
     }
     let source_ctx = SourceContext {
         bus: bus.build(),
-        metrics,
-        shutdown: shutdown.clone(),
+        metrics: shared.metrics.clone(),
+        shutdown: stop.clone(),
         clock: Clock::System,
         secrets_dir: options.secrets_dir.clone(),
         bind_host: options.bind_host,
     };
-    let sources = match start_sources(&plan.sources, &source_ctx).await {
+    let started = start_sources(&plan.sources, &source_ctx).await;
+    // From here on the sources hold the only bus handles: when they stop, sensor queues
+    // close after draining what was accepted.
+    drop(source_ctx);
+    let sources = match started {
         Ok(s) => s,
         Err(e) => {
-            ops_stop.cancel();
+            abort.cancel();
             return Err(e);
         }
     };
-    // Sources hold the only bus handles from here on: when they stop, sensor queues close
-    // after draining what was accepted.
-    drop(source_ctx);
-    ready.set(true);
+    shared.ready.set(true);
+    if reloaded {
+        shared.metrics.reload(true);
+    }
     tracing::info!(
         sensors = plan.sensors.len(),
         sources = plan.sources.len(),
@@ -98,11 +103,9 @@ pub async fn run(
         "triggerd ready"
     );
 
-    shutdown.cancelled().await;
-    ready.set(false);
-    tracing::info!(
-        "shutting down: sources stopped, draining accepted events and in-flight triggers"
-    );
+    stop.cancelled().await;
+    shared.ready.set(false);
+    tracing::info!("stopping: sources closed, draining accepted events and in-flight triggers");
     for s in sources {
         let _ = s.await;
     }
@@ -116,11 +119,13 @@ pub async fn run(
     .await;
     if drained.is_err() {
         abort.cancel();
-        tracing::warn!(timeout = ?options.drain_timeout, in_flight = tasks.len(), "drain timeout: in-flight triggers abandoned");
+        tracing::warn!(
+            timeout = ?options.drain_timeout,
+            in_flight = tasks.len(),
+            "drain timeout: in-flight triggers abandoned"
+        );
     } else {
         tracing::info!("all in-flight triggers finished");
     }
-    ops_stop.cancel();
-    let _ = ops.await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod run;
 mod validate;
+mod watch;
 
 use std::path::PathBuf;
 

@@ -1,20 +1,22 @@
-//! `triggerd run`: the agent in file mode.
+//! `triggerd run`: the agent in file mode, reloading when manifests or scripts change.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::watch::Fingerprint;
 use super::SourceArgs;
-use crate::agent::{run as run_agent, AgentOptions};
+use crate::agent::{run_plan, AgentOptions, Shared};
 use crate::delivery::parse_duration;
-use crate::manifest::load_paths;
-use crate::plan::build_plan;
+use crate::manifest::{load_paths, ManifestError};
+use crate::plan::{build_plan, Plan};
 use crate::script::{Limits, ScriptHost};
-use crate::telemetry::LogFormat;
+use crate::telemetry::{serve_ops, LogFormat, Metrics, Readiness};
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
@@ -36,19 +38,67 @@ pub struct RunArgs {
     /// How long an accepted event id is remembered so a redelivery with the same
     /// CloudEvent id and source fires once (Go duration; 0 turns it off).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
-    dedup_window: std::time::Duration,
+    dedup_window: Duration,
     /// Directory of mounted secrets: `<dir>/<secret name>/<key>`.
     #[arg(long, env = "TRIGGERD_SECRETS_DIR", value_name = "DIR")]
     secrets_dir: Option<PathBuf>,
-    /// How long shutdown waits for in-flight triggers (Go duration).
+    /// How long shutdown (or a reload) waits for in-flight triggers (Go duration).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    drain_timeout: std::time::Duration,
+    drain_timeout: Duration,
     /// Wall-clock limit of one script evaluation (Go duration).
     #[arg(long, default_value = "250ms", value_parser = parse_duration)]
-    script_timeout: std::time::Duration,
+    script_timeout: Duration,
+    /// How often manifests and scripts are checked for changes (Go duration; 0 turns
+    /// reloading off). A change that does not validate is logged and the running
+    /// configuration stays.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    watch_interval: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    fn load(&self) -> Result<(Plan, Arc<ScriptHost>), Vec<ManifestError>> {
+        let (docs, mut errors) = load_paths(&self.sources.files);
+        let lib = self.sources.library_dirs();
+        let limits = Limits {
+            deadline: self.script_timeout,
+            ..Limits::default()
+        };
+        let host = Arc::new(ScriptHost::new(limits, lib.clone()));
+        match build_plan(&docs, &host, &lib) {
+            Ok(plan) if errors.is_empty() => {
+                for w in &plan.warnings {
+                    tracing::warn!("{w}");
+                }
+                Ok((plan, host))
+            }
+            Ok(_) => Err(errors),
+            Err(mut more) => {
+                errors.append(&mut more);
+                Err(errors)
+            }
+        }
+    }
+
+    fn fingerprint(&self) -> Fingerprint {
+        let mut paths = self.sources.files.clone();
+        paths.extend(self.sources.library_dirs());
+        Fingerprint::of(&paths)
+    }
+
+    fn options(&self) -> AgentOptions {
+        AgentOptions {
+            ops_addr: self.ops_addr,
+            bind_host: self.bind,
+            bus_capacity: self.bus_capacity,
+            dedup_window: self.dedup_window,
+            max_inflight: self.max_inflight,
+            secrets_dir: self.secrets_dir.clone(),
+            drain_timeout: self.drain_timeout,
+        }
+    }
 }
 
 /// Loads, compiles and runs until SIGTERM or Ctrl-C.
@@ -61,43 +111,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let (docs, mut errors) = load_paths(&args.sources.files);
-        let lib = args.sources.library_dirs();
-        let limits = Limits {
-            deadline: args.script_timeout,
-            ..Limits::default()
-        };
-        let host = Arc::new(ScriptHost::new(limits, lib.clone()));
-        let plan = match build_plan(&docs, &host, &lib) {
-            Ok(p) if errors.is_empty() => p,
-            Ok(_) => {
-                report(&errors);
-                return ExitCode::FAILURE;
-            }
-            Err(mut more) => {
-                errors.append(&mut more);
-                report(&errors);
-                return ExitCode::FAILURE;
-            }
-        };
-        for w in &plan.warnings {
-            tracing::warn!("{w}");
-        }
-        if plan.sensors.is_empty() && plan.sources.is_empty() {
-            tracing::warn!("no manifests found; serving only health and metrics");
-        }
-        let shutdown = CancellationToken::new();
-        tokio::spawn(signal_shutdown(shutdown.clone()));
-        let options = AgentOptions {
-            ops_addr: args.ops_addr,
-            bind_host: args.bind,
-            bus_capacity: args.bus_capacity,
-            max_inflight: args.max_inflight,
-            dedup_window: args.dedup_window,
-            secrets_dir: args.secrets_dir,
-            drain_timeout: args.drain_timeout,
-        };
-        match run_agent(plan, host, options, shutdown).await {
+        match serve(args).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -107,7 +121,104 @@ pub fn run(args: RunArgs) -> ExitCode {
     })
 }
 
-fn report(errors: &[crate::manifest::ManifestError]) {
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    let mut fingerprint = args.fingerprint();
+    let (mut plan, mut host) = args.load().map_err(|errors| {
+        report(&errors);
+        anyhow::anyhow!("{} error(s) in manifests; not starting", errors.len())
+    })?;
+    let shared = Shared {
+        metrics: Arc::new(Metrics::new()),
+        ready: Arc::new(Readiness::default()),
+    };
+    let ops_stop = CancellationToken::new();
+    let ops = serve_ops(
+        args.ops_addr,
+        shared.metrics.clone(),
+        shared.ready.clone(),
+        ops_stop.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("ops server: cannot listen on {}: {e}", args.ops_addr))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let options = args.options();
+    let mut reloaded_plan = false;
+    let result = loop {
+        if plan.sensors.is_empty() && plan.sources.is_empty() {
+            tracing::warn!("no manifests found; serving only health and metrics");
+        }
+        let stop = CancellationToken::new();
+        let mut running = {
+            let (options, shared, stop) = (options.clone(), shared.clone(), stop.clone());
+            tokio::spawn(async move {
+                run_plan(plan, host, &options, &shared, stop, reloaded_plan).await
+            })
+        };
+        let reloaded = tokio::select! {
+            () = shutdown.cancelled() => None,
+            next = next_valid_change(&args, &mut fingerprint, &shared.metrics) => Some(next),
+            // The plan ends by itself only on a start-up error such as a port in use.
+            done = &mut running => break joined(done),
+        };
+        stop.cancel();
+        let finished = joined(running.await);
+        match reloaded {
+            None => break finished,
+            Some((next_plan, next_host)) => {
+                if let Err(e) = finished {
+                    break Err(e);
+                }
+                tracing::info!("manifests changed: reloaded");
+                (plan, host) = (next_plan, next_host);
+                reloaded_plan = true;
+            }
+        }
+    };
+    ops_stop.cancel();
+    let _ = ops.await;
+    result
+}
+
+fn joined(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    r.unwrap_or_else(|e| Err(anyhow::anyhow!("agent task failed: {e}")))
+}
+
+/// Waits for the watched files to change into a configuration that validates.
+async fn next_valid_change(
+    args: &RunArgs,
+    fingerprint: &mut Fingerprint,
+    metrics: &Metrics,
+) -> (Plan, Arc<ScriptHost>) {
+    if args.watch_interval.is_zero() {
+        return std::future::pending().await;
+    }
+    let mut tick = tokio::time::interval(args.watch_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let now = args.fingerprint();
+        if now == *fingerprint {
+            continue;
+        }
+        *fingerprint = now;
+        match args.load() {
+            Ok(next) => return next,
+            Err(errors) => {
+                metrics.reload(false);
+                for e in &errors {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    errors = errors.len(),
+                    "manifests changed but do not validate; keeping the running configuration"
+                );
+            }
+        }
+    }
+}
+
+fn report(errors: &[ManifestError]) {
     for e in errors {
         eprintln!("{e}");
     }

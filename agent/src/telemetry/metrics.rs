@@ -53,6 +53,13 @@ pub struct ScriptLabels {
     pub script: String,
 }
 
+/// Labels of configuration reloads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `success` or `failed`.
+    pub outcome: String,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -78,6 +85,8 @@ pub struct Metrics {
     pub dead_letters: Family<TriggerLabels, Counter>,
     /// Script evaluations that failed or hit a limit.
     pub script_errors: Family<ScriptLabels, Counter>,
+    /// Configuration reloads after manifest or script changes, by outcome.
+    pub reloads: Family<ReloadLabels, Counter>,
     /// Duration of one trigger attempt.
     pub trigger_attempt_seconds: Family<TriggerLabels, Histogram, fn() -> Histogram>,
     /// From event time to the final outcome of a trigger execution.
@@ -104,6 +113,7 @@ impl Metrics {
             trigger_retries: Family::default(),
             dead_letters: Family::default(),
             script_errors: Family::default(),
+            reloads: Family::default(),
             trigger_attempt_seconds: Family::new_with_constructor(latency_histogram),
             trigger_execution_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
@@ -154,6 +164,11 @@ impl Metrics {
             m.script_errors.clone(),
         );
         registry.register(
+            "reloads",
+            "Configuration reloads after file changes, by outcome",
+            m.reloads.clone(),
+        );
+        registry.register(
             "trigger_attempt_seconds",
             "Duration of one trigger attempt",
             m.trigger_attempt_seconds.clone(),
@@ -178,6 +193,18 @@ impl Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
+    }
+}
+
+impl Metrics {
+    /// Counts one reload attempt.
+    pub fn reload(&self, success: bool) {
+        let outcome = if success { "success" } else { "failed" };
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 }
 

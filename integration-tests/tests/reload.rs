@@ -1,0 +1,85 @@
+//! File mode reloads when manifests change; a change that does not validate is refused and
+//! the running configuration stays.
+
+use integration_tests::{free_port, webhook_source, Agent, Sink, DELIVERY_TIMEOUT};
+use serde_json::json;
+
+fn forward_sensor(url: &str) -> String {
+    format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: forward
+spec:
+  dependencies:
+    - name: push
+      eventSourceName: hooks
+      eventName: push
+  triggers:
+    - template:
+        name: forward
+        http:
+          url: {url}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_manifests_are_reloaded_and_invalid_ones_refused() {
+    let first = Sink::start().await;
+    let second = Sink::start().await;
+    let port = free_port();
+    let agent = Agent::builder()
+        .manifest(webhook_source("hooks", "push", port, "/push"))
+        .manifest(forward_sensor(&first.url("/a")))
+        .args(["--watch-interval", "50ms"])
+        .start()
+        .await;
+    let url = agent.webhook_url(port, "/push");
+    let sensor_file = agent.dir().join("manifests").join("01.yaml");
+
+    agent.post_event(&url, &json!({"n": 1})).await;
+    assert_eq!(
+        agent.expect_request(&first, DELIVERY_TIMEOUT).await.path,
+        "/a"
+    );
+
+    std::fs::write(&sensor_file, forward_sensor(&second.url("/second"))).expect("rewrite sensor");
+    agent
+        .wait_for_metric(
+            "triggerd_reloads_total",
+            &[("outcome", "success")],
+            1.0,
+            DELIVERY_TIMEOUT,
+        )
+        .await;
+    agent.post_event(&url, &json!({"n": 2})).await;
+    let request = agent.expect_request(&second, DELIVERY_TIMEOUT).await;
+    assert_eq!(request.json()["data"]["body"]["n"], json!(2));
+    assert_eq!(first.count(), 1, "the old trigger no longer fires");
+
+    std::fs::write(
+        &sensor_file,
+        "apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nspec: [broken\n",
+    )
+    .expect("break sensor");
+    agent
+        .wait_for_metric(
+            "triggerd_reloads_total",
+            &[("outcome", "failed")],
+            1.0,
+            DELIVERY_TIMEOUT,
+        )
+        .await;
+    agent.post_event(&url, &json!({"n": 3})).await;
+    let request = agent.expect_request(&second, DELIVERY_TIMEOUT).await;
+    assert_eq!(
+        request.json()["data"]["body"]["n"],
+        json!(3),
+        "the running configuration stays"
+    );
+    assert!(
+        agent.stderr().contains("do not validate"),
+        "the refused change is logged"
+    );
+}
