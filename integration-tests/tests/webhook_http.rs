@@ -182,6 +182,13 @@ spec:
         1,
         "only the event passing the script may fire"
     );
+    assert_eq!(
+        agent
+            .metric("triggerd_script_seconds_count", &[("kind", "filter")])
+            .await,
+        Some(3.0),
+        "every filter evaluation is timed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,14 +59,16 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    fn load(&self) -> Result<(Plan, Arc<ScriptHost>), Vec<ManifestError>> {
+    fn load(&self, metrics: &Metrics) -> Result<(Plan, Arc<ScriptHost>), Vec<ManifestError>> {
         let (docs, mut errors) = load_paths(&self.sources.files);
         let lib = self.sources.library_dirs();
         let limits = Limits {
             deadline: self.script_timeout,
             ..Limits::default()
         };
-        let host = Arc::new(ScriptHost::new(limits, lib.clone()));
+        let host = Arc::new(
+            ScriptHost::new(limits, lib.clone()).with_timings(metrics.script_seconds.clone()),
+        );
         match build_plan(&docs, &host, &lib) {
             Ok(plan) if errors.is_empty() => {
                 for w in &plan.warnings {
@@ -123,12 +125,13 @@ pub fn run(args: RunArgs) -> ExitCode {
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
     let mut fingerprint = args.fingerprint();
-    let (mut plan, mut host) = args.load().map_err(|errors| {
+    let metrics = Arc::new(Metrics::new());
+    let (mut plan, mut host) = args.load(&metrics).map_err(|errors| {
         report(&errors);
         anyhow::anyhow!("{} error(s) in manifests; not starting", errors.len())
     })?;
     let shared = Shared {
-        metrics: Arc::new(Metrics::new()),
+        metrics,
         ready: Arc::new(Readiness::default()),
     };
     let ops_stop = CancellationToken::new();
@@ -202,7 +205,7 @@ async fn next_valid_change(
             continue;
         }
         *fingerprint = now;
-        match args.load() {
+        match args.load(metrics) {
             Ok(next) => return next,
             Err(errors) => {
                 metrics.reload(false);

@@ -13,6 +13,7 @@ use rhai::module_resolvers::ModuleResolver;
 use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared, AST};
 
 use super::ScriptError;
+use crate::telemetry::{ScriptKindLabels, ScriptTimings};
 
 /// Safety limits applied to every evaluation. Rhai's defaults differ between debug and
 /// release builds, so every limit is set explicitly.
@@ -70,6 +71,17 @@ pub enum ScriptKind {
 }
 
 impl ScriptKind {
+    /// Lower-case name, for metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScriptKind::Filter => "filter",
+            ScriptKind::Transform => "transform",
+            ScriptKind::Parameter => "parameter",
+            ScriptKind::Payload => "payload",
+            ScriptKind::Policy => "policy",
+        }
+    }
+
     /// Variables the script may use.
     pub fn variables(self) -> &'static [&'static str] {
         match self {
@@ -106,6 +118,7 @@ thread_local! {
 pub struct ScriptHost {
     engine: Engine,
     limits: Limits,
+    timings: Option<ScriptTimings>,
 }
 
 impl std::fmt::Debug for ScriptHost {
@@ -148,7 +161,17 @@ impl ScriptHost {
             dirs: library_dirs,
             cache: ModuleCache::default(),
         });
-        Self { engine, limits }
+        Self {
+            engine,
+            limits,
+            timings: None,
+        }
+    }
+
+    /// Records every evaluation's duration in `timings`, by script kind.
+    pub fn with_timings(mut self, timings: ScriptTimings) -> Self {
+        self.timings = Some(timings);
+        self
     }
 
     /// The limits in force.
@@ -185,10 +208,18 @@ impl ScriptHost {
         #[allow(clippy::disallowed_types)]
         let deadline = std::time::Instant::now() + self.limits.deadline;
         DEADLINE.with(|d| d.set(Some(deadline)));
+        let started = tokio::time::Instant::now();
         let result = self
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
         DEADLINE.with(|d| d.set(None));
+        if let Some(t) = &self.timings {
+            let labels = ScriptKindLabels {
+                kind: script.kind.name().to_owned(),
+            };
+            t.get_or_create(&labels)
+                .observe(started.elapsed().as_secs_f64());
+        }
         result.map_err(|e| runtime_error(*e, &self.limits))
     }
 }

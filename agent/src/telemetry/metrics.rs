@@ -60,6 +60,20 @@ pub struct ReloadLabels {
     pub outcome: String,
 }
 
+/// Labels of script timings.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScriptKindLabels {
+    /// `filter`, `transform`, `parameter`, `payload` or `policy`.
+    pub kind: String,
+}
+
+/// Histogram family of script evaluation times, handed to the script host.
+pub type ScriptTimings = Family<ScriptKindLabels, Histogram, fn() -> Histogram>;
+
+fn script_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_001, 4.0, 12))
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -87,6 +101,8 @@ pub struct Metrics {
     pub script_errors: Family<ScriptLabels, Counter>,
     /// Configuration reloads after manifest or script changes, by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Duration of one script evaluation, by script kind.
+    pub script_seconds: ScriptTimings,
     /// Duration of one trigger attempt.
     pub trigger_attempt_seconds: Family<TriggerLabels, Histogram, fn() -> Histogram>,
     /// From event time to the final outcome of a trigger execution.
@@ -114,6 +130,7 @@ impl Metrics {
             dead_letters: Family::default(),
             script_errors: Family::default(),
             reloads: Family::default(),
+            script_seconds: Family::new_with_constructor(script_histogram),
             trigger_attempt_seconds: Family::new_with_constructor(latency_histogram),
             trigger_execution_seconds: Family::new_with_constructor(latency_histogram),
             registry: Registry::default(),
@@ -167,6 +184,11 @@ impl Metrics {
             "reloads",
             "Configuration reloads after file changes, by outcome",
             m.reloads.clone(),
+        );
+        registry.register(
+            "script_seconds",
+            "Duration of one script evaluation",
+            m.script_seconds.clone(),
         );
         registry.register(
             "trigger_attempt_seconds",
