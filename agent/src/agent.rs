@@ -67,6 +67,7 @@ pub async fn run_plan(
         max_inflight: options.max_inflight,
         tasks: tasks.clone(),
         abort: abort.clone(),
+        clock: Clock::System,
     };
     let mut sensor_tasks = Vec::new();
     for sensor in &plan.sensors {

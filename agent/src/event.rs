@@ -28,6 +28,9 @@ pub struct Event {
     pub data: Value,
     /// The original bytes, kept for signatures and forwarding.
     pub raw: Bytes,
+    /// Whether `raw` is exactly the JSON text of `data` (so gjson paths and forwarding can
+    /// use it as received), rather than some other original (a webhook's body).
+    pub raw_is_data: bool,
 }
 
 impl Event {
@@ -43,6 +46,22 @@ impl Event {
             extensions: Map::new(),
             data,
             raw,
+            raw_is_data: false,
+        }
+    }
+
+    /// The event data as JSON text, as Argo renders it for gjson paths: the original bytes
+    /// when they are the data, else the serialized data; `None` when there is no data.
+    pub fn data_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if self.raw_is_data {
+            if self.raw.is_empty() {
+                return None;
+            }
+            return Some(String::from_utf8_lossy(&self.raw));
+        }
+        match &self.data {
+            Value::Null => None,
+            v => Some(std::borrow::Cow::Owned(v.to_string())),
         }
     }
 

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod bus;
 pub mod cli;
 pub mod delivery;
+pub mod clock;
 pub mod event;
 pub mod manifest;
 pub mod plan;

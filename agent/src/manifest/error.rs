@@ -142,14 +142,7 @@ pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Optio
             "Go templates are not supported; use `src.script` (Rhai), e.g. `script: 'event.body.name'`"
         }
         "lua" => "Lua is not supported; rewrite it in Rhai, e.g. `script: 'event.body.x == 1'`",
-        "jq" => "jq transforms are not supported yet; use `transform.script` (Rhai) returning the new data",
-        "exprs" | "context" | "time" | "exprLogicalOperator" => {
-            "this filter kind is not supported yet; express it in `filters.script` (Rhai) for now"
-        }
-        "conditions" | "conditionsReset" => {
-            "dependency conditions are not supported yet; a trigger fires when all dependencies arrived"
-        }
-        "rateLimit" => "trigger rate limits are not supported yet; remove the field",
+        "template" => "Go templates are not supported; compute the value in `filters.script` (Rhai) instead",
         "serverCertSecret" | "serverKeySecret" => {
             "webhook TLS is not supported yet; terminate TLS in front of the agent"
         }

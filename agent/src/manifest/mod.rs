@@ -16,7 +16,7 @@ pub use common::{Amount, IntOrString, ObjectMeta, ScriptSource, SecretRef};
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{CalendarEvent, EventSourceSpec, WebhookEvent};
 pub use sensor::{
-    Backoff, DataFilter, Dependency, Filters, HttpTrigger, LogTrigger, Parameter, ParameterSource,
+    Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, RateLimit, DataFilter, Dependency, ExprFilter, Filters, PayloadField, TimeFilter, HttpTrigger, LogTrigger, Parameter, ParameterSource,
     Policy, SensorSpec, StatusPolicy, TlsConfig, Transform, Trigger, TriggerTemplate,
 };
 pub use serde_saphyr::Spanned;
@@ -324,6 +324,11 @@ fn load_document(origin: &Origin, body: &str) -> Result<Option<Document>, Manife
             .error(None, "kind", format!("unsupported kind {other:?}"))
             .with_hint("expected Sensor or EventSource")),
     }
+}
+
+/// Deserializes a manifest fragment (any YAML or JSON text) with located errors.
+pub fn parse_fragment<T: DeserializeOwned>(origin: &Origin, body: &str) -> Result<T, ManifestError> {
+    typed(origin, body)
 }
 
 fn typed<T: DeserializeOwned>(origin: &Origin, body: &str) -> Result<T, ManifestError> {

@@ -67,6 +67,18 @@ pub struct Filters {
     /// How data filters combine: `and` (default) or `or`.
     #[serde(default)]
     pub data_logical_operator: Option<Spanned<String>>,
+    /// Expressions over named fields of the data.
+    #[serde(default)]
+    pub exprs: Vec<Spanned<ExprFilter>>,
+    /// How expressions combine: `and` (default) or `or`.
+    #[serde(default)]
+    pub expr_logical_operator: Option<Spanned<String>>,
+    /// Expected context attributes.
+    #[serde(default)]
+    pub context: Option<Spanned<ContextFilter>>,
+    /// Time-of-day window.
+    #[serde(default)]
+    pub time: Option<Spanned<TimeFilter>>,
     /// A Rhai predicate over `event` and `ctx`.
     #[serde(default)]
     pub script: Option<Spanned<String>>,
@@ -82,13 +94,75 @@ pub struct DataFilter {
     /// gjson path into the event data.
     pub path: String,
     /// `string`, `number` or `bool`.
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default)]
     pub kind: String,
     /// Candidate values; strings are unanchored regular expressions.
+    #[serde(default)]
     pub value: Vec<String>,
     /// `=` (default), `!=`, `>`, `>=`, `<`, `<=`.
     #[serde(default)]
     pub comparator: Option<String>,
+}
+
+/// An expression (Rhai, accepting govaluate's `'strings'`, `=~`, `!~` and `in (a, b)`)
+/// over fields taken from the data by gjson path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExprFilter {
+    /// The boolean expression.
+    pub expr: String,
+    /// Variables of the expression.
+    pub fields: Vec<PayloadField>,
+}
+
+/// A named value taken from the event data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadField {
+    /// gjson path.
+    pub path: String,
+    /// Variable name in the expression.
+    pub name: String,
+}
+
+/// Expected context attributes; only the non-empty ones are compared, exactly.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ContextFilter {
+    /// Event type (source kind).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Subject (event name).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// Source (EventSource name).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Data content type.
+    #[serde(default)]
+    pub datacontenttype: Option<String>,
+    /// Argo's other context fields; accepted, not compared (as in Argo).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Accepted, not compared.
+    #[serde(default)]
+    pub specversion: Option<String>,
+    /// Accepted, not compared.
+    #[serde(default)]
+    pub time: Option<String>,
+}
+
+/// A time-of-day window `[start, stop)`; it wraps past midnight when stop is before start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeFilter {
+    /// `HH:MM:SS`, inclusive.
+    pub start: String,
+    /// `HH:MM:SS`, exclusive.
+    pub stop: String,
+    /// IANA zone of the window and of the date (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// A rewrite of event data.
@@ -101,6 +175,9 @@ pub struct Transform {
     /// File holding that script.
     #[serde(default)]
     pub script_file: Option<Spanned<String>>,
+    /// A jq program returning the new data (Argo's `transform.jq`).
+    #[serde(default)]
+    pub jq: Option<Spanned<String>>,
 }
 
 /// A trigger with its delivery settings.
@@ -118,6 +195,9 @@ pub struct Trigger {
     /// Attempts and backoff.
     #[serde(default)]
     pub retry_strategy: Option<Backoff>,
+    /// At most this many executions (attempts included) per unit of time.
+    #[serde(default)]
+    pub rate_limit: Option<Spanned<RateLimit>>,
     /// Argo's at-least-once switch; triggerd always retries, so it only documents intent.
     #[serde(default)]
     pub at_least_once: Option<bool>,
@@ -132,6 +212,12 @@ pub struct Trigger {
 pub struct TriggerTemplate {
     /// Name, unique within the sensor.
     pub name: String,
+    /// Which dependencies must have arrived: `a && (b || c)`; default all of them.
+    #[serde(default)]
+    pub conditions: Option<Spanned<String>>,
+    /// When partially met conditions are forgotten.
+    #[serde(default)]
+    pub conditions_reset: Vec<ConditionsReset>,
     /// Where older Argo examples put the policy; same as the trigger's `policy`.
     #[serde(default)]
     pub policy: Option<Policy>,
@@ -141,6 +227,36 @@ pub struct TriggerTemplate {
     /// Log trigger, for debugging.
     #[serde(default)]
     pub log: Option<LogTrigger>,
+}
+
+/// When to forget dependencies that arrived but did not complete a condition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConditionsReset {
+    /// On a cron schedule.
+    pub by_time: Spanned<ConditionsResetByTime>,
+}
+
+/// A cron schedule for resetting conditions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionsResetByTime {
+    /// Standard 5-field cron.
+    pub cron: String,
+    /// IANA zone of the schedule (default UTC).
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// A trigger rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimit {
+    /// `Second` (default), `Minute` or `Hour`.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// Executions allowed per unit.
+    pub requests_per_unit: u32,
 }
 
 /// An HTTP request.

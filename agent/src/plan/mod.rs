@@ -199,6 +199,38 @@ fn resolve_script_file(
         .find(|p| p.is_file())
 }
 
+/// Compiles one manifest fragment outside any file (offline tools, conformance tests):
+/// `yaml` (or JSON) is deserialized into `T` and handed to `compile` with a context whose
+/// file is `<inline>`; every error found is returned.
+pub fn compile_standalone<T, R>(
+    host: &ScriptHost,
+    library_dirs: &[PathBuf],
+    yaml: &str,
+    compile: impl FnOnce(&mut CompileContext<'_>, &T) -> Option<R>,
+) -> Result<R, Vec<ManifestError>>
+where
+    T: serde::de::DeserializeOwned,
+{
+    let origin = Origin {
+        file: PathBuf::from("<inline>"),
+        line_offset: 0,
+        text: yaml.into(),
+    };
+    let value: T = crate::manifest::parse_fragment(&origin, yaml).map_err(|e| vec![e])?;
+    let mut errors = Vec::new();
+    let mut ctx = CompileContext {
+        host,
+        origin: &origin,
+        library_dirs,
+        errors: &mut errors,
+    };
+    let out = compile(&mut ctx, &value);
+    match out {
+        Some(r) if errors.is_empty() => Ok(r),
+        _ => Err(errors),
+    }
+}
+
 /// Compiles every document; returns the plan, or every error found.
 pub fn build_plan(
     docs: &[Loaded],

@@ -104,7 +104,10 @@ pub fn default_outcome(response: &Response, allow: Option<&[u16]>) -> Outcome {
     if allowed {
         return Outcome::Success;
     }
-    let reason = format!("status {status}");
+    let reason = match allow {
+        Some(_) => format!("policy application resulted in failure. http response status {status} is not allowed"),
+        None => format!("status {status}"),
+    };
     if status >= 500 || status == 429 {
         let after = response
             .headers
@@ -115,6 +118,15 @@ pub fn default_outcome(response: &Response, allow: Option<&[u16]>) -> Outcome {
     } else {
         Outcome::Fail { reason }
     }
+}
+
+/// Argo's Kubernetes resource-label policy: every expected label is on the live object with
+/// the same value.
+pub fn labels_satisfied(
+    expected: &std::collections::BTreeMap<String, String>,
+    live: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    expected.iter().all(|(k, v)| live.get(k) == Some(v))
 }
 
 /// Reads a policy script's result: a string, a bool, or `#{outcome, reason, after}`.

@@ -68,6 +68,8 @@ pub enum ScriptKind {
     Payload,
     /// `policy.script`: `response`, `attempt`, `max_attempts`, `events` → outcome.
     Policy,
+    /// `filters.exprs[].expr`: the named fields → bool.
+    Expr,
 }
 
 impl ScriptKind {
@@ -79,6 +81,7 @@ impl ScriptKind {
             ScriptKind::Parameter => "parameter",
             ScriptKind::Payload => "payload",
             ScriptKind::Policy => "policy",
+            ScriptKind::Expr => "expr",
         }
     }
 
@@ -89,6 +92,7 @@ impl ScriptKind {
             ScriptKind::Parameter => &["event", "ctx", "events"],
             ScriptKind::Payload => &["events"],
             ScriptKind::Policy => &["response", "attempt", "max_attempts", "events"],
+            ScriptKind::Expr => &[],
         }
     }
 }
@@ -144,6 +148,9 @@ impl ScriptHost {
         engine.set_max_variables(1024);
         engine.set_max_functions(1024);
         engine.disable_symbol("eval");
+        // govaluate's regular-expression operators, for `exprs` and any script:
+        // `text matches "re"` and `text not_matches "re"` (exprs may write `=~` and `!~`).
+        register_regex_operators(&mut engine);
         engine.on_print(|text| tracing::info!(target: "triggerd::script", "{text}"));
         engine.on_debug(|text, source, pos| {
             tracing::debug!(target: "triggerd::script", ?source, %pos, "{text}")
@@ -181,8 +188,18 @@ impl ScriptHost {
 
     /// Compiles a script with strict variables, resolving its imports now.
     pub fn compile(&self, kind: ScriptKind, source: &str) -> Result<CompiledScript, ScriptError> {
+        self.compile_with(kind, source, &[])
+    }
+
+    /// Compiles a script whose variables are the kind's plus `extra` (expression fields).
+    pub fn compile_with(
+        &self,
+        kind: ScriptKind,
+        source: &str,
+        extra: &[&str],
+    ) -> Result<CompiledScript, ScriptError> {
         let mut scope = Scope::new();
-        for var in kind.variables() {
+        for var in kind.variables().iter().chain(extra) {
             scope.push_dynamic(*var, Dynamic::UNIT);
         }
         let ast = self
@@ -199,7 +216,7 @@ impl ScriptHost {
     pub fn eval(
         &self,
         script: &CompiledScript,
-        vars: &[(&'static str, Dynamic)],
+        vars: &[(&str, Dynamic)],
     ) -> Result<Dynamic, ScriptError> {
         let mut scope = Scope::with_capacity(vars.len());
         for (name, value) in vars {
@@ -221,6 +238,21 @@ impl ScriptHost {
                 .observe(started.elapsed().as_secs_f64());
         }
         result.map_err(|e| runtime_error(*e, &self.limits))
+    }
+}
+
+fn register_regex_operators(engine: &mut Engine) {
+    fn matches(text: &str, pattern: &str) -> Result<bool, Box<EvalAltResult>> {
+        regex::Regex::new(pattern)
+            .map(|re| re.is_match(text))
+            .map_err(|e| format!("invalid regular expression {pattern:?}: {e}").into())
+    }
+    // Same precedence as `==` and `!=`.
+    if engine.register_custom_operator("matches", 90).is_ok() {
+        engine.register_fn("matches", |t: &str, p: &str| matches(t, p));
+    }
+    if engine.register_custom_operator("not_matches", 90).is_ok() {
+        engine.register_fn("not_matches", |t: &str, p: &str| matches(t, p).map(|m| !m));
     }
 }
 

@@ -1,40 +1,63 @@
-//! Sensors: match events to dependencies, transform and filter them, and fire triggers when
-//! every dependency has arrived.
+//! Sensors: match events to dependencies, transform and filter them, and fire each trigger
+//! when its condition over the arrived dependencies holds.
 
+mod condition;
 mod filter;
 mod fired;
+mod transform;
 
-use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use filter::{CompiledFilters, FilterError, Logic};
+pub use condition::Condition;
+pub use filter::{CompiledFilters, Logic, Verdict};
 pub use fired::FiredEvents;
+pub use transform::CompiledTransform;
 
 use crate::bus::Subscription;
+use crate::clock::Clock;
 use crate::delivery::{deliver, DeliveryContext};
 use crate::event::Event;
-use crate::manifest::{ScriptSource, SensorSpec};
+use crate::manifest::{ConditionsReset, SensorSpec};
 use crate::plan::CompileContext;
-use crate::script::{from_dynamic, to_dynamic, CompiledScript, ScriptError, ScriptKind};
+use crate::script::to_dynamic;
 use crate::telemetry::{DependencyLabels, ScriptLabels};
 use crate::trigger::{compile_trigger, CompiledTrigger};
 
 /// A compiled dependency.
 #[derive(Debug)]
 pub struct CompiledDependency {
-    /// Name used by parameters.
+    /// Name used by parameters and conditions.
     pub name: String,
     /// EventSource name to match.
     pub event_source: String,
     /// Event name to match.
     pub event_name: String,
-    transform: Option<CompiledScript>,
-    filters: CompiledFilters,
+    /// Rewrites the data before filtering.
+    pub transform: Option<CompiledTransform>,
+    /// Filters the (transformed) event must pass.
+    pub filters: CompiledFilters,
+}
+
+/// A trigger with the condition that fires it.
+#[derive(Debug)]
+pub struct GuardedTrigger {
+    /// The trigger.
+    pub trigger: Arc<CompiledTrigger>,
+    /// When it fires.
+    pub condition: Condition,
+    /// Dependencies the condition mentions (indexes into the sensor's dependencies).
+    pub mentions: Vec<usize>,
+    /// Cron schedules (in their zones) at which partial state is forgotten.
+    pub resets: Vec<(Cron, Tz)>,
 }
 
 /// A compiled sensor.
@@ -45,57 +68,28 @@ pub struct CompiledSensor {
     /// Dependencies in manifest order.
     pub dependencies: Vec<CompiledDependency>,
     /// Triggers in manifest order.
-    pub triggers: Vec<Arc<CompiledTrigger>>,
+    pub triggers: Vec<GuardedTrigger>,
 }
 
 /// Compiles a sensor; errors go to `ctx`.
-pub fn compile_sensor(
-    ctx: &mut CompileContext<'_>,
-    name: &str,
-    spec: &SensorSpec,
-    json: &Value,
-) -> Option<CompiledSensor> {
+pub fn compile_sensor(ctx: &mut CompileContext<'_>, name: &str, spec: &SensorSpec, json: &Value) -> Option<CompiledSensor> {
     let before = ctx.errors.len();
     if spec.dependencies.is_empty() {
-        ctx.error(
-            None,
-            "spec.dependencies",
-            "a sensor needs at least one dependency",
-        );
+        ctx.error(None, "spec.dependencies", "a sensor needs at least one dependency");
     }
     let names: Vec<String> = spec.dependencies.iter().map(|d| d.name.clone()).collect();
     let mut dependencies = Vec::new();
     for (i, d) in spec.dependencies.iter().enumerate() {
         let field = format!("spec.dependencies[{i}]");
         if names[..i].contains(&d.name) {
-            ctx.error(
-                None,
-                format!("{field}.name"),
-                format!("duplicate dependency name {:?}", d.name),
-            );
+            ctx.error(None, format!("{field}.name"), format!("duplicate dependency name {:?}", d.name));
         }
-        let logic = Logic::compile(
-            ctx,
-            &format!("{field}.filtersLogicalOperator"),
-            &d.filters_logical_operator,
-        );
-        let filters = CompiledFilters::compile(
-            ctx,
-            &format!("{field}.filters"),
-            d.filters.as_ref().unwrap_or(&Default::default()),
-            logic,
-        );
+        let logic = Logic::compile(ctx, &format!("{field}.filtersLogicalOperator"), &d.filters_logical_operator);
+        let filters = CompiledFilters::compile(ctx, &format!("{field}.filters"), d.filters.as_ref().unwrap_or(&Default::default()), logic);
         let transform = d
             .transform
             .as_ref()
-            .and_then(|t| ScriptSource::from_fields(&t.script, &t.script_file))
-            .and_then(|s| {
-                ctx.script(
-                    &format!("{field}.transform.script"),
-                    ScriptKind::Transform,
-                    &s,
-                )
-            });
+            .and_then(|t| CompiledTransform::compile(ctx, &format!("{field}.transform"), t));
         dependencies.push(CompiledDependency {
             name: d.name.clone(),
             event_source: d.event_source_name.clone(),
@@ -109,19 +103,27 @@ pub fn compile_sensor(
     for (i, t) in spec.triggers.iter().enumerate() {
         let field = format!("spec.triggers[{i}]");
         if trigger_names.contains(&t.template.name) {
-            ctx.error(
-                None,
-                format!("{field}.template.name"),
-                format!("duplicate trigger name {:?}", t.template.name),
-            );
+            ctx.error(None, format!("{field}.template.name"), format!("duplicate trigger name {:?}", t.template.name));
         }
         trigger_names.push(t.template.name.clone());
-        let tjson = json
-            .pointer(&format!("/spec/triggers/{i}"))
-            .cloned()
-            .unwrap_or(Value::Null);
-        if let Some(c) = compile_trigger(ctx, name, &field, t, tjson, &names) {
-            triggers.push(Arc::new(c));
+        let condition = match &t.template.conditions {
+            Some(c) => Condition::parse(&c.value, &names)
+                .map_err(|e| ctx.error(Some(&c.referenced), format!("{field}.template.conditions"), format!("invalid condition {:?}: {e}", c.value)))
+                .ok(),
+            None => Condition::all(names.len()),
+        };
+        let resets = compile_resets(ctx, &format!("{field}.template.conditionsReset"), &t.template.conditions_reset);
+        let tjson = json.pointer(&format!("/spec/triggers/{i}")).cloned().unwrap_or(Value::Null);
+        let trigger = compile_trigger(ctx, name, &field, t, tjson, &names);
+        if let (Some(trigger), Some(condition)) = (trigger, condition) {
+            let mut mentions = Vec::new();
+            condition.dependencies(&mut mentions);
+            triggers.push(GuardedTrigger {
+                trigger: Arc::new(trigger),
+                condition,
+                mentions,
+                resets,
+            });
         }
     }
     if spec.triggers.is_empty() {
@@ -132,6 +134,35 @@ pub fn compile_sensor(
         dependencies,
         triggers,
     })
+}
+
+fn compile_resets(ctx: &mut CompileContext<'_>, field: &str, resets: &[ConditionsReset]) -> Vec<(Cron, Tz)> {
+    let mut out = Vec::new();
+    for (i, r) in resets.iter().enumerate() {
+        let t = &r.by_time;
+        let f = format!("{field}[{i}].byTime");
+        let cron = if t.value.cron.split_whitespace().count() == 5 {
+            Cron::from_str(&t.value.cron).ok()
+        } else {
+            None
+        };
+        let Some(cron) = cron else {
+            ctx.error_with_hint(Some(&t.referenced), format!("{f}.cron"), format!("invalid cron {:?}", t.value.cron), "standard 5 fields, e.g. \"0 0 * * *\" for midnight");
+            continue;
+        };
+        let zone = match t.value.timezone.as_deref().filter(|z| !z.is_empty()) {
+            None => Tz::UTC,
+            Some(z) => match z.parse::<Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    ctx.error(Some(&t.referenced), format!("{f}.timezone"), format!("invalid timezone {z:?}"));
+                    continue;
+                }
+            },
+        };
+        out.push((cron, zone));
+    }
+    out
 }
 
 /// What a running sensor needs.
@@ -145,157 +176,145 @@ pub struct SensorContext {
     pub tasks: TaskTracker,
     /// Cancelled on hard shutdown (after the drain timeout).
     pub abort: CancellationToken,
+    /// Wall clock for condition resets.
+    pub clock: Clock,
 }
 
-/// Why a dependency did not accept an event.
-#[derive(Debug)]
-enum Rejection {
-    Filtered,
-    Script(&'static str, ScriptError),
-    Filter(FilterError),
+/// Partial state of one trigger: the latest accepted event of each mentioned dependency.
+/// Linear in the number of dependencies.
+struct TriggerState {
+    events: Vec<Option<Arc<Event>>>,
+    next_reset: Option<DateTime<Utc>>,
 }
 
 impl CompiledSensor {
     /// The (event source, event name) pairs this sensor listens to.
     pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.dependencies
+        self.dependencies.iter().map(|d| (d.event_source.as_str(), d.event_name.as_str()))
+    }
+
+    /// Transforms and filters an event for one dependency: `Ok` with the event to record, or
+    /// `Err` with the verdict that rejected it. Shared by the agent and offline tools.
+    pub fn accept(&self, host: &crate::script::ScriptHost, dep: &CompiledDependency, event: &Arc<Event>) -> Result<Arc<Event>, Verdict> {
+        let ctx = to_dynamic(&event.context_json());
+        let event = match &dep.transform {
+            None => event.clone(),
+            Some(t) => {
+                let data = t.apply(host, event, ctx.clone()).map_err(|e| Verdict {
+                    pass: false,
+                    error: Some(e),
+                    script_failed: true,
+                })?;
+                let mut changed = (**event).clone();
+                changed.data = data;
+                changed.raw_is_data = false;
+                Arc::new(changed)
+            }
+        };
+        if dep.filters.is_empty() {
+            return Ok(event);
+        }
+        let verdict = dep.filters.evaluate(host, Some(&event), Some(ctx));
+        if verdict.pass {
+            Ok(event)
+        } else {
+            Err(verdict)
+        }
+    }
+
+    fn next_reset(t: &GuardedTrigger, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        t.resets
             .iter()
-            .map(|d| (d.event_source.as_str(), d.event_name.as_str()))
+            .filter_map(|(cron, tz)| cron.find_next_occurrence(&after.with_timezone(tz), false).ok())
+            .map(|d| d.with_timezone(&Utc))
+            .min()
     }
 
     /// Runs the sensor until its queue closes (the bus shut down) and is drained.
     pub async fn run(self: Arc<Self>, ctx: SensorContext, mut queue: Subscription) {
         let permits = Arc::new(Semaphore::new(ctx.max_inflight.max(1)));
-        let mut state: BTreeMap<String, Arc<Event>> = BTreeMap::new();
+        let now = ctx.clock.now();
+        let mut states: Vec<TriggerState> = self
+            .triggers
+            .iter()
+            .map(|t| TriggerState {
+                events: vec![None; self.dependencies.len()],
+                next_reset: Self::next_reset(t, now),
+            })
+            .collect();
         loop {
+            let reset_at = states.iter().filter_map(|s| s.next_reset).min();
             // Take a permit before taking an event, so a busy sensor leaves events on the
             // bus, where they push back on the sources.
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
+            let permit = tokio::select! {
+                p = permits.clone().acquire_owned() => p,
+                () = sleep_until_opt(&ctx.clock, reset_at) => {
+                    self.reset_due(&mut states, ctx.clock.now());
+                    continue;
+                }
             };
+            let Ok(permit) = permit else { break };
             let event = tokio::select! {
                 e = queue.recv() => e,
                 () = ctx.abort.cancelled() => None,
+                () = sleep_until_opt(&ctx.clock, reset_at) => {
+                    self.reset_due(&mut states, ctx.clock.now());
+                    continue;
+                }
             };
             let Some(event) = event else { break };
-            for dep in self
-                .dependencies
-                .iter()
-                .filter(|d| d.event_source == event.source && d.event_name == event.subject)
-            {
-                match self.accept(&ctx, dep, &event) {
-                    Ok(e) => {
-                        state.insert(dep.name.clone(), e);
-                    }
-                    Err(r) => self.report_rejection(&ctx, dep, &event, r),
-                }
-            }
-            if state.len() < self.dependencies.len() {
-                continue;
-            }
-            let fired = Arc::new(FiredEvents::new(std::mem::take(&mut state)));
             let permit = Arc::new(permit);
-            for trigger in &self.triggers {
-                let (trigger, fired, permit, delivery) = (
-                    trigger.clone(),
-                    fired.clone(),
-                    permit.clone(),
-                    ctx.delivery.clone(),
-                );
-                ctx.tasks.spawn(async move {
-                    deliver(&delivery, &trigger, &fired).await;
-                    drop(permit);
-                });
+            for (index, dep) in self.dependencies.iter().enumerate() {
+                if dep.event_source != event.source || dep.event_name != event.subject {
+                    continue;
+                }
+                let accepted = match self.accept(&ctx.delivery.host, dep, &event) {
+                    Ok(e) => e,
+                    Err(v) => {
+                        self.report_rejection(&ctx, dep, &event, v);
+                        continue;
+                    }
+                };
+                for (t, state) in self.triggers.iter().zip(states.iter_mut()) {
+                    if !t.mentions.contains(&index) {
+                        continue;
+                    }
+                    state.events[index] = Some(accepted.clone());
+                    let present: Vec<bool> = state.events.iter().map(Option::is_some).collect();
+                    if !t.condition.holds(&present) {
+                        continue;
+                    }
+                    let fired = self
+                        .dependencies
+                        .iter()
+                        .zip(state.events.iter_mut())
+                        .filter_map(|(d, e)| e.take().map(|e| (d.name.clone(), e)))
+                        .collect();
+                    let fired = Arc::new(FiredEvents::new(fired));
+                    let (trigger, permit, delivery) = (t.trigger.clone(), permit.clone(), ctx.delivery.clone());
+                    ctx.tasks.spawn(async move {
+                        deliver(&delivery, &trigger, &fired).await;
+                        drop(permit);
+                    });
+                }
             }
         }
         tracing::debug!(sensor = %self.name, "sensor stopped");
     }
 
-    /// Applies the dependency's transform and filters to an event.
-    fn accept(
-        &self,
-        ctx: &SensorContext,
-        dep: &CompiledDependency,
-        event: &Arc<Event>,
-    ) -> Result<Arc<Event>, Rejection> {
-        let host = &ctx.delivery.host;
-        let mut event = event.clone();
-        let needs_ctx = dep.transform.is_some() || dep.filters.script.is_some();
-        let ctx_dyn = if needs_ctx {
-            to_dynamic(&event.context_json())
-        } else {
-            rhai::Dynamic::UNIT
-        };
-        if let Some(t) = &dep.transform {
-            let out = host
-                .eval(
-                    t,
-                    &[("event", to_dynamic(&event.data)), ("ctx", ctx_dyn.clone())],
-                )
-                .and_then(|v| from_dynamic(&v))
-                .map_err(|e| Rejection::Script("transform", e))?;
-            let mut changed = (*event).clone();
-            changed.data = out;
-            event = Arc::new(changed);
-        }
-        let f = &dep.filters;
-        if f.is_empty() {
-            return Ok(event);
-        }
-        let data_result = f.data_group(&event.data.to_string());
-        let script_result = f.script.as_ref().map(|s| {
-            host.eval(s, &[("event", to_dynamic(&event.data)), ("ctx", ctx_dyn)])
-                .and_then(|v| {
-                    v.as_bool().map_err(|t| ScriptError::Type {
-                        expected: "bool",
-                        got: t.to_owned(),
-                    })
-                })
-                .map_err(|e| Rejection::Script("filter", e))
-        });
-        let data_result = data_result.map(|r| r.map_err(Rejection::Filter));
-        let results: Vec<Result<bool, Rejection>> =
-            [data_result, script_result].into_iter().flatten().collect();
-        let passed = match f.filters_logic {
-            Logic::And => {
-                let mut ok = true;
-                for r in results {
-                    if !r? {
-                        ok = false;
-                    }
+    fn reset_due(&self, states: &mut [TriggerState], now: DateTime<Utc>) {
+        for (t, state) in self.triggers.iter().zip(states.iter_mut()) {
+            if state.next_reset.is_some_and(|at| at <= now) {
+                if state.events.iter().any(Option::is_some) {
+                    tracing::info!(sensor = %self.name, trigger = %t.trigger.name, "conditions reset: partial dependencies forgotten");
                 }
-                ok
+                state.events.iter_mut().for_each(|e| *e = None);
+                state.next_reset = Self::next_reset(t, now);
             }
-            Logic::Or => {
-                let mut ok = false;
-                let mut first_err = None;
-                for r in results {
-                    match r {
-                        Ok(true) => ok = true,
-                        Ok(false) => {}
-                        Err(e) => first_err = first_err.or(Some(e)),
-                    }
-                }
-                match (ok, first_err) {
-                    (false, Some(e)) => return Err(e),
-                    _ => ok,
-                }
-            }
-        };
-        if passed {
-            Ok(event)
-        } else {
-            Err(Rejection::Filtered)
         }
     }
 
-    fn report_rejection(
-        &self,
-        ctx: &SensorContext,
-        dep: &CompiledDependency,
-        event: &Event,
-        r: Rejection,
-    ) {
+    fn report_rejection(&self, ctx: &SensorContext, dep: &CompiledDependency, event: &Event, v: Verdict) {
         let metrics = &ctx.delivery.metrics;
         metrics
             .events_filtered
@@ -304,23 +323,26 @@ impl CompiledSensor {
                 dependency: dep.name.clone(),
             })
             .inc();
-        match r {
-            Rejection::Filtered => {
-                tracing::debug!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, "event filtered out")
-            }
-            Rejection::Filter(e) => {
-                tracing::info!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "event filtered out: filter could not be evaluated")
-            }
-            Rejection::Script(which, e) => {
-                metrics
-                    .script_errors
-                    .get_or_create(&ScriptLabels {
-                        sensor: self.name.clone(),
-                        script: format!("dependency/{}/{which}", dep.name),
-                    })
-                    .inc();
-                tracing::warn!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "{which} script failed; event dropped for this dependency")
-            }
+        if v.script_failed {
+            metrics
+                .script_errors
+                .get_or_create(&ScriptLabels {
+                    sensor: self.name.clone(),
+                    script: format!("dependency/{}", dep.name),
+                })
+                .inc();
         }
+        match &v.error {
+            None => tracing::debug!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, "event filtered out"),
+            Some(e) if v.script_failed => tracing::warn!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "script failed; event dropped for this dependency"),
+            Some(e) => tracing::info!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "event filtered out: filter could not be evaluated"),
+        }
+    }
+}
+
+async fn sleep_until_opt(clock: &Clock, at: Option<DateTime<Utc>>) {
+    match at {
+        Some(at) => clock.sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

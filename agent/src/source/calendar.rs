@@ -11,6 +11,7 @@ use croner::Cron;
 use serde_json::{json, Value};
 
 use super::SourceContext;
+pub use crate::clock::Clock;
 use crate::delivery::parse_duration;
 use crate::event::Event;
 use crate::manifest::{CalendarEvent, Spanned};
@@ -148,52 +149,6 @@ impl CalendarConfig {
     }
 }
 
-/// The wall clock calendars read. `Virtual` advances with tokio's clock, so tests with paused
-/// time see days pass instantly.
-#[derive(Debug, Clone)]
-pub enum Clock {
-    /// The system clock.
-    System,
-    /// `base` at `start`, advancing with tokio's (possibly paused) time.
-    Virtual {
-        /// Wall time at `start`.
-        base: DateTime<Utc>,
-        /// tokio instant of `base`.
-        start: tokio::time::Instant,
-    },
-}
-
-impl Clock {
-    /// A virtual clock reading `base` now.
-    pub fn starting_at(base: DateTime<Utc>) -> Self {
-        Clock::Virtual {
-            base,
-            start: tokio::time::Instant::now(),
-        }
-    }
-
-    /// Current wall time.
-    pub fn now(&self) -> DateTime<Utc> {
-        match self {
-            Clock::System => Utc::now(),
-            Clock::Virtual { base, start } => {
-                *base + chrono::Duration::from_std(start.elapsed()).unwrap_or_default()
-            }
-        }
-    }
-
-    /// Sleeps until the wall time `at`.
-    pub async fn sleep_until(&self, at: DateTime<Utc>) {
-        loop {
-            let left = (at - self.now()).to_std().unwrap_or_default();
-            if left.is_zero() {
-                return;
-            }
-            tokio::time::sleep(left).await;
-        }
-    }
-}
-
 /// Runs one calendar event until shutdown, publishing with back-pressure.
 pub(super) async fn run(
     config: CalendarConfig,
@@ -217,6 +172,7 @@ pub(super) async fn run(
             let raw = Bytes::from(data.to_string());
             let mut event = Event::new(event_source, event_name, "calendar", data, raw);
             event.time = at;
+            event.raw_is_data = true;
             let published = tokio::select! {
                 r = ctx.bus.publish(event) => r,
                 () = ctx.shutdown.cancelled() => return,

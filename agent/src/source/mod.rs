@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use calendar::{CalendarConfig, Clock};
 pub use secret::{resolve_secret, SecretError};
-pub use webhook::WebhookConfig;
+pub use webhook::{request_body, WebhookConfig};
 
 use crate::bus::Bus;
 use crate::manifest::EventSourceSpec;

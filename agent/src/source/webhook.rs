@@ -181,6 +181,7 @@ fn reply(status: StatusCode, message: &str) -> Response {
 async fn handle(
     State(ep): State<Arc<Endpoint>>,
     method: Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -228,7 +229,7 @@ async fn handle(
         Ok(b) => b,
         Err(_) => return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
     };
-    let event = build_event(&ep, &headers, bytes);
+    let event = build_event(&ep, uri.query(), &headers, bytes);
     let id = event.id.clone();
     match ep.ctx.bus.try_publish(event) {
         Ok(Published::Duplicate) => {
@@ -261,19 +262,7 @@ async fn handle(
 
 /// Argo's webhook event data: `{header: {Name: [values]}, body}`; the body is parsed JSON, or
 /// the raw text when it is not JSON. Bearer tokens are masked.
-fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
-    let mut header_map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for (name, value) in headers {
-        let shown = if name == header::AUTHORIZATION {
-            "******".to_owned()
-        } else {
-            String::from_utf8_lossy(value.as_bytes()).into_owned()
-        };
-        header_map
-            .entry(canonical_header(name.as_str()))
-            .or_default()
-            .push(Value::String(shown));
-    }
+fn build_event(ep: &Endpoint, query: Option<&str>, headers: &HeaderMap, bytes: Bytes) -> Event {
     let structured = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -285,17 +274,10 @@ fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
     };
     let body = match &incoming {
         Some(ce) => cloudevent_data(ce),
-        None => match serde_json::from_slice::<Value>(&bytes) {
-            Ok(v) => v,
-            Err(_) if bytes.is_empty() => Value::Null,
-            Err(_) => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
-        },
+        None => request_body(query, &bytes),
     };
     let mut data = Map::new();
-    data.insert(
-        "header".into(),
-        serde_json::to_value(header_map).unwrap_or(Value::Null),
-    );
+    data.insert("header".into(), header_map(headers));
     data.insert("body".into(), body);
     let mut event = Event::new(
         &ep.event_source,
@@ -314,6 +296,39 @@ fn build_event(ep: &Endpoint, headers: &HeaderMap, bytes: Bytes) -> Event {
             .insert(k.to_ascii_lowercase(), v.clone().into());
     }
     event
+}
+
+/// Request headers as Argo shows them: canonical names, each with a list of values; bearer
+/// tokens masked.
+fn header_map(headers: &HeaderMap) -> Value {
+    let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for (name, value) in headers {
+        let shown = if name == header::AUTHORIZATION {
+            "******".to_owned()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        map.entry(canonical_header(name.as_str())).or_default().push(Value::String(shown));
+    }
+    serde_json::to_value(map).unwrap_or(Value::Null)
+}
+
+/// The event `body`: parsed JSON, else the raw text; a request without a body (e.g. a GET)
+/// carries its query parameters instead, as `{name: [values]}` (Argo's webhook does too).
+pub fn request_body(query: Option<&str>, bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return match query.filter(|q| !q.is_empty()) {
+            Some(q) => {
+                let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+                for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default() {
+                    map.entry(k).or_default().push(Value::String(v));
+                }
+                serde_json::to_value(map).unwrap_or(Value::Null)
+            }
+            None => Value::Null,
+        };
+    }
+    serde_json::from_slice::<Value>(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// The data of a structured-mode CloudEvent as JSON.
@@ -453,16 +468,24 @@ mod tests {
     fn plain_bodies_keep_json_or_text_and_mask_tokens() {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
-        let e = build_event(&endpoint(), &h, Bytes::from_static(b"{\"a\":1}"));
+        let e = build_event(&endpoint(), None, &h, Bytes::from_static(b"{\"a\":1}"));
         assert_eq!(e.data["body"]["a"], 1);
         assert_eq!(e.data["header"]["Authorization"][0], "******");
         assert!(!e.data.to_string().contains("secret"));
         let e = build_event(
             &endpoint(),
+            None,
             &HeaderMap::new(),
             Bytes::from_static(b"a=1&b=2"),
         );
         assert_eq!(e.data["body"], "a=1&b=2");
+    }
+
+    #[test]
+    fn a_get_carries_its_query() {
+        let body = request_body(Some("aaa=b%20b&ccc=d%20d&aaa=x"), b"");
+        assert_eq!(body, serde_json::json!({"aaa": ["b b", "x"], "ccc": ["d d"]}));
+        assert_eq!(request_body(None, b""), Value::Null);
     }
 
     #[test]
@@ -474,7 +497,7 @@ mod tests {
         );
         let body = r#"{"specversion":"1.0","id":"abc","source":"/ci","type":"build.done",
             "traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","data":{"ok":true}}"#;
-        let e = build_event(&endpoint(), &h, Bytes::from(body));
+        let e = build_event(&endpoint(), None, &h, Bytes::from(body));
         assert_eq!(e.id, "abc");
         assert_eq!(e.data["body"]["ok"], true);
         assert_eq!(e.extensions["originaltype"], "build.done");
@@ -486,7 +509,7 @@ mod tests {
         h.insert("ce-id", "xyz".parse().unwrap());
         h.insert("ce-type", "t".parse().unwrap());
         h.insert("traceparent", "00-1-2-01".parse().unwrap());
-        let e = build_event(&endpoint(), &h, Bytes::from_static(b"{}"));
+        let e = build_event(&endpoint(), None, &h, Bytes::from_static(b"{}"));
         assert_eq!(e.id, "xyz");
         assert_eq!(e.extensions["originaltype"], "t");
         assert_eq!(e.extensions["traceparent"], "00-1-2-01");

@@ -15,14 +15,6 @@ use crate::sensor::FiredEvents;
 /// Why a parameter could not be resolved; not retryable (the same events give the same error).
 #[derive(Debug, Error)]
 pub enum ParamError {
-    /// The dependency has no event in this firing and there is no default value.
-    #[error("parameter {dest:?}: no event for dependency {dependency:?} and no default value")]
-    MissingEvent {
-        /// Destination path.
-        dest: String,
-        /// Dependency name.
-        dependency: String,
-    },
     /// The key is not in the event and there is no default value.
     #[error("parameter {dest:?}: {key:?} not found in event and no default value")]
     MissingKey {
@@ -157,92 +149,78 @@ impl CompiledParameter {
         })
     }
 
-    /// Resolves the value from the events.
-    pub fn resolve(&self, host: &ScriptHost, events: &FiredEvents) -> Result<Value, ParamError> {
-        let event = self
-            .dependency
-            .as_ref()
-            .and_then(|d| events.by_dependency.get(d));
+    /// Resolves the value from the events; `None` when the parameter's dependency has no
+    /// event in this firing (a dependency left out under `||`) and there is no default.
+    ///
+    /// Argo's order: a data key wins over a context key; a key that is missing falls back to
+    /// `value`; with no key, `value` is a literal, else the whole event is the value. Values
+    /// are text unless `useRawData` keeps the JSON type; scripts return typed values.
+    pub fn resolve(&self, host: &ScriptHost, events: &FiredEvents) -> Result<Option<Value>, ParamError> {
+        let event = self.dependency.as_ref().and_then(|d| events.by_dependency.get(d));
+        let default = || self.default.clone().map(Value::String);
+        let named_but_absent = self.dependency.is_some() && event.is_none();
+        if named_but_absent && self.script.is_none() {
+            return Ok(default());
+        }
         if let Some(script) = &self.script {
+            if named_but_absent {
+                return Ok(default());
+            }
             let (data, ctx) = match event {
                 Some(e) => (to_dynamic(&e.data), to_dynamic(&e.context_json())),
                 None => (Dynamic::UNIT, Dynamic::UNIT),
             };
-            let vars = [
-                ("event", data),
-                ("ctx", ctx),
-                ("events", events.script_view.clone()),
-            ];
+            let vars = [("event", data), ("ctx", ctx), ("events", events.script_view.clone())];
             return host
                 .eval(script, &vars)
                 .and_then(|v| from_dynamic(&v))
-                .map_err(|source| ParamError::Script {
-                    dest: self.dest.clone(),
-                    source,
-                });
+                .map(Some)
+                .map_err(|source| ParamError::Script { dest: self.dest.clone(), source });
         }
-        let default = || self.default.clone().map(Value::String);
         let Some(event) = event else {
-            if self.dependency.is_none() || (self.data_key.is_none() && self.context_key.is_none())
-            {
-                if let Some(v) = default() {
-                    return Ok(v);
-                }
-            }
-            return default().ok_or_else(|| ParamError::MissingEvent {
-                dest: self.dest.clone(),
-                dependency: self.dependency.clone().unwrap_or_default(),
-            });
+            return Ok(default());
         };
-        if let Some(key) = &self.context_key {
-            return match event.context_json().get(key) {
-                Some(Value::String(s)) => Ok(Value::String(s.clone())),
-                Some(v) if !v.is_null() => Ok(Value::String(v.to_string())),
-                _ => default().ok_or_else(|| ParamError::MissingKey {
-                    dest: self.dest.clone(),
-                    key: key.clone(),
-                }),
+        if let Some(key) = &self.data_key {
+            let found = event.data_text().map(|text| {
+                let r = gjson::get(&text, key);
+                r.exists().then(|| {
+                    if self.raw && r.kind() != gjson::Kind::String {
+                        serde_json::from_str(r.json()).unwrap_or_else(|_| Value::String(r.json().to_owned()))
+                    } else {
+                        Value::String(r.str().to_owned())
+                    }
+                })
+            });
+            return match found.flatten() {
+                Some(v) => Ok(Some(v)),
+                None => default()
+                    .map(Some)
+                    .ok_or_else(|| ParamError::MissingKey { dest: self.dest.clone(), key: key.clone() }),
             };
         }
-        if let Some(key) = &self.data_key {
-            let json = event.data.to_string();
-            let found = gjson::get(&json, key);
-            if !found.exists() {
-                return default().ok_or_else(|| ParamError::MissingKey {
-                    dest: self.dest.clone(),
-                    key: key.clone(),
-                });
-            }
-            return Ok(if self.raw {
-                serde_json::from_str(found.json())
-                    .unwrap_or_else(|_| Value::String(found.str().to_owned()))
-            } else {
-                Value::String(found.str().to_owned())
-            });
+        if let Some(key) = &self.context_key {
+            return match event.context_json().get(key) {
+                Some(Value::String(s)) if !s.is_empty() => Ok(Some(Value::String(s.clone()))),
+                Some(v) if !v.is_null() && !v.is_string() => Ok(Some(Value::String(v.to_string()))),
+                _ => default()
+                    .map(Some)
+                    .ok_or_else(|| ParamError::MissingKey { dest: self.dest.clone(), key: key.clone() }),
+            };
         }
         if let Some(v) = default() {
-            return Ok(v);
+            return Ok(Some(v));
         }
-        // No key and no value: the whole event.
-        Ok(if self.raw {
-            event.to_json()
-        } else {
-            Value::String(event.to_json().to_string())
-        })
+        // No key and no value: the whole event, as CloudEvent JSON.
+        Ok(Some(if self.raw { event.to_json() } else { Value::String(event.to_json().to_string()) }))
     }
 
-    /// Resolves the value and writes it into `target` at `dest`.
-    pub fn apply(
-        &self,
-        host: &ScriptHost,
-        events: &FiredEvents,
-        target: &mut Value,
-    ) -> Result<(), ParamError> {
-        let value = self.resolve(host, events)?;
-        set_path(target, &self.dest, value, self.operation).map_err(|reason| ParamError::Dest {
-            dest: self.dest.clone(),
-            reason,
-        })
+    /// Resolves the value and writes it into `target` at `dest` (skipped when unresolved).
+    pub fn apply(&self, host: &ScriptHost, events: &FiredEvents, target: &mut Value) -> Result<(), ParamError> {
+        let Some(value) = self.resolve(host, events)? else {
+            return Ok(());
+        };
+        set_path(target, &self.dest, value, self.operation)
+            .map_err(|reason| ParamError::Dest { dest: self.dest.clone(), reason })
     }
 }
 
@@ -300,7 +278,12 @@ pub fn set_path(target: &mut Value, path: &str, value: Value, op: Operation) -> 
     Err("empty path".into())
 }
 
+/// Argo (sjson): appending or prepending to a missing value sets the value as it is;
+/// onto an existing value it joins both as text.
 fn combine(existing: Value, value: Value, op: Operation) -> Value {
+    if existing.is_null() {
+        return value;
+    }
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

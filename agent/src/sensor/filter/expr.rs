@@ -1,0 +1,181 @@
+//! The `exprs` filter: boolean expressions over fields taken from the data (Argo's
+//! `filterExpr`). Expressions are Rhai; govaluate's forms used in Argo manifests are
+//! accepted too: `'single quoted'` strings, `=~`/`!~` regex operators and `x in (a, b)`.
+
+use rhai::Dynamic;
+use serde_saphyr::Spanned;
+
+use super::{Logic, Verdict};
+use crate::event::Event;
+use crate::manifest::ExprFilter;
+use crate::plan::CompileContext;
+use crate::script::{to_dynamic, CompiledScript, ScriptHost, ScriptKind};
+
+/// One compiled expression with its fields.
+#[derive(Debug, Clone)]
+pub struct CompiledExpr {
+    script: CompiledScript,
+    fields: Vec<(String, String)>,
+}
+
+impl CompiledExpr {
+    /// Translates and compiles one expression; variables other than its fields are errors.
+    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, e: &Spanned<ExprFilter>) -> Option<Self> {
+        let loc = Some(&e.referenced);
+        let names: Vec<&str> = e.value.fields.iter().map(|f| f.name.as_str()).collect();
+        let source = translate_govaluate(&e.value.expr);
+        match ctx.host.compile_with(ScriptKind::Expr, &source, &names) {
+            Ok(script) => Some(Self {
+                script,
+                fields: e.value.fields.iter().map(|f| (f.name.clone(), f.path.clone())).collect(),
+            }),
+            Err(err) => {
+                ctx.error_with_hint(
+                    loc,
+                    format!("{field}.expr"),
+                    format!("expression {:?}: {err}", e.value.expr),
+                    format!("variables are the fields: {}", names.join(", ")),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Argo's `filterExpr` over the event data.
+pub fn evaluate(host: &ScriptHost, exprs: &[CompiledExpr], logic: Logic, event: Option<&Event>) -> Verdict {
+    let Some(event) = event else {
+        return Verdict::error("expr filter error (nil event)");
+    };
+    let Some(text) = event.data_text() else {
+        return Verdict::of(true);
+    };
+    if !gjson::valid(&text) {
+        return Verdict::error("expr filter error (event data not valid JSON)");
+    }
+    let mut errors = Vec::new();
+    'exprs: for e in exprs {
+        let mut vars: Vec<(&str, Dynamic)> = Vec::with_capacity(e.fields.len());
+        for (name, path) in &e.fields {
+            let found = gjson::get(&text, path);
+            if !found.exists() {
+                let msg = format!("path '{path}' does not exist");
+                match logic {
+                    Logic::And => return Verdict::error(format!("expr filter error ({msg})")),
+                    Logic::Or => {
+                        errors.push(msg);
+                        continue 'exprs;
+                    }
+                }
+            }
+            let value = serde_json::from_str(found.json()).unwrap_or(serde_json::Value::Null);
+            vars.push((name.as_str(), to_dynamic(&value)));
+        }
+        let result = host.eval(&e.script, &vars).map(|v| v.as_bool().unwrap_or(false));
+        match (result, logic) {
+            (Ok(true), Logic::Or) => return Verdict::of(true),
+            (Ok(false), Logic::And) => return Verdict::of(false),
+            (Err(err), Logic::And) => {
+                return Verdict {
+                    pass: false,
+                    error: Some(format!("expr filter error ({err})")),
+                    script_failed: true,
+                }
+            }
+            (Err(err), Logic::Or) => errors.push(err.to_string()),
+            _ => {}
+        }
+    }
+    match logic {
+        Logic::And => Verdict::of(true),
+        Logic::Or if errors.is_empty() => Verdict::of(false),
+        Logic::Or => Verdict::error(format!("expr filter errors [{}]", errors.join(", "))),
+    }
+}
+
+/// Rewrites govaluate syntax into Rhai: `'s'` → `"s"`, `=~` → `matches`, `!~` →
+/// `not_matches`, and `in (a, b)` → `in [a, b]`. Everything else passes through.
+pub fn translate_govaluate(expr: &str) -> String {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = String::with_capacity(expr.len() + 8);
+    // Depths of parentheses opened right after `in`, which close as `]`.
+    let mut depth = 0usize;
+    let mut list_depths: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\'' | '"' => {
+                let quote = c;
+                out.push('"');
+                i += 1;
+                while i < chars.len() && chars[i] != quote {
+                    match chars[i] {
+                        '\\' if i + 1 < chars.len() => {
+                            out.push('\\');
+                            out.push(chars[i + 1]);
+                            i += 1;
+                        }
+                        '"' => out.push_str("\\\""),
+                        other => out.push(other),
+                    }
+                    i += 1;
+                }
+                out.push('"');
+            }
+            '=' if chars.get(i + 1) == Some(&'~') => {
+                out.push_str(" matches ");
+                i += 1;
+            }
+            '!' if chars.get(i + 1) == Some(&'~') => {
+                out.push_str(" not_matches ");
+                i += 1;
+            }
+            '(' => {
+                depth += 1;
+                if ends_with_in(&out) {
+                    list_depths.push(depth);
+                    out.push('[');
+                } else {
+                    out.push('(');
+                }
+            }
+            ')' => {
+                if list_depths.last() == Some(&depth) {
+                    list_depths.pop();
+                    out.push(']');
+                } else {
+                    out.push(')');
+                }
+                depth = depth.saturating_sub(1);
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn ends_with_in(out: &str) -> bool {
+    let trimmed = out.trim_end();
+    trimmed.ends_with("in")
+        && !trimmed[..trimmed.len() - 2]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translates_govaluate_forms() {
+        assert_eq!(translate_govaluate("a == 'b'"), "a == \"b\"");
+        assert_eq!(translate_govaluate("b =~ \"start\""), "b  matches  \"start\"");
+        assert_eq!(translate_govaluate("b !~ 'x'"), "b  not_matches  \"x\"");
+        assert_eq!(translate_govaluate("x in (1, 2) && (y)"), "x in [1, 2] && (y)");
+        assert_eq!(translate_govaluate("begin(1)"), "begin(1)");
+        assert_eq!(translate_govaluate("a == 'it\"s'"), "a == \"it\\\"s\"");
+    }
+}
