@@ -61,7 +61,7 @@ pub async fn run_plan(
     let abort = CancellationToken::new();
     let sensor_ctx = SensorContext {
         delivery: DeliveryContext {
-            host,
+            host: host.clone(),
             metrics: shared.metrics.clone(),
         },
         max_inflight: options.max_inflight,
@@ -81,6 +81,7 @@ pub async fn run_plan(
         clock: Clock::System,
         secrets_dir: options.secrets_dir.clone(),
         bind_host: options.bind_host,
+        host,
     };
     let started = start_sources(&plan.sources, &source_ctx).await;
     // From here on the sources hold the only bus handles: when they stop, sensor queues

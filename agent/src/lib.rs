@@ -7,8 +7,8 @@
 pub mod agent;
 pub mod bus;
 pub mod cli;
-pub mod delivery;
 pub mod clock;
+pub mod delivery;
 pub mod event;
 pub mod manifest;
 pub mod plan;

@@ -126,6 +126,9 @@ async fn attempt_all(
     let max = trigger.backoff.steps.max(1);
     let mut attempt = 1;
     loop {
+        if let Some(limiter) = &trigger.rate_limit {
+            limiter.until_ready().await;
+        }
         ctx.metrics.trigger_attempts.get_or_create(&labels).inc();
         if attempt > 1 {
             ctx.metrics.trigger_retries.get_or_create(&labels).inc();

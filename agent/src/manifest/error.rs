@@ -148,7 +148,6 @@ pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Optio
         }
         "secureHeaders" | "basicAuth" => "not supported yet; use `headers`",
         "persistence" => "calendar persistence is not supported yet",
-        "filter" => "event source filters are not supported yet; filter in the sensor instead",
         _ => return None,
     })
 }

@@ -55,6 +55,17 @@ pub struct WebhookEvent {
     /// External URL (informational).
     #[serde(default)]
     pub url: Option<String>,
+    /// Drops events whose data does not pass the expression.
+    #[serde(default)]
+    pub filter: Option<SourceFilter>,
+}
+
+/// An EventSource filter (Argo's `filter.expression`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceFilter {
+    /// Boolean expression over the top-level keys of the event data.
+    pub expression: Spanned<String>,
 }
 
 /// One calendar schedule (Argo's `CalendarEventSource`).
@@ -76,4 +87,7 @@ pub struct CalendarEvent {
     /// Copied into the event data as `metadata`.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Drops events whose data does not pass the expression.
+    #[serde(default)]
+    pub filter: Option<SourceFilter>,
 }

@@ -14,10 +14,12 @@ use serde_json::Value;
 
 pub use common::{Amount, IntOrString, ObjectMeta, ScriptSource, SecretRef};
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
-pub use eventsource::{CalendarEvent, EventSourceSpec, WebhookEvent};
+pub use eventsource::{CalendarEvent, EventSourceSpec, SourceFilter, WebhookEvent};
 pub use sensor::{
-    Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, RateLimit, DataFilter, Dependency, ExprFilter, Filters, PayloadField, TimeFilter, HttpTrigger, LogTrigger, Parameter, ParameterSource,
-    Policy, SensorSpec, StatusPolicy, TlsConfig, Transform, Trigger, TriggerTemplate,
+    Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter, Dependency,
+    ExprFilter, Filters, HttpTrigger, LogTrigger, Parameter, ParameterSource, PayloadField, Policy,
+    RateLimit, SensorSpec, StatusPolicy, TimeFilter, TlsConfig, Transform, Trigger,
+    TriggerTemplate,
 };
 pub use serde_saphyr::Spanned;
 
@@ -327,7 +329,10 @@ fn load_document(origin: &Origin, body: &str) -> Result<Option<Document>, Manife
 }
 
 /// Deserializes a manifest fragment (any YAML or JSON text) with located errors.
-pub fn parse_fragment<T: DeserializeOwned>(origin: &Origin, body: &str) -> Result<T, ManifestError> {
+pub fn parse_fragment<T: DeserializeOwned>(
+    origin: &Origin,
+    body: &str,
+) -> Result<T, ManifestError> {
     typed(origin, body)
 }
 

@@ -105,7 +105,9 @@ pub fn default_outcome(response: &Response, allow: Option<&[u16]>) -> Outcome {
         return Outcome::Success;
     }
     let reason = match allow {
-        Some(_) => format!("policy application resulted in failure. http response status {status} is not allowed"),
+        Some(_) => format!(
+            "policy application resulted in failure. http response status {status} is not allowed"
+        ),
         None => format!("status {status}"),
     };
     if status >= 500 || status == 429 {

@@ -23,7 +23,11 @@ impl Condition {
     /// Parses `expr`, naming dependencies by `names`.
     pub fn parse(expr: &str, names: &[String]) -> Result<Self, String> {
         let tokens = tokenize(expr)?;
-        let mut p = Parser { tokens, pos: 0, names };
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            names,
+        };
         let c = p.or()?;
         match p.tokens.get(p.pos) {
             None => Ok(c),
@@ -91,12 +95,18 @@ fn tokenize(expr: &str) -> Result<Vec<Token>, String> {
             }
             c if c.is_alphanumeric() || c == '-' || c == '_' || c == '.' => {
                 let start = i;
-                while i < chars.len() && (chars[i].is_alphanumeric() || matches!(chars[i], '-' | '_' | '.')) {
+                while i < chars.len()
+                    && (chars[i].is_alphanumeric() || matches!(chars[i], '-' | '_' | '.'))
+                {
                     i += 1;
                 }
                 out.push(Token::Name(chars[start..i].iter().collect()));
             }
-            other => return Err(format!("unexpected character {other:?} (use names, &&, || and parentheses)")),
+            other => {
+                return Err(format!(
+                    "unexpected character {other:?} (use names, &&, || and parentheses)"
+                ))
+            }
         }
     }
     Ok(out)
@@ -136,7 +146,12 @@ impl Parser<'_> {
                 .iter()
                 .position(|d| *d == n)
                 .map(Condition::Dep)
-                .ok_or_else(|| format!("unknown dependency {n:?} (dependencies: {})", self.names.join(", "))),
+                .ok_or_else(|| {
+                    format!(
+                        "unknown dependency {n:?} (dependencies: {})",
+                        self.names.join(", ")
+                    )
+                }),
             Some(Token::Open) => {
                 let inner = self.or()?;
                 if self.tokens.get(self.pos) != Some(&Token::Close) {
@@ -156,7 +171,10 @@ mod tests {
     use super::*;
 
     fn names() -> Vec<String> {
-        ["dep-a", "dep-b", "dep_c"].iter().map(|s| s.to_string()).collect()
+        ["dep-a", "dep-b", "dep_c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[test]
@@ -172,7 +190,9 @@ mod tests {
 
     #[test]
     fn rejects_unknown_names_and_bad_syntax() {
-        assert!(Condition::parse("dep-a && nope", &names()).unwrap_err().contains("nope"));
+        assert!(Condition::parse("dep-a && nope", &names())
+            .unwrap_err()
+            .contains("nope"));
         assert!(Condition::parse("(dep-a", &names()).is_err());
         assert!(Condition::parse("dep-a &&", &names()).is_err());
         assert!(Condition::parse("dep-a & dep-b", &names()).is_err());

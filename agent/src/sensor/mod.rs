@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use condition::Condition;
-pub use filter::{CompiledFilters, Logic, Verdict};
+pub use filter::{translate_govaluate, CompiledFilters, Logic, Verdict};
 pub use fired::FiredEvents;
 pub use transform::CompiledTransform;
 
@@ -72,20 +72,42 @@ pub struct CompiledSensor {
 }
 
 /// Compiles a sensor; errors go to `ctx`.
-pub fn compile_sensor(ctx: &mut CompileContext<'_>, name: &str, spec: &SensorSpec, json: &Value) -> Option<CompiledSensor> {
+pub fn compile_sensor(
+    ctx: &mut CompileContext<'_>,
+    name: &str,
+    spec: &SensorSpec,
+    json: &Value,
+) -> Option<CompiledSensor> {
     let before = ctx.errors.len();
     if spec.dependencies.is_empty() {
-        ctx.error(None, "spec.dependencies", "a sensor needs at least one dependency");
+        ctx.error(
+            None,
+            "spec.dependencies",
+            "a sensor needs at least one dependency",
+        );
     }
     let names: Vec<String> = spec.dependencies.iter().map(|d| d.name.clone()).collect();
     let mut dependencies = Vec::new();
     for (i, d) in spec.dependencies.iter().enumerate() {
         let field = format!("spec.dependencies[{i}]");
         if names[..i].contains(&d.name) {
-            ctx.error(None, format!("{field}.name"), format!("duplicate dependency name {:?}", d.name));
+            ctx.error(
+                None,
+                format!("{field}.name"),
+                format!("duplicate dependency name {:?}", d.name),
+            );
         }
-        let logic = Logic::compile(ctx, &format!("{field}.filtersLogicalOperator"), &d.filters_logical_operator);
-        let filters = CompiledFilters::compile(ctx, &format!("{field}.filters"), d.filters.as_ref().unwrap_or(&Default::default()), logic);
+        let logic = Logic::compile(
+            ctx,
+            &format!("{field}.filtersLogicalOperator"),
+            &d.filters_logical_operator,
+        );
+        let filters = CompiledFilters::compile(
+            ctx,
+            &format!("{field}.filters"),
+            d.filters.as_ref().unwrap_or(&Default::default()),
+            logic,
+        );
         let transform = d
             .transform
             .as_ref()
@@ -103,17 +125,34 @@ pub fn compile_sensor(ctx: &mut CompileContext<'_>, name: &str, spec: &SensorSpe
     for (i, t) in spec.triggers.iter().enumerate() {
         let field = format!("spec.triggers[{i}]");
         if trigger_names.contains(&t.template.name) {
-            ctx.error(None, format!("{field}.template.name"), format!("duplicate trigger name {:?}", t.template.name));
+            ctx.error(
+                None,
+                format!("{field}.template.name"),
+                format!("duplicate trigger name {:?}", t.template.name),
+            );
         }
         trigger_names.push(t.template.name.clone());
         let condition = match &t.template.conditions {
             Some(c) => Condition::parse(&c.value, &names)
-                .map_err(|e| ctx.error(Some(&c.referenced), format!("{field}.template.conditions"), format!("invalid condition {:?}: {e}", c.value)))
+                .map_err(|e| {
+                    ctx.error(
+                        Some(&c.referenced),
+                        format!("{field}.template.conditions"),
+                        format!("invalid condition {:?}: {e}", c.value),
+                    )
+                })
                 .ok(),
             None => Condition::all(names.len()),
         };
-        let resets = compile_resets(ctx, &format!("{field}.template.conditionsReset"), &t.template.conditions_reset);
-        let tjson = json.pointer(&format!("/spec/triggers/{i}")).cloned().unwrap_or(Value::Null);
+        let resets = compile_resets(
+            ctx,
+            &format!("{field}.template.conditionsReset"),
+            &t.template.conditions_reset,
+        );
+        let tjson = json
+            .pointer(&format!("/spec/triggers/{i}"))
+            .cloned()
+            .unwrap_or(Value::Null);
         let trigger = compile_trigger(ctx, name, &field, t, tjson, &names);
         if let (Some(trigger), Some(condition)) = (trigger, condition) {
             let mut mentions = Vec::new();
@@ -136,7 +175,11 @@ pub fn compile_sensor(ctx: &mut CompileContext<'_>, name: &str, spec: &SensorSpe
     })
 }
 
-fn compile_resets(ctx: &mut CompileContext<'_>, field: &str, resets: &[ConditionsReset]) -> Vec<(Cron, Tz)> {
+fn compile_resets(
+    ctx: &mut CompileContext<'_>,
+    field: &str,
+    resets: &[ConditionsReset],
+) -> Vec<(Cron, Tz)> {
     let mut out = Vec::new();
     for (i, r) in resets.iter().enumerate() {
         let t = &r.by_time;
@@ -147,7 +190,12 @@ fn compile_resets(ctx: &mut CompileContext<'_>, field: &str, resets: &[Condition
             None
         };
         let Some(cron) = cron else {
-            ctx.error_with_hint(Some(&t.referenced), format!("{f}.cron"), format!("invalid cron {:?}", t.value.cron), "standard 5 fields, e.g. \"0 0 * * *\" for midnight");
+            ctx.error_with_hint(
+                Some(&t.referenced),
+                format!("{f}.cron"),
+                format!("invalid cron {:?}", t.value.cron),
+                "standard 5 fields, e.g. \"0 0 * * *\" for midnight",
+            );
             continue;
         };
         let zone = match t.value.timezone.as_deref().filter(|z| !z.is_empty()) {
@@ -155,7 +203,11 @@ fn compile_resets(ctx: &mut CompileContext<'_>, field: &str, resets: &[Condition
             Some(z) => match z.parse::<Tz>() {
                 Ok(tz) => tz,
                 Err(_) => {
-                    ctx.error(Some(&t.referenced), format!("{f}.timezone"), format!("invalid timezone {z:?}"));
+                    ctx.error(
+                        Some(&t.referenced),
+                        format!("{f}.timezone"),
+                        format!("invalid timezone {z:?}"),
+                    );
                     continue;
                 }
             },
@@ -190,12 +242,19 @@ struct TriggerState {
 impl CompiledSensor {
     /// The (event source, event name) pairs this sensor listens to.
     pub fn subscriptions(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.dependencies.iter().map(|d| (d.event_source.as_str(), d.event_name.as_str()))
+        self.dependencies
+            .iter()
+            .map(|d| (d.event_source.as_str(), d.event_name.as_str()))
     }
 
     /// Transforms and filters an event for one dependency: `Ok` with the event to record, or
     /// `Err` with the verdict that rejected it. Shared by the agent and offline tools.
-    pub fn accept(&self, host: &crate::script::ScriptHost, dep: &CompiledDependency, event: &Arc<Event>) -> Result<Arc<Event>, Verdict> {
+    pub fn accept(
+        &self,
+        host: &crate::script::ScriptHost,
+        dep: &CompiledDependency,
+        event: &Arc<Event>,
+    ) -> Result<Arc<Event>, Verdict> {
         let ctx = to_dynamic(&event.context_json());
         let event = match &dep.transform {
             None => event.clone(),
@@ -225,7 +284,10 @@ impl CompiledSensor {
     fn next_reset(t: &GuardedTrigger, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         t.resets
             .iter()
-            .filter_map(|(cron, tz)| cron.find_next_occurrence(&after.with_timezone(tz), false).ok())
+            .filter_map(|(cron, tz)| {
+                cron.find_next_occurrence(&after.with_timezone(tz), false)
+                    .ok()
+            })
             .map(|d| d.with_timezone(&Utc))
             .min()
     }
@@ -291,7 +353,8 @@ impl CompiledSensor {
                         .filter_map(|(d, e)| e.take().map(|e| (d.name.clone(), e)))
                         .collect();
                     let fired = Arc::new(FiredEvents::new(fired));
-                    let (trigger, permit, delivery) = (t.trigger.clone(), permit.clone(), ctx.delivery.clone());
+                    let (trigger, permit, delivery) =
+                        (t.trigger.clone(), permit.clone(), ctx.delivery.clone());
                     ctx.tasks.spawn(async move {
                         deliver(&delivery, &trigger, &fired).await;
                         drop(permit);
@@ -314,7 +377,13 @@ impl CompiledSensor {
         }
     }
 
-    fn report_rejection(&self, ctx: &SensorContext, dep: &CompiledDependency, event: &Event, v: Verdict) {
+    fn report_rejection(
+        &self,
+        ctx: &SensorContext,
+        dep: &CompiledDependency,
+        event: &Event,
+        v: Verdict,
+    ) {
         let metrics = &ctx.delivery.metrics;
         metrics
             .events_filtered
@@ -333,9 +402,15 @@ impl CompiledSensor {
                 .inc();
         }
         match &v.error {
-            None => tracing::debug!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, "event filtered out"),
-            Some(e) if v.script_failed => tracing::warn!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "script failed; event dropped for this dependency"),
-            Some(e) => tracing::info!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "event filtered out: filter could not be evaluated"),
+            None => {
+                tracing::debug!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, "event filtered out")
+            }
+            Some(e) if v.script_failed => {
+                tracing::warn!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "script failed; event dropped for this dependency")
+            }
+            Some(e) => {
+                tracing::info!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "event filtered out: filter could not be evaluated")
+            }
         }
     }
 }

@@ -20,7 +20,11 @@ impl CompiledTransform {
         let script = ScriptSource::from_fields(&t.script, &t.script_file);
         match (script, &t.jq) {
             (Some(_), Some(jq)) => {
-                ctx.error(Some(&jq.referenced), field, "set either script or jq, not both");
+                ctx.error(
+                    Some(&jq.referenced),
+                    field,
+                    "set either script or jq, not both",
+                );
                 None
             }
             (Some(s), None) => ctx
@@ -40,7 +44,12 @@ impl CompiledTransform {
     }
 
     /// The new data for `event`.
-    pub fn apply(&self, host: &ScriptHost, event: &Event, ctx: rhai::Dynamic) -> Result<Value, String> {
+    pub fn apply(
+        &self,
+        host: &ScriptHost,
+        event: &Event,
+        ctx: rhai::Dynamic,
+    ) -> Result<Value, String> {
         match self {
             CompiledTransform::Script(s) => host
                 .eval(s, &[("event", to_dynamic(&event.data)), ("ctx", ctx)])

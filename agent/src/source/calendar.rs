@@ -38,6 +38,8 @@ pub struct CalendarConfig {
     pub exclusion_dates: Vec<NaiveDate>,
     /// Copied into the event data.
     pub metadata: Value,
+    /// Drops events that do not pass.
+    pub filter: Option<super::EventSourceFilter>,
 }
 
 impl CalendarConfig {
@@ -123,7 +125,16 @@ impl CalendarConfig {
                 }
             }
         }
+        let filter = match &c.filter {
+            Some(f) => Some(super::EventSourceFilter::compile(
+                ctx,
+                &format!("{field}.filter.expression"),
+                &f.expression,
+            )?),
+            None => None,
+        };
         Some(Self {
+            filter,
             timing,
             timezone,
             exclusion_dates,
@@ -173,6 +184,10 @@ pub(super) async fn run(
             let mut event = Event::new(event_source, event_name, "calendar", data, raw);
             event.time = at;
             event.raw_is_data = true;
+            if !ctx.passes(config.filter.as_ref(), &event) {
+                next = config.next_after(at);
+                continue;
+            }
             let published = tokio::select! {
                 r = ctx.bus.publish(event) => r,
                 () = ctx.shutdown.cancelled() => return,
@@ -206,6 +221,7 @@ mod tests {
             timezone: tz,
             exclusion_dates: vec![],
             metadata: json!({"k": "v"}),
+            filter: None,
         }
     }
 
@@ -250,6 +266,7 @@ mod tests {
             clock,
             secrets_dir: None,
             bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
+            host: Arc::new(crate::script::ScriptHost::new(Default::default(), vec![])),
         }
     }
 

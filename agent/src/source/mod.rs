@@ -2,6 +2,7 @@
 //! of [`SourceKind`] each.
 
 mod calendar;
+mod filter;
 mod secret;
 mod webhook;
 
@@ -12,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use calendar::{CalendarConfig, Clock};
+pub use filter::{expand, EventSourceFilter};
 pub use secret::{resolve_secret, SecretError};
 pub use webhook::{request_body, WebhookConfig};
 
@@ -65,6 +67,32 @@ pub struct SourceContext {
     pub secrets_dir: Option<PathBuf>,
     /// Address webhook servers bind to.
     pub bind_host: std::net::IpAddr,
+    /// The script engine, for EventSource filters.
+    pub host: Arc<crate::script::ScriptHost>,
+}
+
+impl SourceContext {
+    /// Whether an event passes its source's filter; failures are logged and drop the event.
+    pub fn passes(&self, filter: Option<&EventSourceFilter>, event: &crate::event::Event) -> bool {
+        let Some(f) = filter else { return true };
+        let labels = crate::telemetry::SourceLabels {
+            event_source: event.source.clone(),
+            event_name: event.subject.clone(),
+        };
+        match f.evaluate(&self.host, &event.data) {
+            Ok(true) => true,
+            Ok(false) => {
+                self.metrics.source_filtered.get_or_create(&labels).inc();
+                tracing::debug!(event_source = %event.source, event_name = %event.subject, event_id = %event.id, "event dropped by the EventSource filter");
+                false
+            }
+            Err(e) => {
+                self.metrics.source_filtered.get_or_create(&labels).inc();
+                tracing::warn!(event_source = %event.source, event_name = %event.subject, event_id = %event.id, error = %e, "EventSource filter failed; event dropped");
+                false
+            }
+        }
+    }
 }
 
 /// Compiles every event of an EventSource.

@@ -42,6 +42,8 @@ pub struct WebhookConfig {
     pub max_payload: u64,
     /// Extensions added to every event.
     pub metadata: BTreeMap<String, String>,
+    /// Drops events that do not pass.
+    pub filter: Option<super::EventSourceFilter>,
 }
 
 impl WebhookConfig {
@@ -98,7 +100,16 @@ impl WebhookConfig {
             );
             return None;
         }
+        let filter = match &w.filter {
+            Some(f) => Some(super::EventSourceFilter::compile(
+                ctx,
+                &format!("{field}.filter.expression"),
+                &f.expression,
+            )?),
+            None => None,
+        };
         Some(Self {
+            filter,
             port,
             endpoint: w.endpoint.clone(),
             method,
@@ -231,6 +242,9 @@ async fn handle(
     };
     let event = build_event(&ep, uri.query(), &headers, bytes);
     let id = event.id.clone();
+    if !ep.ctx.passes(ep.config.filter.as_ref(), &event) {
+        return (StatusCode::OK, Json(json!({ "id": id, "filtered": true }))).into_response();
+    }
     match ep.ctx.bus.try_publish(event) {
         Ok(Published::Duplicate) => {
             ep.ctx
@@ -308,7 +322,9 @@ fn header_map(headers: &HeaderMap) -> Value {
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
         };
-        map.entry(canonical_header(name.as_str())).or_default().push(Value::String(shown));
+        map.entry(canonical_header(name.as_str()))
+            .or_default()
+            .push(Value::String(shown));
     }
     serde_json::to_value(map).unwrap_or(Value::Null)
 }
@@ -320,7 +336,9 @@ pub fn request_body(query: Option<&str>, bytes: &[u8]) -> Value {
         return match query.filter(|q| !q.is_empty()) {
             Some(q) => {
                 let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-                for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default() {
+                for (k, v) in
+                    serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default()
+                {
                     map.entry(k).or_default().push(Value::String(v));
                 }
                 serde_json::to_value(map).unwrap_or(Value::Null)
@@ -328,7 +346,8 @@ pub fn request_body(query: Option<&str>, bytes: &[u8]) -> Value {
             None => Value::Null,
         };
     }
-    serde_json::from_slice::<Value>(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+    serde_json::from_slice::<Value>(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// The data of a structured-mode CloudEvent as JSON.
@@ -445,6 +464,7 @@ mod tests {
                 auth: None,
                 max_payload: DEFAULT_MAX_PAYLOAD,
                 metadata: BTreeMap::new(),
+                filter: None,
             },
             token: None,
             labels: SourceLabels {
@@ -460,6 +480,10 @@ mod tests {
                 clock: super::super::Clock::System,
                 secrets_dir: None,
                 bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
+                host: std::sync::Arc::new(crate::script::ScriptHost::new(
+                    Default::default(),
+                    vec![],
+                )),
             },
         }
     }
@@ -484,7 +508,10 @@ mod tests {
     #[test]
     fn a_get_carries_its_query() {
         let body = request_body(Some("aaa=b%20b&ccc=d%20d&aaa=x"), b"");
-        assert_eq!(body, serde_json::json!({"aaa": ["b b", "x"], "ccc": ["d d"]}));
+        assert_eq!(
+            body,
+            serde_json::json!({"aaa": ["b b", "x"], "ccc": ["d d"]})
+        );
         assert_eq!(request_body(None, b""), Value::Null);
     }
 

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub events_received: Family<SourceLabels, Counter>,
     /// Events not queued again because their (source, id) was accepted recently.
     pub events_deduplicated: Family<SourceLabels, Counter>,
+    /// Events an EventSource filter dropped before publishing.
+    pub source_filtered: Family<SourceLabels, Counter>,
     /// Events refused by a source (bus full, too large, unauthorised), by source.
     pub events_rejected: Family<SourceLabels, Counter>,
     /// Events a dependency's filters (or a failing filter script) rejected.
@@ -122,6 +124,7 @@ impl Metrics {
         let m = Self {
             events_received: Family::default(),
             events_deduplicated: Family::default(),
+            source_filtered: Family::default(),
             events_rejected: Family::default(),
             events_filtered: Family::default(),
             trigger_executions: Family::default(),
@@ -144,6 +147,11 @@ impl Metrics {
             "events_deduplicated",
             "Events not queued again because their id was accepted recently",
             m.events_deduplicated.clone(),
+        );
+        registry.register(
+            "source_events_filtered",
+            "Events an EventSource filter dropped before publishing",
+            m.source_filtered.clone(),
         );
         registry.register(
             "events_rejected",

@@ -4,6 +4,7 @@
 mod http;
 mod log;
 pub mod params;
+mod rate_limit;
 mod response;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use serde_json::Value;
 pub use http::{HttpRequestSpec, HttpTarget};
 pub use log::LogTarget;
 pub use params::{CompiledParameter, ParamError};
+pub use rate_limit::Limiter;
 pub use response::{Response, TriggerError};
 
 use crate::delivery::Backoff;
@@ -85,6 +87,8 @@ pub struct CompiledTrigger {
     pub policy: CompiledPolicy,
     /// Attempts and delays.
     pub backoff: Backoff,
+    /// Spacing of executions (attempts included), when `rateLimit` is set.
+    pub rate_limit: Option<Limiter>,
     /// Run with the failed events after the last failed attempt.
     pub dlq: Option<Arc<CompiledTrigger>>,
 }
@@ -234,6 +238,10 @@ pub fn compile_trigger(
         &format!("{field}.retryStrategy"),
         trigger.retry_strategy.as_ref(),
     );
+    let rate_limit = match &trigger.rate_limit {
+        Some(r) => Limiter::compile(ctx, &format!("{field}.rateLimit"), r).map(Some),
+        None => Some(None),
+    };
     let dlq = trigger.dlq_trigger.as_ref().and_then(|d| {
         let json = template_json
             .get("dlqTrigger")
@@ -325,6 +333,7 @@ pub fn compile_trigger(
         payload: payload?,
         policy: policy?,
         backoff: backoff?,
+        rate_limit: rate_limit?,
         dlq,
     })
 }

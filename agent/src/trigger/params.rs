@@ -155,8 +155,15 @@ impl CompiledParameter {
     /// Argo's order: a data key wins over a context key; a key that is missing falls back to
     /// `value`; with no key, `value` is a literal, else the whole event is the value. Values
     /// are text unless `useRawData` keeps the JSON type; scripts return typed values.
-    pub fn resolve(&self, host: &ScriptHost, events: &FiredEvents) -> Result<Option<Value>, ParamError> {
-        let event = self.dependency.as_ref().and_then(|d| events.by_dependency.get(d));
+    pub fn resolve(
+        &self,
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Option<Value>, ParamError> {
+        let event = self
+            .dependency
+            .as_ref()
+            .and_then(|d| events.by_dependency.get(d));
         let default = || self.default.clone().map(Value::String);
         let named_but_absent = self.dependency.is_some() && event.is_none();
         if named_but_absent && self.script.is_none() {
@@ -170,12 +177,19 @@ impl CompiledParameter {
                 Some(e) => (to_dynamic(&e.data), to_dynamic(&e.context_json())),
                 None => (Dynamic::UNIT, Dynamic::UNIT),
             };
-            let vars = [("event", data), ("ctx", ctx), ("events", events.script_view.clone())];
+            let vars = [
+                ("event", data),
+                ("ctx", ctx),
+                ("events", events.script_view.clone()),
+            ];
             return host
                 .eval(script, &vars)
                 .and_then(|v| from_dynamic(&v))
                 .map(Some)
-                .map_err(|source| ParamError::Script { dest: self.dest.clone(), source });
+                .map_err(|source| ParamError::Script {
+                    dest: self.dest.clone(),
+                    source,
+                });
         }
         let Some(event) = event else {
             return Ok(default());
@@ -185,7 +199,8 @@ impl CompiledParameter {
                 let r = gjson::get(&text, key);
                 r.exists().then(|| {
                     if self.raw && r.kind() != gjson::Kind::String {
-                        serde_json::from_str(r.json()).unwrap_or_else(|_| Value::String(r.json().to_owned()))
+                        serde_json::from_str(r.json())
+                            .unwrap_or_else(|_| Value::String(r.json().to_owned()))
                     } else {
                         Value::String(r.str().to_owned())
                     }
@@ -193,34 +208,47 @@ impl CompiledParameter {
             });
             return match found.flatten() {
                 Some(v) => Ok(Some(v)),
-                None => default()
-                    .map(Some)
-                    .ok_or_else(|| ParamError::MissingKey { dest: self.dest.clone(), key: key.clone() }),
+                None => default().map(Some).ok_or_else(|| ParamError::MissingKey {
+                    dest: self.dest.clone(),
+                    key: key.clone(),
+                }),
             };
         }
         if let Some(key) = &self.context_key {
             return match event.context_json().get(key) {
                 Some(Value::String(s)) if !s.is_empty() => Ok(Some(Value::String(s.clone()))),
                 Some(v) if !v.is_null() && !v.is_string() => Ok(Some(Value::String(v.to_string()))),
-                _ => default()
-                    .map(Some)
-                    .ok_or_else(|| ParamError::MissingKey { dest: self.dest.clone(), key: key.clone() }),
+                _ => default().map(Some).ok_or_else(|| ParamError::MissingKey {
+                    dest: self.dest.clone(),
+                    key: key.clone(),
+                }),
             };
         }
         if let Some(v) = default() {
             return Ok(Some(v));
         }
         // No key and no value: the whole event, as CloudEvent JSON.
-        Ok(Some(if self.raw { event.to_json() } else { Value::String(event.to_json().to_string()) }))
+        Ok(Some(if self.raw {
+            event.to_json()
+        } else {
+            Value::String(event.to_json().to_string())
+        }))
     }
 
     /// Resolves the value and writes it into `target` at `dest` (skipped when unresolved).
-    pub fn apply(&self, host: &ScriptHost, events: &FiredEvents, target: &mut Value) -> Result<(), ParamError> {
+    pub fn apply(
+        &self,
+        host: &ScriptHost,
+        events: &FiredEvents,
+        target: &mut Value,
+    ) -> Result<(), ParamError> {
         let Some(value) = self.resolve(host, events)? else {
             return Ok(());
         };
-        set_path(target, &self.dest, value, self.operation)
-            .map_err(|reason| ParamError::Dest { dest: self.dest.clone(), reason })
+        set_path(target, &self.dest, value, self.operation).map_err(|reason| ParamError::Dest {
+            dest: self.dest.clone(),
+            reason,
+        })
     }
 }
 

@@ -63,7 +63,11 @@ pub struct CompiledDataFilter {
 impl CompiledDataFilter {
     /// Checks one data filter. Argo only finds a missing type, a missing value or a bad
     /// regular expression when an event arrives; here they are load errors.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, f: &Spanned<DataFilter>) -> Option<Self> {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        f: &Spanned<DataFilter>,
+    ) -> Option<Self> {
         let loc = Some(&f.referenced);
         let d = &f.value;
         if d.path.is_empty() {
@@ -71,7 +75,12 @@ impl CompiledDataFilter {
             return None;
         }
         if d.value.is_empty() {
-            ctx.error_with_hint(loc, format!("{field}.value"), "no values specified", "list one or more values; any of them may match");
+            ctx.error_with_hint(
+                loc,
+                format!("{field}.value"),
+                "no values specified",
+                "list one or more values; any of them may match",
+            );
             return None;
         }
         let Some(comparator) = Comparator::parse(d.comparator.as_deref()) else {
@@ -86,7 +95,11 @@ impl CompiledDataFilter {
         let values = match d.kind.as_str() {
             "string" => {
                 if !matches!(comparator, Comparator::Eq | Comparator::Ne) {
-                    ctx.error(loc, format!("{field}.comparator"), "strings compare only with = and !=");
+                    ctx.error(
+                        loc,
+                        format!("{field}.comparator"),
+                        "strings compare only with = and !=",
+                    );
                     return None;
                 }
                 let mut out = Vec::new();
@@ -94,24 +107,46 @@ impl CompiledDataFilter {
                     match Regex::new(v) {
                         Ok(r) => out.push(r),
                         Err(e) => {
-                            ctx.error(loc, format!("{field}.value"), format!("invalid regular expression {v:?}: {e}"));
+                            ctx.error(
+                                loc,
+                                format!("{field}.value"),
+                                format!("invalid regular expression {v:?}: {e}"),
+                            );
                             return None;
                         }
                     }
                 }
                 Values::Strings(out)
             }
-            "number" => match d.value.iter().map(|v| v.trim().parse::<f64>()).collect::<Result<Vec<_>, _>>() {
+            "number" => match d
+                .value
+                .iter()
+                .map(|v| v.trim().parse::<f64>())
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(v) => Values::Numbers(v),
                 Err(_) => {
-                    ctx.error(loc, format!("{field}.value"), "number filters need numeric values");
+                    ctx.error(
+                        loc,
+                        format!("{field}.value"),
+                        "number filters need numeric values",
+                    );
                     return None;
                 }
             },
-            "bool" => match d.value.iter().map(|v| parse_bool(v)).collect::<Option<Vec<_>>>() {
+            "bool" => match d
+                .value
+                .iter()
+                .map(|v| parse_bool(v))
+                .collect::<Option<Vec<_>>>()
+            {
                 Some(v) => Values::Bools(v),
                 None => {
-                    ctx.error(loc, format!("{field}.value"), "bool filters need values true or false");
+                    ctx.error(
+                        loc,
+                        format!("{field}.value"),
+                        "bool filters need values true or false",
+                    );
                     return None;
                 }
             },
@@ -141,15 +176,19 @@ impl CompiledDataFilter {
         Ok(match &self.values {
             Values::Strings(res) => {
                 let text = found.str();
-                res.iter().any(|r| (self.comparator == Comparator::Eq) == r.is_match(text))
+                res.iter()
+                    .any(|r| (self.comparator == Comparator::Eq) == r.is_match(text))
             }
             Values::Numbers(nums) => {
                 let n = found.f64();
-                nums.iter().any(|v| n.partial_cmp(v).is_some_and(|o| self.comparator.holds(o)))
+                nums.iter()
+                    .any(|v| n.partial_cmp(v).is_some_and(|o| self.comparator.holds(o)))
             }
             Values::Bools(bools) => {
                 let b = found.bool();
-                bools.iter().any(|v| (self.comparator == Comparator::Eq) == (b == *v))
+                bools
+                    .iter()
+                    .any(|v| (self.comparator == Comparator::Eq) == (b == *v))
             }
         })
     }

@@ -20,14 +20,23 @@ pub struct CompiledExpr {
 
 impl CompiledExpr {
     /// Translates and compiles one expression; variables other than its fields are errors.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, e: &Spanned<ExprFilter>) -> Option<Self> {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        e: &Spanned<ExprFilter>,
+    ) -> Option<Self> {
         let loc = Some(&e.referenced);
         let names: Vec<&str> = e.value.fields.iter().map(|f| f.name.as_str()).collect();
         let source = translate_govaluate(&e.value.expr);
         match ctx.host.compile_with(ScriptKind::Expr, &source, &names) {
             Ok(script) => Some(Self {
                 script,
-                fields: e.value.fields.iter().map(|f| (f.name.clone(), f.path.clone())).collect(),
+                fields: e
+                    .value
+                    .fields
+                    .iter()
+                    .map(|f| (f.name.clone(), f.path.clone()))
+                    .collect(),
             }),
             Err(err) => {
                 ctx.error_with_hint(
@@ -43,7 +52,12 @@ impl CompiledExpr {
 }
 
 /// Argo's `filterExpr` over the event data.
-pub fn evaluate(host: &ScriptHost, exprs: &[CompiledExpr], logic: Logic, event: Option<&Event>) -> Verdict {
+pub fn evaluate(
+    host: &ScriptHost,
+    exprs: &[CompiledExpr],
+    logic: Logic,
+    event: Option<&Event>,
+) -> Verdict {
     let Some(event) = event else {
         return Verdict::error("expr filter error (nil event)");
     };
@@ -71,7 +85,9 @@ pub fn evaluate(host: &ScriptHost, exprs: &[CompiledExpr], logic: Logic, event: 
             let value = serde_json::from_str(found.json()).unwrap_or(serde_json::Value::Null);
             vars.push((name.as_str(), to_dynamic(&value)));
         }
-        let result = host.eval(&e.script, &vars).map(|v| v.as_bool().unwrap_or(false));
+        let result = host
+            .eval(&e.script, &vars)
+            .map(|v| v.as_bool().unwrap_or(false));
         match (result, logic) {
             (Ok(true), Logic::Or) => return Verdict::of(true),
             (Ok(false), Logic::And) => return Verdict::of(false),
@@ -172,9 +188,15 @@ mod tests {
     #[test]
     fn translates_govaluate_forms() {
         assert_eq!(translate_govaluate("a == 'b'"), "a == \"b\"");
-        assert_eq!(translate_govaluate("b =~ \"start\""), "b  matches  \"start\"");
+        assert_eq!(
+            translate_govaluate("b =~ \"start\""),
+            "b  matches  \"start\""
+        );
         assert_eq!(translate_govaluate("b !~ 'x'"), "b  not_matches  \"x\"");
-        assert_eq!(translate_govaluate("x in (1, 2) && (y)"), "x in [1, 2] && (y)");
+        assert_eq!(
+            translate_govaluate("x in (1, 2) && (y)"),
+            "x in [1, 2] && (y)"
+        );
         assert_eq!(translate_govaluate("begin(1)"), "begin(1)");
         assert_eq!(translate_govaluate("a == 'it\"s'"), "a == \"it\\\"s\"");
     }

@@ -12,7 +12,7 @@ use serde_saphyr::Spanned;
 
 pub use context::CompiledContextFilter;
 pub use data::CompiledDataFilter;
-pub use expr::CompiledExpr;
+pub use expr::{translate_govaluate, CompiledExpr};
 pub use time::CompiledTimeFilter;
 
 use crate::event::Event;
@@ -31,7 +31,11 @@ pub enum Logic {
 
 impl Logic {
     /// Parses Argo's operator names (`and`, `or`; empty means `and`).
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, op: &Option<Spanned<String>>) -> Logic {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        op: &Option<Spanned<String>>,
+    ) -> Logic {
         match op.as_ref().map(|s| (s.value.to_ascii_lowercase(), s)) {
             None => Logic::And,
             Some((v, _)) if v.is_empty() || v == "and" => Logic::And,
@@ -64,12 +68,20 @@ pub struct Verdict {
 impl Verdict {
     /// Passed or not, no error.
     pub fn of(pass: bool) -> Self {
-        Self { pass, error: None, script_failed: false }
+        Self {
+            pass,
+            error: None,
+            script_failed: false,
+        }
     }
 
     /// Failed with an error.
     pub fn error(message: impl Into<String>) -> Self {
-        Self { pass: false, error: Some(message.into()), script_failed: false }
+        Self {
+            pass: false,
+            error: Some(message.into()),
+            script_failed: false,
+        }
     }
 }
 
@@ -93,10 +105,16 @@ impl CompiledFilters {
             f.data
                 .iter()
                 .enumerate()
-                .filter_map(|(i, d)| CompiledDataFilter::compile(ctx, &format!("{field}.data[{i}]"), d))
+                .filter_map(|(i, d)| {
+                    CompiledDataFilter::compile(ctx, &format!("{field}.data[{i}]"), d)
+                })
                 .collect()
         });
-        let data_logic = Logic::compile(ctx, &format!("{field}.dataLogicalOperator"), &f.data_logical_operator);
+        let data_logic = Logic::compile(
+            ctx,
+            &format!("{field}.dataLogicalOperator"),
+            &f.data_logical_operator,
+        );
         let exprs = (!f.exprs.is_empty()).then(|| {
             f.exprs
                 .iter()
@@ -104,14 +122,22 @@ impl CompiledFilters {
                 .filter_map(|(i, e)| CompiledExpr::compile(ctx, &format!("{field}.exprs[{i}]"), e))
                 .collect()
         });
-        let expr_logic = Logic::compile(ctx, &format!("{field}.exprLogicalOperator"), &f.expr_logical_operator);
-        let context = f.context.as_ref().map(|c| CompiledContextFilter::new(&c.value));
+        let expr_logic = Logic::compile(
+            ctx,
+            &format!("{field}.exprLogicalOperator"),
+            &f.expr_logical_operator,
+        );
+        let context = f
+            .context
+            .as_ref()
+            .map(|c| CompiledContextFilter::new(&c.value));
         let time = f
             .time
             .as_ref()
             .and_then(|t| CompiledTimeFilter::compile(ctx, &format!("{field}.time"), t));
         let source = ScriptSource::from_fields(&f.script, &f.script_file);
-        let script = source.and_then(|s| ctx.script(&format!("{field}.script"), ScriptKind::Filter, &s));
+        let script =
+            source.and_then(|s| ctx.script(&format!("{field}.script"), ScriptKind::Filter, &s));
         Self {
             data,
             data_logic,
@@ -135,19 +161,32 @@ impl CompiledFilters {
 
     /// Evaluates every filter kind on `event` (`None` stands for Argo's nil event). `ctx` is
     /// the event's context as a script value, when the caller has it already.
-    pub fn evaluate(&self, host: &ScriptHost, event: Option<&Event>, ctx: Option<Dynamic>) -> Verdict {
+    pub fn evaluate(
+        &self,
+        host: &ScriptHost,
+        event: Option<&Event>,
+        ctx: Option<Dynamic>,
+    ) -> Verdict {
         let mut groups: Vec<Box<dyn FnOnce() -> Verdict + '_>> = Vec::new();
         if let Some(exprs) = &self.exprs {
-            groups.push(Box::new(move || expr::evaluate(host, exprs, self.expr_logic, event)));
+            groups.push(Box::new(move || {
+                expr::evaluate(host, exprs, self.expr_logic, event)
+            }));
         }
         if let Some(data) = &self.data {
-            groups.push(Box::new(move || data::evaluate(data, self.data_logic, event)));
+            groups.push(Box::new(move || {
+                data::evaluate(data, self.data_logic, event)
+            }));
         }
         if let Some(c) = &self.context {
-            groups.push(Box::new(move || Verdict::of(event.is_some_and(|e| c.matches(e)))));
+            groups.push(Box::new(move || {
+                Verdict::of(event.is_some_and(|e| c.matches(e)))
+            }));
         }
         if let Some(t) = &self.time {
-            groups.push(Box::new(move || event.map_or_else(|| Verdict::error("nil event"), |e| t.evaluate(e.time))));
+            groups.push(Box::new(move || {
+                event.map_or_else(|| Verdict::error("nil event"), |e| t.evaluate(e.time))
+            }));
         }
         if let Some(s) = &self.script {
             groups.push(Box::new(move || script_verdict(host, s, event, ctx)));
@@ -188,17 +227,24 @@ fn combine(logic: Logic, groups: Vec<Box<dyn FnOnce() -> Verdict + '_>>) -> Verd
     }
 }
 
-fn script_verdict(host: &ScriptHost, script: &CompiledScript, event: Option<&Event>, ctx: Option<Dynamic>) -> Verdict {
+fn script_verdict(
+    host: &ScriptHost,
+    script: &CompiledScript,
+    event: Option<&Event>,
+    ctx: Option<Dynamic>,
+) -> Verdict {
     let Some(event) = event else {
         return Verdict::error("nil event");
     };
     let ctx = ctx.unwrap_or_else(|| to_dynamic(&event.context_json()));
-    let result = host.eval(script, &[("event", to_dynamic(&event.data)), ("ctx", ctx)]).and_then(|v| {
-        v.as_bool().map_err(|t| ScriptError::Type {
-            expected: "bool",
-            got: t.to_owned(),
-        })
-    });
+    let result = host
+        .eval(script, &[("event", to_dynamic(&event.data)), ("ctx", ctx)])
+        .and_then(|v| {
+            v.as_bool().map_err(|t| ScriptError::Type {
+                expected: "bool",
+                got: t.to_owned(),
+            })
+        });
     match result {
         Ok(pass) => Verdict::of(pass),
         Err(e) => Verdict {

@@ -19,11 +19,22 @@ pub struct CompiledTimeFilter {
 
 impl CompiledTimeFilter {
     /// Parses `HH:MM:SS` bounds and the zone.
-    pub fn compile(ctx: &mut CompileContext<'_>, field: &str, t: &Spanned<TimeFilter>) -> Option<Self> {
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        t: &Spanned<TimeFilter>,
+    ) -> Option<Self> {
         let loc = Some(&t.referenced);
         let parse = |ctx: &mut CompileContext<'_>, name: &str, v: &str| {
             NaiveTime::parse_from_str(v.trim(), "%H:%M:%S")
-                .map_err(|_| ctx.error_with_hint(loc, format!("{field}.{name}"), format!("invalid time {v:?}"), "use HH:MM:SS, e.g. 09:30:00"))
+                .map_err(|_| {
+                    ctx.error_with_hint(
+                        loc,
+                        format!("{field}.{name}"),
+                        format!("invalid time {v:?}"),
+                        "use HH:MM:SS, e.g. 09:30:00",
+                    )
+                })
                 .ok()
         };
         let start = parse(ctx, "start", &t.value.start);
@@ -31,11 +42,20 @@ impl CompiledTimeFilter {
         let zone = match t.value.timezone.as_deref().filter(|z| !z.is_empty()) {
             None => Some(Tz::UTC),
             Some(z) => z.parse::<Tz>().ok().or_else(|| {
-                ctx.error_with_hint(loc, format!("{field}.timezone"), format!("invalid timezone {z:?}"), "use an IANA name such as Europe/Berlin");
+                ctx.error_with_hint(
+                    loc,
+                    format!("{field}.timezone"),
+                    format!("invalid timezone {z:?}"),
+                    "use an IANA name such as Europe/Berlin",
+                );
                 None
             }),
         };
-        Some(Self { start: start?, stop: stop?, zone: zone? })
+        Some(Self {
+            start: start?,
+            stop: stop?,
+            zone: zone?,
+        })
     }
 
     /// Whether `at`, on its own date in the filter's zone, falls in the window.
