@@ -80,64 +80,40 @@ impl fmt::Display for ManifestErrors {
 
 impl std::error::Error for ManifestErrors {}
 
-/// A one-line hint for a field we know about but do not accept. `in_event_source` tells
-/// event source kinds (`spec.kafka` of an EventSource) from trigger types of the same name.
-pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Option<&'static str> {
-    if parent == "policy" && field == "k8s" {
-        return Some("Kubernetes resource policies come with the k8s trigger, not supported yet; use `policy.script`");
-    }
+/// The message and a one-line hint for a field we know about but do not accept.
+/// `in_event_source` tells event source kinds (`spec.kafka` of an EventSource) from trigger
+/// types of the same name.
+pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Option<(String, &'static str)> {
     const SOURCE_KINDS: &[&str] = &[
-        "kafka",
-        "nats",
-        "github",
-        "gitlab",
-        "bitbucket",
-        "bitbucketserver",
-        "sns",
-        "sqs",
-        "amqp",
-        "mqtt",
-        "redis",
-        "redisStream",
-        "resource",
-        "file",
-        "sftp",
-        "hdfs",
-        "minio",
-        "pubSub",
-        "generic",
-        "nsq",
-        "emitter",
-        "slack",
-        "stripe",
-        "storageGrid",
-        "gerrit",
-        "azureQueueStorage",
-        "azureEventsHub",
-        "azureServiceBus",
-        "pulsar",
+        "kafka", "nats", "github", "gitlab", "bitbucket", "bitbucketserver", "sns", "sqs", "amqp",
+        "mqtt", "redis", "redisStream", "resource", "file", "sftp", "hdfs", "minio", "pubSub",
+        "generic", "nsq", "emitter", "slack", "stripe", "storageGrid", "gerrit",
+        "azureQueueStorage", "azureEventsHub", "azureServiceBus", "pulsar",
     ];
     const TRIGGER_TYPES: &[&str] = &[
-        "k8s",
-        "argoWorkflow",
-        "awsLambda",
-        "kafka",
-        "nats",
-        "slack",
-        "custom",
-        "openWhisk",
-        "azureEventHubs",
-        "azureServiceBus",
-        "pulsar",
-        "email",
+        "k8s", "argoWorkflow", "awsLambda", "kafka", "nats", "slack", "custom", "openWhisk",
+        "openwhisk", "azureEventHubs", "azureServiceBus", "pulsar", "email",
     ];
+    let unsupported = |what: &str| format!("{what} {field:?} is not supported");
+    if parent == "policy" && field == "k8s" {
+        return Some((
+            unsupported("policy kind"),
+            "Kubernetes resource policies come with the k8s trigger (not supported yet); use `policy.script`",
+        ));
+    }
     if in_event_source && SOURCE_KINDS.contains(&field) {
-        return Some("this event source kind is not supported yet; supported: webhook, calendar");
+        return Some((unsupported("event source kind"), "supported event source kinds: webhook, calendar"));
+    }
+    if in_event_source && field == "type" {
+        return Some((
+            "`spec.type` is the Argo Events v0.x EventSource format, which is not supported".into(),
+            "put each event under `spec.<kind>.<event name>`, e.g. `spec.webhook.example`",
+        ));
     }
     if !in_event_source && TRIGGER_TYPES.contains(&field) {
-        return Some("this trigger type is not supported yet; supported: http, log");
+        return Some((unsupported("trigger type"), "supported trigger types: http, log"));
     }
-    Some(match field {
+    let hint = match field {
         "dataTemplate" | "contextTemplate" => {
             "Go templates are not supported; use `src.script` (Rhai), e.g. `script: 'event.body.name'`"
         }
@@ -149,5 +125,6 @@ pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Optio
         "secureHeaders" | "basicAuth" => "not supported yet; use `headers`",
         "persistence" => "calendar persistence is not supported yet",
         _ => return None,
-    })
+    };
+    Some((unsupported("field"), hint))
 }

@@ -305,26 +305,26 @@ fn load_document(origin: &Origin, body: &str) -> Result<Option<Document>, Manife
     let header: Header = serde_saphyr::from_str(body).map_err(|e| yaml_error(origin, "", &e))?;
     let api_version = header.api_version.unwrap_or_default();
     let kind = header.kind.unwrap_or_default();
-    if api_version != API_VERSION && api_version != ARGO_API_VERSION {
-        return Err(origin
-            .error(
-                None,
-                "apiVersion",
-                format!("unsupported apiVersion {api_version:?}"),
-            )
-            .with_hint(format!(
-                "use {API_VERSION} (or {ARGO_API_VERSION} for Argo manifests)"
-            )));
-    }
+    let ours = api_version == API_VERSION || api_version == ARGO_API_VERSION;
     match kind.as_str() {
+        "Sensor" | "EventSource" if !ours => Err(origin
+            .error(None, "apiVersion", format!("unsupported apiVersion {api_version:?} for {kind}"))
+            .with_hint(format!("use {API_VERSION} (or {ARGO_API_VERSION} for Argo manifests)"))),
         "Sensor" => Ok(Some(Document::Sensor(typed(origin, body)?))),
         "EventSource" => Ok(Some(Document::EventSource(typed(origin, body)?))),
-        "EventBus" => Err(origin
-            .error(None, "kind", "EventBus is not used in file mode")
-            .with_hint("file mode uses the embedded bus; remove this document")),
+        "EventBus" if ours => Err(origin
+            .error(None, "kind", "kind \"EventBus\" is not supported: file mode uses the embedded bus")
+            .with_hint("remove this document; a JetStream bus is configured on the agent")),
+        "" => Err(origin
+            .error(None, "kind", "missing kind")
+            .with_hint("expected kind: Sensor or EventSource")),
         other => Err(origin
-            .error(None, "kind", format!("unsupported kind {other:?}"))
-            .with_hint("expected Sensor or EventSource")),
+            .error(
+                None,
+                "kind",
+                format!("kind {other:?} ({api_version}) is not supported: triggerd loads Sensor and EventSource manifests"),
+            )
+            .with_hint("apply other Kubernetes objects with kubectl; keep them out of the files given to triggerd")),
     }
 }
 
@@ -364,8 +364,8 @@ fn yaml_error(origin: &Origin, path: &str, e: &serde_saphyr::Error) -> ManifestE
     if message.starts_with("unknown field") {
         let in_event_source = body_is_event_source(path);
         match hint_for_field(field, parent, in_event_source) {
-            Some(hint) => {
-                err.message = format!("field `{field}` is not supported");
+            Some((message, hint)) => {
+                err.message = message;
                 err = err.with_hint(hint);
             }
             None => {

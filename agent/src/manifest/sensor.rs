@@ -221,6 +221,9 @@ pub struct TriggerTemplate {
     /// Where older Argo examples put the policy; same as the trigger's `policy`.
     #[serde(default)]
     pub policy: Option<Policy>,
+    /// Where older Argo examples put `atLeastOnce`; accepted, triggerd always retries.
+    #[serde(default)]
+    pub at_least_once: Option<bool>,
     /// HTTP request trigger.
     #[serde(default)]
     pub http: Option<HttpTrigger>,
@@ -263,7 +266,8 @@ pub struct RateLimit {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpTrigger {
-    /// Target URL.
+    /// Target URL (older Argo manifests call it `serverURL`).
+    #[serde(alias = "serverURL")]
     pub url: String,
     /// Method, default POST.
     #[serde(default)]

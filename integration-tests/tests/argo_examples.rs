@@ -1,0 +1,113 @@
+//! Argo Events' own example manifests (`../shared/argo-examples`, or `ARGO_EXAMPLES_DIR`):
+//! every file either loads cleanly with `triggerd validate`, or is rejected with errors that
+//! name what is not supported. Anything else — a panic, a generic parse error, a timeout —
+//! fails the sweep.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use integration_tests::{run_cli, workspace_root};
+
+fn examples_dir() -> PathBuf {
+    std::env::var_os("ARGO_EXAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root()
+                .join("..")
+                .join("shared")
+                .join("argo-examples")
+        })
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.expect("dir entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+}
+
+/// Error lines of `validate` (hints and the closing count left out).
+fn error_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| {
+            !l.starts_with("  hint:")
+                && !l.ends_with("error(s)")
+                && !l.starts_with("warning:")
+                && !l.is_empty()
+        })
+        .collect()
+}
+
+#[test]
+fn every_argo_example_loads_or_names_what_is_unsupported() {
+    let dir = examples_dir();
+    let mut files = Vec::new();
+    yaml_files(&dir, &mut files);
+    assert!(
+        files.len() > 50,
+        "expected Argo's examples in {}",
+        dir.display()
+    );
+    let (mut loaded, mut rejected, mut unexpected) = (Vec::new(), Vec::new(), Vec::new());
+    for file in &files {
+        let out = run_cli(
+            &[Path::new("validate"), Path::new("-f"), file.as_path()],
+            &dir,
+            Duration::from_secs(30),
+        );
+        let name = file
+            .strip_prefix(&dir)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        match out.code {
+            Some(0) => loaded.push(name),
+            Some(1) => {
+                let errors = error_lines(&out.stderr);
+                let named =
+                    !errors.is_empty() && errors.iter().all(|l| l.contains("is not supported"));
+                if named {
+                    rejected.push(name);
+                } else {
+                    unexpected.push(format!("{name}: {}", errors.join(" | ")));
+                }
+            }
+            other => unexpected.push(format!("{name}: exit {other:?}: {}", out.stderr)),
+        }
+    }
+    println!(
+        "argo examples: {} loaded, {} rejected with reason, {} unexpected",
+        loaded.len(),
+        rejected.len(),
+        unexpected.len()
+    );
+    for l in &loaded {
+        println!("  loaded {l}");
+    }
+    assert!(
+        unexpected.is_empty(),
+        "unexpected outcomes:\n{}",
+        unexpected.join("\n")
+    );
+    // The supported kinds among Argo's examples must load.
+    for must in [
+        "event-sources/webhook.yaml",
+        "event-sources/calendar.yaml",
+        "sensors/http-trigger.yaml",
+        "sensors/log.yaml",
+    ] {
+        assert!(
+            loaded.iter().any(|l| l == must),
+            "{must} should load; loaded: {loaded:?}"
+        );
+    }
+}
