@@ -79,7 +79,7 @@ spec:
             &json!({"passed": true}),
         )
         .await;
-    let mut got = vec![
+    let mut got = [
         agent.expect_request(&sink, DELIVERY_TIMEOUT).await,
         agent.expect_request(&sink, DELIVERY_TIMEOUT).await,
     ];
