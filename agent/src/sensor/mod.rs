@@ -4,6 +4,7 @@
 mod condition;
 mod filter;
 mod fired;
+mod jq;
 mod transform;
 
 use std::str::FromStr;
