@@ -52,12 +52,19 @@ impl Event {
 
     /// The event data as JSON text, as Argo renders it for gjson paths: the original bytes
     /// when they are the data, else the serialized data; `None` when there is no data.
+    /// YAML data (`application/yaml`) is converted to JSON, as Argo does.
     pub fn data_text(&self) -> Option<std::borrow::Cow<'_, str>> {
         if self.raw_is_data {
             if self.raw.is_empty() {
                 return None;
             }
-            return Some(String::from_utf8_lossy(&self.raw));
+            let text = String::from_utf8_lossy(&self.raw);
+            if self.datacontenttype.contains("yaml") {
+                if let Ok(v) = serde_saphyr::from_str::<Value>(&text) {
+                    return Some(std::borrow::Cow::Owned(v.to_string()));
+                }
+            }
+            return Some(text);
         }
         match &self.data {
             Value::Null => None,

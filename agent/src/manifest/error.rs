@@ -83,16 +83,56 @@ impl std::error::Error for ManifestErrors {}
 /// The message and a one-line hint for a field we know about but do not accept.
 /// `in_event_source` tells event source kinds (`spec.kafka` of an EventSource) from trigger
 /// types of the same name.
-pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Option<(String, &'static str)> {
+pub fn hint_for_field(
+    field: &str,
+    parent: &str,
+    in_event_source: bool,
+) -> Option<(String, &'static str)> {
     const SOURCE_KINDS: &[&str] = &[
-        "kafka", "nats", "github", "gitlab", "bitbucket", "bitbucketserver", "sns", "sqs", "amqp",
-        "mqtt", "redis", "redisStream", "resource", "file", "sftp", "hdfs", "minio", "pubSub",
-        "generic", "nsq", "emitter", "slack", "stripe", "storageGrid", "gerrit",
-        "azureQueueStorage", "azureEventsHub", "azureServiceBus", "pulsar",
+        "kafka",
+        "nats",
+        "github",
+        "gitlab",
+        "bitbucket",
+        "bitbucketserver",
+        "sns",
+        "sqs",
+        "amqp",
+        "mqtt",
+        "redis",
+        "redisStream",
+        "resource",
+        "file",
+        "sftp",
+        "hdfs",
+        "minio",
+        "pubSub",
+        "generic",
+        "nsq",
+        "emitter",
+        "slack",
+        "stripe",
+        "storageGrid",
+        "gerrit",
+        "azureQueueStorage",
+        "azureEventsHub",
+        "azureServiceBus",
+        "pulsar",
     ];
     const TRIGGER_TYPES: &[&str] = &[
-        "k8s", "argoWorkflow", "awsLambda", "kafka", "nats", "slack", "custom", "openWhisk",
-        "openwhisk", "azureEventHubs", "azureServiceBus", "pulsar", "email",
+        "k8s",
+        "argoWorkflow",
+        "awsLambda",
+        "kafka",
+        "nats",
+        "slack",
+        "custom",
+        "openWhisk",
+        "openwhisk",
+        "azureEventHubs",
+        "azureServiceBus",
+        "pulsar",
+        "email",
     ];
     let unsupported = |what: &str| format!("{what} {field:?} is not supported");
     if parent == "policy" && field == "k8s" {
@@ -102,7 +142,10 @@ pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Optio
         ));
     }
     if in_event_source && SOURCE_KINDS.contains(&field) {
-        return Some((unsupported("event source kind"), "supported event source kinds: webhook, calendar"));
+        return Some((
+            unsupported("event source kind"),
+            "supported event source kinds: webhook, calendar",
+        ));
     }
     if in_event_source && field == "type" {
         return Some((
@@ -111,7 +154,10 @@ pub fn hint_for_field(field: &str, parent: &str, in_event_source: bool) -> Optio
         ));
     }
     if !in_event_source && TRIGGER_TYPES.contains(&field) {
-        return Some((unsupported("trigger type"), "supported trigger types: http, log"));
+        return Some((
+            unsupported("trigger type"),
+            "supported trigger types: http, log",
+        ));
     }
     let hint = match field {
         "dataTemplate" | "contextTemplate" => {

@@ -240,7 +240,7 @@ async fn handle(
         Ok(b) => b,
         Err(_) => return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
     };
-    let event = build_event(&ep, uri.query(), &headers, bytes);
+    let event = build_event(&ep, &method, uri.query(), &headers, bytes);
     let id = event.id.clone();
     if !ep.ctx.passes(ep.config.filter.as_ref(), &event) {
         return (StatusCode::OK, Json(json!({ "id": id, "filtered": true }))).into_response();
@@ -276,7 +276,13 @@ async fn handle(
 
 /// Argo's webhook event data: `{header: {Name: [values]}, body}`; the body is parsed JSON, or
 /// the raw text when it is not JSON. Bearer tokens are masked.
-fn build_event(ep: &Endpoint, query: Option<&str>, headers: &HeaderMap, bytes: Bytes) -> Event {
+fn build_event(
+    ep: &Endpoint,
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    bytes: Bytes,
+) -> Event {
     let structured = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -288,7 +294,7 @@ fn build_event(ep: &Endpoint, query: Option<&str>, headers: &HeaderMap, bytes: B
     };
     let body = match &incoming {
         Some(ce) => cloudevent_data(ce),
-        None => request_body(query, &bytes),
+        None => request_body(method, query, &bytes),
     };
     let mut data = Map::new();
     data.insert("header".into(), header_map(headers));
@@ -329,22 +335,21 @@ fn header_map(headers: &HeaderMap) -> Value {
     serde_json::to_value(map).unwrap_or(Value::Null)
 }
 
-/// The event `body`: parsed JSON, else the raw text; a request without a body (e.g. a GET)
-/// carries its query parameters instead, as `{name: [values]}` (Argo's webhook does too).
-pub fn request_body(query: Option<&str>, bytes: &[u8]) -> Value {
+/// The event `body`, as Argo's webhook builds it: a GET carries its query parameters as
+/// `{name: [values]}` (`{}` without any); other methods carry the parsed JSON body, else its
+/// raw text, else null when empty.
+pub fn request_body(method: &Method, query: Option<&str>, bytes: &[u8]) -> Value {
+    if method == Method::GET {
+        let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for (k, v) in serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
+            .unwrap_or_default()
+        {
+            map.entry(k).or_default().push(Value::String(v));
+        }
+        return serde_json::to_value(map).unwrap_or(Value::Null);
+    }
     if bytes.is_empty() {
-        return match query.filter(|q| !q.is_empty()) {
-            Some(q) => {
-                let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-                for (k, v) in
-                    serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default()
-                {
-                    map.entry(k).or_default().push(Value::String(v));
-                }
-                serde_json::to_value(map).unwrap_or(Value::Null)
-            }
-            None => Value::Null,
-        };
+        return Value::Null;
     }
     serde_json::from_slice::<Value>(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
@@ -492,12 +497,19 @@ mod tests {
     fn plain_bodies_keep_json_or_text_and_mask_tokens() {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
-        let e = build_event(&endpoint(), None, &h, Bytes::from_static(b"{\"a\":1}"));
+        let e = build_event(
+            &endpoint(),
+            &Method::POST,
+            None,
+            &h,
+            Bytes::from_static(b"{\"a\":1}"),
+        );
         assert_eq!(e.data["body"]["a"], 1);
         assert_eq!(e.data["header"]["Authorization"][0], "******");
         assert!(!e.data.to_string().contains("secret"));
         let e = build_event(
             &endpoint(),
+            &Method::POST,
             None,
             &HeaderMap::new(),
             Bytes::from_static(b"a=1&b=2"),
@@ -507,12 +519,13 @@ mod tests {
 
     #[test]
     fn a_get_carries_its_query() {
-        let body = request_body(Some("aaa=b%20b&ccc=d%20d&aaa=x"), b"");
+        let body = request_body(&Method::GET, Some("aaa=b%20b&ccc=d%20d&aaa=x"), b"");
         assert_eq!(
             body,
             serde_json::json!({"aaa": ["b b", "x"], "ccc": ["d d"]})
         );
-        assert_eq!(request_body(None, b""), Value::Null);
+        assert_eq!(request_body(&Method::GET, None, b""), serde_json::json!({}));
+        assert_eq!(request_body(&Method::POST, None, b""), Value::Null);
     }
 
     #[test]
@@ -524,7 +537,7 @@ mod tests {
         );
         let body = r#"{"specversion":"1.0","id":"abc","source":"/ci","type":"build.done",
             "traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","data":{"ok":true}}"#;
-        let e = build_event(&endpoint(), None, &h, Bytes::from(body));
+        let e = build_event(&endpoint(), &Method::POST, None, &h, Bytes::from(body));
         assert_eq!(e.id, "abc");
         assert_eq!(e.data["body"]["ok"], true);
         assert_eq!(e.extensions["originaltype"], "build.done");
@@ -536,7 +549,13 @@ mod tests {
         h.insert("ce-id", "xyz".parse().unwrap());
         h.insert("ce-type", "t".parse().unwrap());
         h.insert("traceparent", "00-1-2-01".parse().unwrap());
-        let e = build_event(&endpoint(), None, &h, Bytes::from_static(b"{}"));
+        let e = build_event(
+            &endpoint(),
+            &Method::POST,
+            None,
+            &h,
+            Bytes::from_static(b"{}"),
+        );
         assert_eq!(e.id, "xyz");
         assert_eq!(e.extensions["originaltype"], "t");
         assert_eq!(e.extensions["traceparent"], "00-1-2-01");

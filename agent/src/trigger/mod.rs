@@ -257,10 +257,19 @@ pub fn compile_trigger(
         )
         .map(Arc::new)
     });
-    let template_value = template_json
+    let mut template_value = template_json
         .get("template")
         .cloned()
         .unwrap_or(Value::Null);
+    // Older Argo manifests call the URL `serverURL`; parameters see it as `url`.
+    if let Some(http) = template_value
+        .get_mut("http")
+        .and_then(Value::as_object_mut)
+    {
+        if let Some(url) = http.remove("serverURL") {
+            http.entry("url").or_insert(url);
+        }
+    }
     let (kind, type_params, payload, fixed) = match (&t.http, &t.log) {
         (Some(h), None) => {
             let f = format!("{tfield}.http");
