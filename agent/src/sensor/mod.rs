@@ -312,7 +312,7 @@ impl CompiledSensor {
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => p,
                 () = sleep_until_opt(&ctx.clock, reset_at) => {
-                    self.reset_due(&mut states, ctx.clock.now());
+                    self.reset_due(&ctx, &mut states);
                     continue;
                 }
             };
@@ -321,7 +321,7 @@ impl CompiledSensor {
                 e = queue.recv() => e,
                 () = ctx.abort.cancelled() => None,
                 () = sleep_until_opt(&ctx.clock, reset_at) => {
-                    self.reset_due(&mut states, ctx.clock.now());
+                    self.reset_due(&ctx, &mut states);
                     continue;
                 }
             };
@@ -332,7 +332,17 @@ impl CompiledSensor {
                     continue;
                 }
                 let accepted = match self.accept(&ctx.delivery.host, dep, &event) {
-                    Ok(e) => e,
+                    Ok(e) => {
+                        ctx.delivery
+                            .metrics
+                            .events_accepted
+                            .get_or_create(&DependencyLabels {
+                                sensor: self.name.clone(),
+                                dependency: dep.name.clone(),
+                            })
+                            .inc();
+                        e
+                    }
                     Err(v) => {
                         self.report_rejection(&ctx, dep, &event, v);
                         continue;
@@ -366,10 +376,19 @@ impl CompiledSensor {
         tracing::debug!(sensor = %self.name, "sensor stopped");
     }
 
-    fn reset_due(&self, states: &mut [TriggerState], now: DateTime<Utc>) {
+    fn reset_due(&self, ctx: &SensorContext, states: &mut [TriggerState]) {
+        let now = ctx.clock.now();
         for (t, state) in self.triggers.iter().zip(states.iter_mut()) {
             if state.next_reset.is_some_and(|at| at <= now) {
                 if state.events.iter().any(Option::is_some) {
+                    ctx.delivery
+                        .metrics
+                        .condition_resets
+                        .get_or_create(&crate::telemetry::trigger_labels(
+                            &self.name,
+                            &t.trigger.name,
+                        ))
+                        .inc();
                     tracing::info!(sensor = %self.name, trigger = %t.trigger.name, "conditions reset: partial dependencies forgotten");
                 }
                 state.events.iter_mut().for_each(|e| *e = None);

@@ -89,6 +89,10 @@ pub struct Metrics {
     pub source_filtered: Family<SourceLabels, Counter>,
     /// Events refused by a source (bus full, too large, unauthorised), by source.
     pub events_rejected: Family<SourceLabels, Counter>,
+    /// Events a dependency accepted (passed its transform and filters).
+    pub events_accepted: Family<DependencyLabels, Counter>,
+    /// Partial condition state dropped by `conditionsReset`.
+    pub condition_resets: Family<TriggerLabels, Counter>,
     /// Events a dependency's filters (or a failing filter script) rejected.
     pub events_filtered: Family<DependencyLabels, Counter>,
     /// Trigger executions by final outcome.
@@ -126,6 +130,8 @@ impl Metrics {
             events_deduplicated: Family::default(),
             source_filtered: Family::default(),
             events_rejected: Family::default(),
+            events_accepted: Family::default(),
+            condition_resets: Family::default(),
             events_filtered: Family::default(),
             trigger_executions: Family::default(),
             trigger_attempts: Family::default(),
@@ -157,6 +163,16 @@ impl Metrics {
             "events_rejected",
             "Events refused by a source",
             m.events_rejected.clone(),
+        );
+        registry.register(
+            "events_accepted",
+            "Events a dependency accepted (passed its transform and filters)",
+            m.events_accepted.clone(),
+        );
+        registry.register(
+            "condition_resets",
+            "Partial condition state dropped by conditionsReset",
+            m.condition_resets.clone(),
         );
         registry.register(
             "events_filtered",
