@@ -201,3 +201,38 @@ mod tests {
         assert_eq!(translate_govaluate("a == 'it\"s'"), "a == \"it\\\"s\"");
     }
 }
+
+#[cfg(test)]
+mod eval_tests {
+    use super::*;
+    use crate::manifest::Filters;
+    use crate::plan::compile_standalone;
+    use crate::script::Limits;
+    use crate::sensor::CompiledFilters;
+    use bytes::Bytes;
+    use serde_json::json;
+
+    fn passes(expr: &str, data: serde_json::Value) -> bool {
+        let host = ScriptHost::new(Limits::default(), vec![]);
+        let yaml = format!(
+            "exprs:\n  - expr: {}\n    fields: [{{name: kind, path: kind}}, {{name: n, path: n}}]\n",
+            serde_json::to_string(expr).unwrap()
+        );
+        let filters = compile_standalone(&host, &[], &yaml, |ctx, f: &Filters| {
+            Some(CompiledFilters::compile(ctx, "filters", f, Logic::And))
+        })
+        .unwrap();
+        let event = Event::new("s", "e", "t", data, Bytes::new());
+        filters.evaluate(&host, Some(&event), None).pass
+    }
+
+    #[test]
+    fn govaluate_in_regex_and_quotes_work() {
+        let data = json!({"kind": "push", "n": 3});
+        assert!(passes("kind in ('push', 'tag')", data.clone()));
+        assert!(!passes("kind in ('tag')", data.clone()));
+        assert!(passes("n in (1, 2, 3) && kind =~ '^pu'", data.clone()));
+        assert!(passes("kind !~ 'tag' || n > 10", data.clone()));
+        assert!(!passes("n >= 4", data));
+    }
+}
