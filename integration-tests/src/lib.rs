@@ -15,6 +15,7 @@
 mod agent;
 mod binary;
 mod cli;
+pub mod loadbench;
 mod manifests;
 mod metrics;
 mod net;

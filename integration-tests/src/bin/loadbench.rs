@@ -1,0 +1,72 @@
+//! `cargo run --release -p integration-tests --bin loadbench [-- --smoke] [--seconds N]
+//! [--connections N] [--rate N]`: the end-to-end load benchmark (see BENCHMARKS.md).
+
+use std::time::Duration;
+
+use integration_tests::loadbench::{
+    release_binary, run_proxy, run_triggerd, scale_checks, LoadConfig, LoadReport,
+};
+
+fn arg(name: &str) -> Option<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn row(name: &str, r: &LoadReport) {
+    println!(
+        "| {name} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        r.events_per_sec,
+        r.ack_p50_us,
+        r.ack_p99_us,
+        r.e2e_p50_us,
+        r.e2e_p99_us,
+        r.peak_rss_mib.map_or("-".into(), |m| format!("{m:.1}")),
+        r.delivered,
+        r.errors,
+        r.duplicates
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let seconds = arg("--seconds").unwrap_or(if smoke { 1 } else { 10 });
+    let connections = arg("--connections").unwrap_or(64) as usize;
+    let rate = arg("--rate").unwrap_or(5000);
+    let binary = release_binary();
+    println!("triggerd binary: {}", binary.display());
+    let max = LoadConfig {
+        duration: Duration::from_secs(seconds),
+        connections,
+        rate: None,
+    };
+    let paced = LoadConfig {
+        duration: Duration::from_secs(seconds),
+        connections: 32,
+        rate: Some(rate),
+    };
+
+    println!("| run | events/s | ack p50 µs | ack p99 µs | e2e p50 µs | e2e p99 µs | peak RSS MiB | delivered | errors | duplicates |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let proxy = run_proxy(&max).await;
+    row("bare proxy, max", &proxy);
+    let triggerd = run_triggerd(&binary, &max).await;
+    row("triggerd, max", &triggerd);
+    let paced_run = run_triggerd(&binary, &paced).await;
+    row(&format!("triggerd, {rate}/s offered"), &paced_run);
+    let ratio = if proxy.events_per_sec > 0.0 {
+        triggerd.events_per_sec / proxy.events_per_sec
+    } else {
+        0.0
+    };
+    println!("\ntriggerd / bare proxy throughput: {ratio:.2}");
+
+    let scale = scale_checks(&binary).await;
+    println!(
+        "\nscale: start to ready with 100 sensors {:.1} ms; idle RSS with 100 sensors {:.1} MiB; 50-dependency sensor fires {:.2} ms after its last event",
+        scale.start_to_ready_ms, scale.idle_rss_mib, scale.fifty_deps_fire_ms
+    );
+}
