@@ -63,6 +63,7 @@ pub async fn run_plan(
         delivery: DeliveryContext {
             host: host.clone(),
             metrics: shared.metrics.clone(),
+            executor: crate::delivery::Executor::Live,
         },
         max_inflight: options.max_inflight,
         tasks: tasks.clone(),

@@ -1,8 +1,27 @@
 //! The CloudEvents 1.0 event that flows from sources through the bus to sensors.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use rhai::Dynamic;
 use serde_json::{Map, Value};
+
+/// Views of an event computed at most once, however many dependencies, scripts and
+/// triggers look at it. A clone starts empty, so a changed copy never sees stale views.
+#[derive(Debug, Default)]
+pub struct Views {
+    json: OnceLock<String>,
+    data: OnceLock<Dynamic>,
+    context: OnceLock<Dynamic>,
+}
+
+impl Clone for Views {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
 
 /// One event: CloudEvents context attributes plus parsed data and the original bytes.
 ///
@@ -31,6 +50,8 @@ pub struct Event {
     /// Whether `raw` is exactly the JSON text of `data` (so gjson paths and forwarding can
     /// use it as received), rather than some other original (a webhook's body).
     pub raw_is_data: bool,
+    /// Cached views; set `data` and the other fields before the first look.
+    pub views: Views,
 }
 
 impl Event {
@@ -47,13 +68,14 @@ impl Event {
             data,
             raw,
             raw_is_data: false,
+            views: Views::default(),
         }
     }
 
     /// The event data as JSON text, as Argo renders it for gjson paths: the original bytes
     /// when they are the data, else the serialized data; `None` when there is no data.
     /// YAML data (`application/yaml`) is converted to JSON, as Argo does.
-    pub fn data_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+    pub fn data_text(&self) -> Option<Cow<'_, str>> {
         if self.raw_is_data {
             if self.raw.is_empty() {
                 return None;
@@ -61,15 +83,35 @@ impl Event {
             let text = String::from_utf8_lossy(&self.raw);
             if self.datacontenttype.contains("yaml") {
                 if let Ok(v) = serde_saphyr::from_str::<Value>(&text) {
-                    return Some(std::borrow::Cow::Owned(v.to_string()));
+                    return Some(Cow::Owned(v.to_string()));
                 }
             }
             return Some(text);
         }
         match &self.data {
             Value::Null => None,
-            v => Some(std::borrow::Cow::Owned(v.to_string())),
+            v => Some(Cow::Borrowed(self.views.json.get_or_init(|| v.to_string()))),
         }
+    }
+
+    /// The data as a Rhai value, converted from JSON once; each caller gets its own copy
+    /// (strings inside are reference-counted), so no script can change what another sees.
+    ///
+    /// Copies rather than Rhai shared values: a shared value nested in a map that a script
+    /// builds trips Rhai's size checks (an internal panic), see BENCHMARKS.md.
+    pub fn data_view(&self) -> Dynamic {
+        self.views
+            .data
+            .get_or_init(|| crate::script::to_dynamic(&self.data))
+            .clone()
+    }
+
+    /// The context attributes as a Rhai map, converted once; each caller gets a copy.
+    pub fn context_view(&self) -> Dynamic {
+        self.views
+            .context
+            .get_or_init(|| crate::script::to_dynamic(&self.context_json()))
+            .clone()
     }
 
     /// The context attributes as a JSON object (what scripts see as `ctx`).

@@ -2,7 +2,8 @@
 //!
 //! Modules follow the data flow: manifests are loaded and scripts compiled, sources emit
 //! events onto the bus, sensors match and filter them, triggers execute, policies judge the
-//! result and delivery retries or dead-letters it.
+//! result and delivery retries or dead-letters it. `testing` runs sensors offline against
+//! stubbed trigger responses (`triggerd test`, `triggerd eval`).
 
 pub mod agent;
 pub mod bus;
@@ -17,4 +18,5 @@ pub mod script;
 pub mod sensor;
 pub mod source;
 pub mod telemetry;
+pub mod testing;
 pub mod trigger;

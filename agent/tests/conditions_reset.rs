@@ -72,6 +72,7 @@ async fn partial_state_is_forgotten_at_the_reset_time() {
         delivery: DeliveryContext {
             host,
             metrics: metrics.clone(),
+            executor: triggerd::delivery::Executor::Live,
         },
         max_inflight: 8,
         tasks: tasks.clone(),

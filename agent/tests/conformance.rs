@@ -1035,6 +1035,7 @@ fn event_from_parts(context: &Value, data: Data) -> Result<Event, String> {
         data: data.value,
         raw: data.raw,
         raw_is_data: data.raw_is_data,
+        views: Default::default(),
     })
 }
 

@@ -1,6 +1,24 @@
-//! The command line: `run`, `validate`, `version`.
+//! The command line: `run`, `validate`, `test`, `eval`, `version`.
 
+/// `print!` to stdout, ignoring a closed pipe (`triggerd test ... | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` to stdout, ignoring a closed pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+mod eval;
 mod run;
+mod test;
 mod validate;
 mod watch;
 
@@ -24,6 +42,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Load and compile manifests, print every error, exit 1 if there is any.
     Validate(validate::ValidateArgs),
+    /// Run sensor test files (*.test.yaml) offline against stubbed trigger responses.
+    Test(test::TestArgs),
+    /// Evaluate a script, or a sensor dependency, against one event file.
+    Eval(eval::EvalArgs),
     /// Print the version.
     Version,
 }
@@ -63,6 +85,8 @@ pub fn main() -> std::process::ExitCode {
             run::run(args)
         }
         Command::Validate(args) => validate::validate(args),
+        Command::Test(args) => test::test(args),
+        Command::Eval(args) => eval::eval(args),
         Command::Version => {
             println!("triggerd {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS

@@ -1,17 +1,23 @@
 //! Delivery: runs a trigger to a final outcome — attempts, policy verdicts, backoff, and the
 //! dead letter after the last failed attempt — and reports it in logs and metrics.
+//!
+//! Attempts go through an [`Executor`]: the live one calls the trigger's target; the stub one
+//! (`triggerd test`) answers from canned responses and records what would have been sent,
+//! so offline tests run this very loop — policy, retries, backoff and dead letter included.
 
 mod backoff;
+pub mod stub;
 
 use std::sync::Arc;
 
 pub use backoff::{parse_duration, Backoff};
+pub use stub::{StubResponse, Stubs};
 
 use crate::policy::Outcome;
 use crate::script::ScriptHost;
 use crate::sensor::FiredEvents;
 use crate::telemetry::{trigger_labels, Metrics, OutcomeLabels, ScriptLabels};
-use crate::trigger::{CompiledTrigger, DeadLetter};
+use crate::trigger::{CompiledTrigger, DeadLetter, Invocation, Response};
 
 /// What every execution needs.
 #[derive(Debug, Clone)]
@@ -20,6 +26,78 @@ pub struct DeliveryContext {
     pub host: Arc<ScriptHost>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Who carries out attempts: the real targets, or stubs in offline tests.
+    pub executor: Executor,
+}
+
+/// How attempts are carried out.
+#[derive(Debug, Clone, Default)]
+pub enum Executor {
+    /// Call the trigger's target (HTTP, log, ...), honouring its rate limit.
+    #[default]
+    Live,
+    /// Answer from canned responses and record every attempt; nothing leaves the process
+    /// and rate limits are not applied (they only space attempts in time).
+    Stub(Arc<Stubs>),
+}
+
+/// One delivery as its executor sees it: live, or a stub record to fill in.
+enum Run {
+    Live,
+    Stub(stub::Recording),
+}
+
+impl Executor {
+    fn start(&self, trigger: &CompiledTrigger, events: &FiredEvents) -> Run {
+        match self {
+            Executor::Live => Run::Live,
+            Executor::Stub(stubs) => Run::Stub(stubs.start(trigger, events)),
+        }
+    }
+}
+
+impl Run {
+    async fn execute(
+        &self,
+        trigger: &CompiledTrigger,
+        invocation: &Invocation,
+        payload: &serde_json::Value,
+        attempt: u32,
+        dead_letter: bool,
+    ) -> Response {
+        match self {
+            Run::Live => trigger.execute(invocation, payload).await,
+            Run::Stub(r) => r.execute(trigger, invocation, payload, attempt, dead_letter),
+        }
+    }
+
+    /// Waits for the trigger's rate limit (live runs only).
+    async fn pace(&self, trigger: &CompiledTrigger) {
+        if let (Run::Live, Some(limiter)) = (self, &trigger.rate_limit) {
+            limiter.until_ready().await;
+        }
+    }
+
+    fn judged(&self, outcome: &Outcome, dead_letter: bool) {
+        if let Run::Stub(r) = self {
+            r.judged(outcome, dead_letter);
+        }
+    }
+
+    fn build_failed(&self, trigger: &CompiledTrigger, dead_letter: bool) {
+        if let Run::Stub(r) = self {
+            r.build_failed(trigger, dead_letter);
+        }
+    }
+
+    fn finish(&self, result: &Result<(), (String, u32)>, dead_letter: bool) {
+        if let Run::Stub(r) = self {
+            r.finish(
+                result.as_ref().err().map(|(reason, _)| reason.as_str()),
+                dead_letter,
+            );
+        }
+    }
 }
 
 /// The final result of one execution.
@@ -41,7 +119,9 @@ pub async fn deliver(
     trigger: &CompiledTrigger,
     events: &FiredEvents,
 ) -> Final {
-    let final_outcome = attempt_all(ctx, trigger, events, None).await;
+    let run = ctx.executor.start(trigger, events);
+    let final_outcome = attempt_all(ctx, &run, trigger, events, None).await;
+    run.finish(&final_outcome, false);
     let labels = trigger_labels(&trigger.sensor, &trigger.name);
     let outcome_labels = |outcome: &str| OutcomeLabels {
         sensor: trigger.sensor.clone(),
@@ -83,9 +163,9 @@ pub async fn deliver(
                     error: reason.clone(),
                     attempts,
                 };
-                if let Err((dlq_reason, _)) =
-                    Box::pin(attempt_all(ctx, dlq, events, Some(&dead))).await
-                {
+                let dlq_outcome = Box::pin(attempt_all(ctx, &run, dlq, events, Some(&dead))).await;
+                run.finish(&dlq_outcome, true);
+                if let Err((dlq_reason, _)) = dlq_outcome {
                     tracing::error!(
                         sensor = %trigger.sensor,
                         trigger = %trigger.name,
@@ -104,6 +184,7 @@ pub async fn deliver(
 /// Runs the attempts of one trigger; `Err((reason, attempts))` when it failed for good.
 async fn attempt_all(
     ctx: &DeliveryContext,
+    run: &Run,
     trigger: &CompiledTrigger,
     events: &FiredEvents,
     dead_letter: Option<&DeadLetter>,
@@ -120,20 +201,27 @@ async fn attempt_all(
             if e.is_script_error() {
                 count_script_error(ctx, trigger, "payload");
             }
+            run.build_failed(trigger, dead_letter.is_some());
             return Err((e.to_string(), 0));
         }
     };
     let max = trigger.backoff.steps.max(1);
     let mut attempt = 1;
     loop {
-        if let Some(limiter) = &trigger.rate_limit {
-            limiter.until_ready().await;
-        }
+        run.pace(trigger).await;
         ctx.metrics.trigger_attempts.get_or_create(&labels).inc();
         if attempt > 1 {
             ctx.metrics.trigger_retries.get_or_create(&labels).inc();
         }
-        let response = trigger.execute(&invocation, &payload).await;
+        let response = run
+            .execute(
+                trigger,
+                &invocation,
+                &payload,
+                attempt,
+                dead_letter.is_some(),
+            )
+            .await;
         ctx.metrics
             .trigger_attempt_seconds
             .get_or_create(&labels)
@@ -147,6 +235,7 @@ async fn attempt_all(
                     reason: format!("policy script: {e}"),
                 }
             });
+        run.judged(&outcome, dead_letter.is_some());
         match outcome {
             Outcome::Success => {
                 tracing::info!(

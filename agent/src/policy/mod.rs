@@ -131,8 +131,9 @@ pub fn labels_satisfied(
     expected.iter().all(|(k, v)| live.get(k) == Some(v))
 }
 
-/// Reads a policy script's result: a string, a bool, or `#{outcome, reason, after}`.
-fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
+/// Reads a policy script's result: a string, a bool, or `#{outcome, reason, after}`
+/// (also used by `triggerd eval --kind policy`).
+pub fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
     if let Some(b) = value.clone().try_cast::<bool>() {
         return Ok(if b {
             Outcome::Success

@@ -218,9 +218,15 @@ impl ScriptHost {
         script: &CompiledScript,
         vars: &[(&str, Dynamic)],
     ) -> Result<Dynamic, ScriptError> {
+        // Only transforms may change what they are given (their own copy); everything else
+        // sees constants, so a script cannot alter an event that other scripts share.
         let mut scope = Scope::with_capacity(vars.len());
         for (name, value) in vars {
-            scope.push_dynamic(*name, value.clone());
+            if script.kind == ScriptKind::Transform {
+                scope.push_dynamic(*name, value.clone());
+            } else {
+                scope.push_constant_dynamic(*name, value.clone());
+            }
         }
         #[allow(clippy::disallowed_types)]
         let deadline = std::time::Instant::now() + self.limits.deadline;
@@ -430,6 +436,60 @@ mod tests {
             .eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)])
             .unwrap_err();
         assert!(err.to_string().contains("deadline"), "{err}");
+    }
+
+    #[test]
+    fn event_values_cannot_be_changed_by_scripts() {
+        let h = host();
+        let shared = crate::script::to_dynamic(&serde_json::json!({"a": {"b": 1}}));
+        for src in [
+            "event.a.b = 2; true",
+            "event.a = 3; true",
+            "event.a.b += 1; true",
+            "let x = event.a; x.b = 5; event.a.b == 1",
+            "event.a.clear(); true",
+        ] {
+            let s = h.compile(ScriptKind::Filter, src).unwrap();
+            let r = h.eval(&s, &[("event", shared.clone()), ("ctx", Dynamic::UNIT)]);
+            assert!(
+                r.is_err() || r.unwrap().as_bool() == Ok(true),
+                "{src} must not modify its event"
+            );
+        }
+        let read = h.compile(ScriptKind::Filter, "event.a.b == 1").unwrap();
+        let still = h
+            .eval(&read, &[("event", shared), ("ctx", Dynamic::UNIT)])
+            .unwrap();
+        assert!(still.as_bool().unwrap(), "the shared value changed");
+    }
+
+    /// Every ordinary way of reading an event works. (Rhai's own limit applies as for any
+    /// captured variable: a closure that reads `event` cannot be passed to a method called
+    /// on `event` itself — "Data race detected"; bind the needed value first.)
+    #[test]
+    fn event_views_can_be_read_every_way() {
+        let h = host();
+        let event = crate::script::to_dynamic(
+            &serde_json::json!({"a": {"b": 1}, "list": [1, 2, 3], "s": "x"}),
+        );
+        for src in [
+            "event.a.b == event.a.b",
+            "event.list.contains(event.list[0])",
+            "event.a.keys().len() + event.a.b == 2",
+            "let b = event.a.b; event.list.map(|x| x + b).len() == 3",
+            "`${event.s}${event.a.b}` == \"x1\"",
+            "#{ whole: event, list: event.list }.whole.a.b == 1",
+            "let e = event; let b = e.a.b; b == 1 && event.list.filter(|x| x > b).len() == 2",
+            "event.s.len() == 1 && \"b\" in event.a",
+        ] {
+            let s = h.compile(ScriptKind::Filter, src).unwrap();
+            let r = h.eval(&s, &[("event", event.clone()), ("ctx", Dynamic::UNIT)]);
+            assert_eq!(
+                r.as_ref().map(|v| v.as_bool()).ok(),
+                Some(Ok(true)),
+                "{src}: {r:?}"
+            );
+        }
     }
 
     #[test]

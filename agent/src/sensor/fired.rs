@@ -7,7 +7,6 @@ use rhai::Dynamic;
 use serde_json::Value;
 
 use crate::event::Event;
-use crate::script::to_dynamic;
 
 /// Events by dependency name, with script views computed once per firing.
 #[derive(Debug)]
@@ -21,14 +20,16 @@ pub struct FiredEvents {
 impl FiredEvents {
     /// Bundles the events of one firing.
     pub fn new(by_dependency: BTreeMap<String, Arc<Event>>) -> Self {
-        let json = Value::Object(
-            by_dependency
-                .iter()
-                .map(|(k, e)| (k.clone(), e.to_json()))
-                .collect(),
-        );
+        let view: rhai::Map = by_dependency
+            .iter()
+            .map(|(k, e)| {
+                let mut event = e.context_view().clone_cast::<rhai::Map>();
+                event.insert("data".into(), e.data_view());
+                (k.as_str().into(), Dynamic::from_map(event))
+            })
+            .collect();
         Self {
-            script_view: to_dynamic(&json),
+            script_view: Dynamic::from_map(view),
             by_dependency,
         }
     }

@@ -29,7 +29,6 @@ use crate::delivery::{deliver, DeliveryContext};
 use crate::event::Event;
 use crate::manifest::{ConditionsReset, SensorSpec};
 use crate::plan::CompileContext;
-use crate::script::to_dynamic;
 use crate::telemetry::{DependencyLabels, ScriptLabels};
 use crate::trigger::{compile_trigger, CompiledTrigger};
 
@@ -256,7 +255,7 @@ impl CompiledSensor {
         dep: &CompiledDependency,
         event: &Arc<Event>,
     ) -> Result<Arc<Event>, Verdict> {
-        let ctx = to_dynamic(&event.context_json());
+        let ctx = event.context_view();
         let event = match &dep.transform {
             None => event.clone(),
             Some(t) => {

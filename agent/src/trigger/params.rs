@@ -7,9 +7,7 @@ use thiserror::Error;
 
 use crate::manifest::{Parameter, ScriptSource};
 use crate::plan::CompileContext;
-use crate::script::{
-    from_dynamic, to_dynamic, CompiledScript, ScriptError, ScriptHost, ScriptKind,
-};
+use crate::script::{from_dynamic, CompiledScript, ScriptError, ScriptHost, ScriptKind};
 use crate::sensor::FiredEvents;
 
 /// Why a parameter could not be resolved; not retryable (the same events give the same error).
@@ -174,7 +172,7 @@ impl CompiledParameter {
                 return Ok(default());
             }
             let (data, ctx) = match event {
-                Some(e) => (to_dynamic(&e.data), to_dynamic(&e.context_json())),
+                Some(e) => (e.data_view(), e.context_view()),
                 None => (Dynamic::UNIT, Dynamic::UNIT),
             };
             let vars = [

@@ -18,7 +18,7 @@ pub use time::CompiledTimeFilter;
 use crate::event::Event;
 use crate::manifest::{Filters, ScriptSource};
 use crate::plan::CompileContext;
-use crate::script::{to_dynamic, CompiledScript, ScriptError, ScriptHost, ScriptKind};
+use crate::script::{CompiledScript, ScriptError, ScriptHost, ScriptKind};
 
 /// How several results combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +159,11 @@ impl CompiledFilters {
             && self.script.is_none()
     }
 
+    /// How the filter kinds combine (`filtersLogicalOperator`).
+    pub fn logic(&self) -> Logic {
+        self.logic
+    }
+
     /// Evaluates every filter kind on `event` (`None` stands for Argo's nil event). `ctx` is
     /// the event's context as a script value, when the caller has it already.
     pub fn evaluate(
@@ -167,37 +172,79 @@ impl CompiledFilters {
         event: Option<&Event>,
         ctx: Option<Dynamic>,
     ) -> Verdict {
-        let mut groups: Vec<Box<dyn FnOnce() -> Verdict + '_>> = Vec::new();
+        let groups = self
+            .groups(host, event, ctx)
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect();
+        combine(self.logic, groups)
+    }
+
+    /// Evaluates each filter kind on its own, in Argo's order (exprs, data, context, time,
+    /// script), for tools that explain a verdict (`triggerd eval`). [`Self::evaluate`] gives
+    /// the combined verdict, which under `and` stops at the first failing kind.
+    pub fn evaluate_each(
+        &self,
+        host: &ScriptHost,
+        event: Option<&Event>,
+        ctx: Option<Dynamic>,
+    ) -> Vec<(&'static str, Verdict)> {
+        self.groups(host, event, ctx)
+            .into_iter()
+            .map(|(kind, g)| (kind, g()))
+            .collect()
+    }
+
+    /// The filter kinds that are set, by name, each ready to evaluate.
+    fn groups<'a>(
+        &'a self,
+        host: &'a ScriptHost,
+        event: Option<&'a Event>,
+        ctx: Option<Dynamic>,
+    ) -> Vec<(&'static str, Group<'a>)> {
+        let mut groups: Vec<(&'static str, Group<'a>)> = Vec::new();
         if let Some(exprs) = &self.exprs {
-            groups.push(Box::new(move || {
-                expr::evaluate(host, exprs, self.expr_logic, event)
-            }));
+            groups.push((
+                "exprs",
+                Box::new(move || expr::evaluate(host, exprs, self.expr_logic, event)),
+            ));
         }
         if let Some(data) = &self.data {
-            groups.push(Box::new(move || {
-                data::evaluate(data, self.data_logic, event)
-            }));
+            groups.push((
+                "data",
+                Box::new(move || data::evaluate(data, self.data_logic, event)),
+            ));
         }
         if let Some(c) = &self.context {
-            groups.push(Box::new(move || {
-                Verdict::of(event.is_some_and(|e| c.matches(e)))
-            }));
+            groups.push((
+                "context",
+                Box::new(move || Verdict::of(event.is_some_and(|e| c.matches(e)))),
+            ));
         }
         if let Some(t) = &self.time {
-            groups.push(Box::new(move || {
-                event.map_or_else(|| Verdict::error("nil event"), |e| t.evaluate(e.time))
-            }));
+            groups.push((
+                "time",
+                Box::new(move || {
+                    event.map_or_else(|| Verdict::error("nil event"), |e| t.evaluate(e.time))
+                }),
+            ));
         }
         if let Some(s) = &self.script {
-            groups.push(Box::new(move || script_verdict(host, s, event, ctx)));
+            groups.push((
+                "script",
+                Box::new(move || script_verdict(host, s, event, ctx)),
+            ));
         }
-        combine(self.logic, groups)
+        groups
     }
 }
 
+/// One filter kind, ready to evaluate.
+type Group<'a> = Box<dyn FnOnce() -> Verdict + 'a>;
+
 /// Argo's `filterEvent`: under `and` the first failing or erroring group decides; under
 /// `or` every group runs, any pass passes, and errors are reported alongside.
-fn combine(logic: Logic, groups: Vec<Box<dyn FnOnce() -> Verdict + '_>>) -> Verdict {
+fn combine(logic: Logic, groups: Vec<Group<'_>>) -> Verdict {
     match logic {
         Logic::And => {
             for g in groups {
@@ -236,9 +283,9 @@ fn script_verdict(
     let Some(event) = event else {
         return Verdict::error("nil event");
     };
-    let ctx = ctx.unwrap_or_else(|| to_dynamic(&event.context_json()));
+    let ctx = ctx.unwrap_or_else(|| event.context_view());
     let result = host
-        .eval(script, &[("event", to_dynamic(&event.data)), ("ctx", ctx)])
+        .eval(script, &[("event", event.data_view()), ("ctx", ctx)])
         .and_then(|v| {
             v.as_bool().map_err(|t| ScriptError::Type {
                 expected: "bool",
