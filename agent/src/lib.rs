@@ -12,6 +12,7 @@ pub mod clock;
 pub mod delivery;
 pub mod event;
 pub mod manifest;
+pub mod nats_client;
 pub mod plan;
 pub mod policy;
 pub mod script;

@@ -19,7 +19,6 @@ use crate::plan::{build_plan, Plan};
 use crate::policy::{outcome_from_script, Outcome};
 use crate::script::{from_dynamic, Limits, ScriptError, ScriptHost, ScriptKind};
 use crate::sensor::{CompiledSensor, Condition, FiredEvents, Logic};
-use crate::source::SourceKind;
 use crate::testing::matcher::render;
 use crate::testing::{read_document, EventInput};
 
@@ -337,28 +336,18 @@ fn eval_sensor(args: &EvalArgs, lib: Vec<PathBuf>) -> Result<(), String> {
         .sources
         .iter()
         .find(|s| s.event_source == dep.event_source && s.event_name == dep.event_name);
-    let kind = source.map_or("webhook", |s| match s.kind {
-        SourceKind::Webhook(_) => "webhook",
-        SourceKind::Calendar(_) => "calendar",
-    });
+    let kind = source.map_or("webhook", |s| s.kind_name());
     let mut event = event_of(&input, &dep.event_source, &dep.event_name, kind)?;
-    let source_filter = match source.map(|s| &s.kind) {
-        Some(SourceKind::Webhook(w)) => {
-            for (k, v) in &w.metadata {
-                event
-                    .extensions
-                    .entry(k.clone())
-                    .or_insert_with(|| v.clone().into());
-            }
-            w.filter.as_ref()
-        }
-        Some(SourceKind::Calendar(c)) => c.filter.as_ref(),
-        None => None,
+    if let Some(source) = source {
+        source.add_extensions(&mut event);
     }
-    .map(|f| match f.evaluate(&host, &event.data) {
-        Ok(pass) => json!({ "pass": pass }),
-        Err(e) => json!({ "pass": false, "error": e }),
-    });
+    let source_filter =
+        source
+            .and_then(|s| s.filter())
+            .map(|f| match f.evaluate(&host, &event.data) {
+                Ok(pass) => json!({ "pass": pass }),
+                Err(e) => json!({ "pass": false, "error": e }),
+            });
     let event = Arc::new(event);
 
     // The transform and the per-kind verdicts explain; `accept` is what the agent runs.

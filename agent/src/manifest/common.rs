@@ -121,3 +121,31 @@ impl Amount {
         }
     }
 }
+
+/// NATS credentials (Argo's `NATSAuth`): exactly one of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsAuth {
+    /// User name and password.
+    #[serde(default)]
+    pub basic: Option<BasicAuth>,
+    /// Token.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
+    /// NKey seed (`SU...`).
+    #[serde(default)]
+    pub nkey: Option<SecretRef>,
+    /// Credentials file content (JWT and NKey seed, as `nsc` writes it).
+    #[serde(default)]
+    pub credential: Option<SecretRef>,
+}
+
+/// User name and password, each from a secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name.
+    pub username: SecretRef,
+    /// Password.
+    pub password: SecretRef,
+}

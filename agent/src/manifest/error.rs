@@ -90,7 +90,6 @@ pub fn hint_for_field(
 ) -> Option<(String, &'static str)> {
     const SOURCE_KINDS: &[&str] = &[
         "kafka",
-        "nats",
         "github",
         "gitlab",
         "bitbucket",
@@ -144,7 +143,7 @@ pub fn hint_for_field(
     if in_event_source && SOURCE_KINDS.contains(&field) {
         return Some((
             unsupported("event source kind"),
-            "supported event source kinds: webhook, calendar",
+            "supported event source kinds: webhook, calendar, nats",
         ));
     }
     if in_event_source && field == "type" {

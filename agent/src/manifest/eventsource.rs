@@ -6,7 +6,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::common::{IntOrString, SecretRef};
+use super::common::{IntOrString, NatsAuth, SecretRef};
+use super::sensor::Backoff;
 
 /// `spec` of an EventSource: one map per kind, keyed by event name.
 #[derive(Debug, Clone, Deserialize)]
@@ -18,6 +19,9 @@ pub struct EventSourceSpec {
     /// Cron schedules and intervals.
     #[serde(default)]
     pub calendar: BTreeMap<String, Spanned<CalendarEvent>>,
+    /// NATS subjects, core or through a JetStream durable consumer.
+    #[serde(default)]
+    pub nats: BTreeMap<String, Spanned<NatsEvent>>,
     /// Argo's pod template; accepted and ignored.
     #[serde(default)]
     pub template: Option<Value>,
@@ -90,4 +94,59 @@ pub struct CalendarEvent {
     /// Drops events whose data does not pass the expression.
     #[serde(default)]
     pub filter: Option<SourceFilter>,
+}
+
+/// One NATS subscription (Argo's `NATSEventsSource`, plus `jetStream`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NatsEvent {
+    /// Server URL(s), comma-separated (`nats://host:4222`; the scheme may be left out).
+    pub url: String,
+    /// Subject to subscribe to; wildcards allowed.
+    pub subject: String,
+    /// Parse message bodies as JSON (otherwise JSON bodies are still parsed, other bodies
+    /// are kept as text).
+    #[serde(default)]
+    pub json_body: bool,
+    /// Queue group: replicas of the agent share the messages (core subjects only).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// Attempts and delays of the first connection.
+    #[serde(default)]
+    pub connection_backoff: Option<Backoff>,
+    /// Credentials.
+    #[serde(default)]
+    pub auth: Option<NatsAuth>,
+    /// Argo's client TLS settings; not supported yet (rejected with a hint).
+    #[serde(default)]
+    pub tls: Option<Value>,
+    /// Extra fields copied into the event data as `metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Drops events whose data does not pass the expression.
+    #[serde(default)]
+    pub filter: Option<SourceFilter>,
+    /// Consume through a JetStream durable consumer instead of a core subscription: messages
+    /// are acknowledged once the bus accepted them, so none is lost across restarts.
+    #[serde(default)]
+    pub jet_stream: Option<Spanned<JetStreamConsumer>>,
+}
+
+/// A JetStream durable pull consumer on an existing stream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JetStreamConsumer {
+    /// The stream holding `subject`.
+    pub stream: String,
+    /// Durable consumer name: it remembers what was acknowledged across restarts.
+    pub durable: String,
+    /// Where a new consumer starts: `all` (default), `new` or `last`.
+    #[serde(default)]
+    pub deliver_policy: Option<String>,
+    /// How long an unacknowledged message waits before redelivery (Go duration, default 30s).
+    #[serde(default)]
+    pub ack_wait: Option<String>,
+    /// Deliveries of one message before JetStream gives up on it (default unlimited).
+    #[serde(default)]
+    pub max_deliver: Option<i64>,
 }

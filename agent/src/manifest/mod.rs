@@ -12,9 +12,11 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use common::{Amount, IntOrString, ObjectMeta, ScriptSource, SecretRef};
+pub use common::{Amount, BasicAuth, IntOrString, NatsAuth, ObjectMeta, ScriptSource, SecretRef};
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
-pub use eventsource::{CalendarEvent, EventSourceSpec, SourceFilter, WebhookEvent};
+pub use eventsource::{
+    CalendarEvent, EventSourceSpec, JetStreamConsumer, NatsEvent, SourceFilter, WebhookEvent,
+};
 pub use sensor::{
     Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter, Dependency,
     ExprFilter, Filters, HttpTrigger, LogTrigger, Parameter, ParameterSource, PayloadField, Policy,

@@ -3,6 +3,7 @@
 
 mod calendar;
 mod filter;
+mod nats;
 mod secret;
 mod webhook;
 
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use calendar::{CalendarConfig, Clock};
 pub use filter::{expand, EventSourceFilter};
+pub use nats::{DeliverFrom, Delivery, JetStreamSettings, NatsConfig};
 pub use secret::{resolve_secret, SecretError};
 pub use webhook::{request_body, WebhookConfig};
 
@@ -29,6 +31,8 @@ pub enum SourceKind {
     Webhook(WebhookConfig),
     /// Cron schedule or interval.
     Calendar(CalendarConfig),
+    /// NATS subject, core or JetStream.
+    Nats(Box<NatsConfig>),
 }
 
 /// One event of an EventSource, ready to run.
@@ -43,11 +47,42 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
+    /// The source kind, as events carry it in `type`.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.kind {
+            SourceKind::Webhook(_) => "webhook",
+            SourceKind::Calendar(_) => "calendar",
+            SourceKind::Nats(_) => "nats",
+        }
+    }
+
+    /// The EventSource filter of this event, if any.
+    pub fn filter(&self) -> Option<&EventSourceFilter> {
+        match &self.kind {
+            SourceKind::Webhook(w) => w.filter.as_ref(),
+            SourceKind::Calendar(c) => c.filter.as_ref(),
+            SourceKind::Nats(n) => n.filter.as_ref(),
+        }
+    }
+
+    /// Adds the extension attributes the source stamps on its events (a webhook's
+    /// `metadata`, names lower-cased as the webhook does), keeping any the event has.
+    pub fn add_extensions(&self, event: &mut crate::event::Event) {
+        if let SourceKind::Webhook(w) = &self.kind {
+            for (k, v) in &w.metadata {
+                event
+                    .extensions
+                    .entry(k.to_ascii_lowercase())
+                    .or_insert_with(|| v.clone().into());
+            }
+        }
+    }
+
     /// Port and endpoint of a webhook event.
     pub fn webhook_route(&self) -> Option<(u16, &str)> {
         match &self.kind {
             SourceKind::Webhook(w) => Some((w.port, w.endpoint.as_str())),
-            SourceKind::Calendar(_) => None,
+            SourceKind::Calendar(_) | SourceKind::Nats(_) => None,
         }
     }
 }
@@ -120,35 +155,53 @@ pub fn compile_event_source(
             });
         }
     }
-    if spec.webhook.is_empty() && spec.calendar.is_empty() {
+    for (event, n) in &spec.nats {
+        if let Some(c) = NatsConfig::compile(ctx, &format!("spec.nats.{event}"), n) {
+            out.push(SourceSpec {
+                event_source: name.to_owned(),
+                event_name: event.clone(),
+                kind: SourceKind::Nats(Box::new(c)),
+            });
+        }
+    }
+    if spec.webhook.is_empty() && spec.calendar.is_empty() && spec.nats.is_empty() {
         ctx.error_with_hint(
             None,
             "spec",
             "the EventSource defines no events",
-            "add a webhook or calendar section",
+            "add a webhook, calendar or nats section",
         );
     }
     out
 }
 
-/// Starts every source. Webhook ports are bound before this returns, so a port conflict or a
-/// missing secret fails start-up instead of surfacing later.
+/// Starts every source. Webhook ports are bound and NATS subscriptions made before this
+/// returns, so a port conflict, a missing secret or an unreachable server fails start-up
+/// instead of surfacing later.
 pub async fn start_sources(
     specs: &[SourceSpec],
     ctx: &SourceContext,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut handles = webhook::start(specs, ctx).await?;
     for spec in specs {
-        if let SourceKind::Calendar(c) = &spec.kind {
-            let (c, ctx, es, ev) = (
-                c.clone(),
-                ctx.clone(),
-                spec.event_source.clone(),
-                spec.event_name.clone(),
-            );
-            handles.push(tokio::spawn(async move {
-                calendar::run(c, &es, &ev, ctx).await
-            }));
+        let (ctx, es, ev) = (
+            ctx.clone(),
+            spec.event_source.clone(),
+            spec.event_name.clone(),
+        );
+        match &spec.kind {
+            SourceKind::Webhook(_) => {}
+            SourceKind::Calendar(c) => {
+                let c = c.clone();
+                handles.push(tokio::spawn(async move {
+                    calendar::run(c, &es, &ev, ctx).await
+                }));
+            }
+            SourceKind::Nats(c) => {
+                let (client, receiver) = nats::subscribe(c, &es, &ev, &ctx).await?;
+                let c = NatsConfig::clone(c);
+                handles.push(tokio::spawn(nats::run(c, es, ev, client, receiver, ctx)));
+            }
         }
     }
     Ok(handles)

@@ -15,7 +15,6 @@ use super::input::EventInput;
 use crate::delivery::{parse_duration, StubResponse};
 use crate::manifest::{parse_fragment, ManifestError, Origin, Position};
 use crate::plan::Plan;
-use crate::source::SourceKind;
 
 /// A test file.
 #[derive(Debug, Deserialize)]
@@ -731,10 +730,7 @@ impl Resolver<'_> {
             .sources
             .iter()
             .find(|s| s.event_source == source && s.event_name == subject)
-            .map_or("webhook", |s| match s.kind {
-                SourceKind::Webhook(_) => "webhook",
-                SourceKind::Calendar(_) => "calendar",
-            });
+            .map_or("webhook", |s| s.kind_name());
         let listened = self.plan.sensors.iter().any(|s| {
             s.subscriptions()
                 .any(|(es, en)| es == source && en == subject)

@@ -24,7 +24,6 @@ use crate::manifest::{Position, Spanned};
 use crate::plan::Plan;
 use crate::script::ScriptHost;
 use crate::sensor::SensorContext;
-use crate::source::SourceKind;
 use crate::telemetry::Metrics;
 
 /// How long an event id is remembered to drop duplicates: `triggerd run`'s default.
@@ -155,19 +154,10 @@ async fn simulate(
             .sources
             .iter()
             .find(|s| s.event_source == e.source && s.event_name == e.subject);
-        let filter = match spec.map(|s| &s.kind) {
-            Some(SourceKind::Webhook(w)) => {
-                for (k, v) in &w.metadata {
-                    event
-                        .extensions
-                        .entry(k.clone())
-                        .or_insert_with(|| v.clone().into());
-                }
-                w.filter.as_ref()
-            }
-            Some(SourceKind::Calendar(c)) => c.filter.as_ref(),
-            None => None,
-        };
+        if let Some(spec) = spec {
+            spec.add_extensions(&mut event);
+        }
+        let filter = spec.and_then(|s| s.filter());
         let dropped = filter.and_then(|f| match f.evaluate(host, &event.data) {
             Ok(true) => None,
             Ok(false) => Some("the EventSource filter does not pass".to_owned()),

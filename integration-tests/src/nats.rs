@@ -1,0 +1,129 @@
+//! A real `nats-server` with JetStream for one test: its own free ports and store directory,
+//! killed when dropped. `TRIGGERD_NATS_SERVER` overrides the binary (default: `nats-server`
+//! on PATH, which `integration-tests/run` installs when missing).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+/// How long the server gets to print its client port.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `nats-server -js` on 127.0.0.1.
+pub struct NatsServer {
+    child: Child,
+    port: u16,
+    _store: TempDir,
+}
+
+impl NatsServer {
+    /// Starts a server without authentication.
+    pub fn start() -> NatsServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server that requires this token from every client.
+    pub fn start_with_token(token: &str) -> NatsServer {
+        Self::start_with(&["--auth", token])
+    }
+
+    fn start_with(extra: &[&str]) -> NatsServer {
+        let binary = std::env::var("TRIGGERD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let store = tempfile::Builder::new()
+            .prefix("triggerd-nats-")
+            .tempdir()
+            .expect("create JetStream store dir");
+        let mut child = Command::new(&binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-sd"])
+            .arg(store.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {binary}: {e}. Install it with `apt-get install nats-server` \
+                     (integration-tests/run does) or set TRIGGERD_NATS_SERVER"
+                )
+            });
+        // The server logs to stderr; the client port is in the "Listening for client
+        // connections on 127.0.0.1:PORT" line. Keep draining afterwards so it never blocks.
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut found = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !found {
+                    if let Some(port) = client_port(&line) {
+                        found = true;
+                        let _ = tx.send(Ok(port));
+                    } else if line.contains("[FTL]") || line.contains("[ERR]") {
+                        let _ = tx.send(Err(line));
+                    }
+                }
+            }
+        });
+        let port = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(Ok(port)) => port,
+            Ok(Err(line)) => panic!("nats-server failed to start: {line}"),
+            Err(_) => panic!("nats-server printed no client port within {START_TIMEOUT:?}"),
+        };
+        NatsServer {
+            child,
+            port,
+            _store: store,
+        }
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A client connected to this server (with `token` when the server requires one).
+    pub async fn client(&self, token: Option<&str>) -> async_nats::Client {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(t) = token {
+            options = options.token(t.to_owned());
+        }
+        options
+            .connect(self.url())
+            .await
+            .expect("test client connects to nats-server")
+    }
+}
+
+fn client_port(line: &str) -> Option<u16> {
+    let rest = line.split("Listening for client connections on ").nth(1)?;
+    rest.trim().rsplit(':').next()?.parse().ok()
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_port;
+
+    #[test]
+    fn reads_the_client_port_from_the_log() {
+        assert_eq!(
+            client_port("[1] 2026/11/30 23:00:00.000000 [INF] Listening for client connections on 127.0.0.1:40123"),
+            Some(40123)
+        );
+        assert_eq!(client_port("[INF] Starting nats-server"), None);
+    }
+}
