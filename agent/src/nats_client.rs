@@ -7,16 +7,16 @@ use async_nats::{Client, ConnectOptions};
 use thiserror::Error;
 
 use crate::delivery::Backoff;
-use crate::manifest::NatsAuth;
-use crate::source::{resolve_secret, SecretError};
+use crate::manifest::{ClientTls, NatsAuth};
+use crate::source::{resolve_secret, secret_file, SecretError};
 
 /// Why no NATS connection could be made.
 #[derive(Debug, Error)]
 pub enum NatsConnectError {
-    /// A credential could not be read.
-    #[error("auth.{field}: {source}")]
+    /// A credential or certificate could not be read.
+    #[error("{field}: {source}")]
     Secret {
-        /// Which credential (`token`, `basic.username`, ...).
+        /// Which one (`auth.token`, `tls.caCertSecret`, ...).
         field: &'static str,
         /// Why it could not be read.
         source: SecretError,
@@ -43,6 +43,8 @@ pub struct NatsConnection {
     pub url: String,
     /// Credentials, as given in the manifest.
     pub auth: Option<NatsAuth>,
+    /// TLS towards the server, as given in the manifest.
+    pub tls: Option<ClientTls>,
     /// Attempts and delays of the first connection.
     pub backoff: Backoff,
 }
@@ -83,9 +85,25 @@ impl NatsConnection {
         name: &str,
         secrets_dir: Option<&Path>,
     ) -> Result<ConnectOptions, NatsConnectError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .name(format!("triggerd {name}"))
             .connection_timeout(std::time::Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            let file = |field: &'static str, r| {
+                secret_file(r, secrets_dir)
+                    .map_err(|source| NatsConnectError::Secret { field, source })
+            };
+            options = options.require_tls(true);
+            if let Some(ca) = &tls.ca_cert_secret {
+                options = options.add_root_certificates(file("tls.caCertSecret", ca)?);
+            }
+            if let (Some(cert), Some(key)) = (&tls.client_cert_secret, &tls.client_key_secret) {
+                options = options.add_client_certificate(
+                    file("tls.clientCertSecret", cert)?,
+                    file("tls.clientKeySecret", key)?,
+                );
+            }
+        }
         let Some(auth) = &self.auth else {
             return Ok(options);
         };
@@ -95,23 +113,42 @@ impl NatsConnection {
         };
         if let Some(basic) = &auth.basic {
             return Ok(options.user_and_password(
-                secret("basic.username", &basic.username)?,
-                secret("basic.password", &basic.password)?,
+                secret("auth.basic.username", &basic.username)?,
+                secret("auth.basic.password", &basic.password)?,
             ));
         }
         if let Some(t) = &auth.token {
-            return Ok(options.token(secret("token", t)?));
+            return Ok(options.token(secret("auth.token", t)?));
         }
         if let Some(k) = &auth.nkey {
-            return Ok(options.nkey(secret("nkey", k)?));
+            return Ok(options.nkey(secret("auth.nkey", k)?));
         }
         if let Some(c) = &auth.credential {
             return options
-                .credentials(&secret("credential", c)?)
+                .credentials(&secret("auth.credential", c)?)
                 .map_err(NatsConnectError::Credentials);
         }
         Ok(options)
     }
+}
+
+/// Checks TLS settings; the error names the field and says what to do.
+pub fn tls_problem(tls: &ClientTls) -> Option<(&'static str, &'static str, &'static str)> {
+    if tls.insecure_skip_verify {
+        return Some((
+            "insecureSkipVerify",
+            "skipping server verification is not supported",
+            "give the CA that signed the server's certificate in caCertSecret",
+        ));
+    }
+    if tls.client_cert_secret.is_some() != tls.client_key_secret.is_some() {
+        return Some((
+            "clientCertSecret",
+            "clientCertSecret and clientKeySecret go together",
+            "give both, or neither",
+        ));
+    }
+    None
 }
 
 /// Checks that at most one kind of credential is given; the error names the field.

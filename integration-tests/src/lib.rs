@@ -27,6 +27,6 @@ pub use binary::{triggerd_bin, workspace_root};
 pub use cli::{run_cli, CliOutput};
 pub use manifests::{line_of, webhook_source};
 pub use metrics::{metric, wait_for_metric};
-pub use nats::NatsServer;
+pub use nats::{NatsServer, TestCerts};
 pub use net::{free_port, http_client, DELIVERY_TIMEOUT};
 pub use sink::{Request, Sink};

@@ -3,6 +3,7 @@
 //! on PATH, which `integration-tests/run` installs when missing).
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -28,6 +29,14 @@ impl NatsServer {
     /// Starts a server that requires this token from every client.
     pub fn start_with_token(token: &str) -> NatsServer {
         Self::start_with(&["--auth", token])
+    }
+
+    /// Starts a server that only speaks TLS, with a certificate for 127.0.0.1 signed by
+    /// `certs`' CA.
+    pub fn start_with_tls(certs: &TestCerts) -> NatsServer {
+        let cert = certs.server_cert.to_string_lossy().into_owned();
+        let key = certs.server_key.to_string_lossy().into_owned();
+        Self::start_with(&["--tls", "--tlscert", &cert, "--tlskey", &key])
     }
 
     fn start_with(extra: &[&str]) -> NatsServer {
@@ -100,6 +109,116 @@ impl NatsServer {
             .await
             .expect("test client connects to nats-server")
     }
+
+    /// A TLS client that trusts `certs`' CA.
+    pub async fn tls_client(&self, certs: &TestCerts) -> async_nats::Client {
+        async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(certs.ca.clone())
+            .connect(self.url())
+            .await
+            .expect("test client connects to nats-server over TLS")
+    }
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1, made with the `openssl` command
+/// (P-256 keys, valid for a day).
+pub struct TestCerts {
+    /// CA certificate (PEM).
+    pub ca: PathBuf,
+    /// Server certificate (PEM) for IP 127.0.0.1 and localhost.
+    pub server_cert: PathBuf,
+    /// Server key (PEM).
+    pub server_key: PathBuf,
+    _dir: TempDir,
+}
+
+impl TestCerts {
+    /// Makes the CA and the server certificate in a temp dir.
+    pub fn generate() -> TestCerts {
+        let dir = tempfile::Builder::new()
+            .prefix("triggerd-certs-")
+            .tempdir()
+            .expect("create cert dir");
+        let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+        std::fs::write(p("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("write ext");
+        let key = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &key,
+                &[
+                    "-keyout",
+                    &p("ca.key"),
+                    "-out",
+                    &p("ca.pem"),
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=triggerd test CA",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &key,
+                &[
+                    "-keyout",
+                    &p("server.key"),
+                    "-out",
+                    &p("server.csr"),
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p("server.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &p("server.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            &p("ext"),
+        ]);
+        TestCerts {
+            ca: dir.path().join("ca.pem"),
+            server_cert: dir.path().join("server.pem"),
+            server_key: dir.path().join("server.key"),
+            _dir: dir,
+        }
+    }
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}); integration-tests/run installs it"));
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn client_port(line: &str) -> Option<u16> {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, stream};
-use integration_tests::{free_port, run_cli, Agent, NatsServer, Sink, DELIVERY_TIMEOUT};
+use integration_tests::{free_port, run_cli, Agent, NatsServer, Sink, TestCerts, DELIVERY_TIMEOUT};
 use serde_json::json;
 
 const TOKEN: &str = "n4ts-t0ken";
@@ -220,13 +220,15 @@ async fn jetstream_durable_consumer_resumes_where_it_stopped() {
         let body = first.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
         seen.push((body["order"].clone(), body["eventId"].clone()));
     }
+    // Triggers run concurrently, so the sink may see them in either order.
+    seen.sort_by_key(|(order, _)| order.to_string());
     assert_eq!(
         seen,
         vec![
             (json!("1"), json!("ORDERS-1")),
             (json!("2"), json!("ORDERS-2"))
         ],
-        "stream order and stable ids"
+        "each message once, with its stream sequence as id"
     );
     wait_acked(&stream, 2).await;
     first.terminate();
@@ -295,4 +297,51 @@ async fn a_redelivered_jetstream_message_fires_once() {
             DELIVERY_TIMEOUT,
         )
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_servers_ca_connects_and_without_it_start_up_fails() {
+    let certs = TestCerts::generate();
+    let server = NatsServer::start_with_tls(&certs);
+    let sink = Sink::start().await;
+    let tls = format!(
+        "      tls:\n        caCertSecret: {{file: {}}}\n",
+        certs.ca.display()
+    );
+    let agent = Agent::builder()
+        .manifest(nats_source(&server.url(), "orders.*", &tls))
+        .manifest(ship_sensor(&sink.url("/ship")))
+        .start()
+        .await;
+    let client = server.tls_client(&certs).await;
+    client
+        .publish(
+            "orders.eu",
+            json!({"id": 5, "kind": "paid"}).to_string().into(),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let body = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
+    assert_eq!(body["order"], "5", "{body}");
+
+    // The system roots do not know the test CA: the server is not trusted.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bus.yaml"),
+        nats_source(
+            &server.url(),
+            "orders.*",
+            "      tls: {}\n      connectionBackoff: {steps: 1}\n",
+        ),
+    )
+    .unwrap();
+    let ops = format!("127.0.0.1:{}", free_port());
+    let out = run_cli(
+        &["run", "-f", "bus.yaml", "--ops-addr", ops.as_str()],
+        dir.path(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stderr.contains("cannot connect"), "{out}");
 }

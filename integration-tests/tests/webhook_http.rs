@@ -287,8 +287,13 @@ spec:
         let reply: serde_json::Value = response.json().await.expect("reply JSON");
         assert_eq!(reply["id"], json!(id), "the reply names the producer's id");
     }
-    let first = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
-    let second = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
+    // Triggers run concurrently: the two deliveries may reach the sink in either order.
+    let mut delivered = vec![
+        agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json(),
+        agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json(),
+    ];
+    delivered.sort_by_key(|e| e["id"].to_string());
+    let (first, second) = (&delivered[0], &delivered[1]);
     assert_eq!(first["id"], json!("ce-1"), "{first}");
     assert_eq!(first["originaltype"], json!("build.done"), "{first}");
     assert_eq!(

@@ -149,3 +149,22 @@ pub struct BasicAuth {
     /// Password.
     pub password: SecretRef,
 }
+
+/// Client TLS towards a broker (Argo's `TLSConfig`). The certificates and key are secret
+/// references that must resolve to files (a mounted Secret or `file:`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClientTls {
+    /// CA certificate(s) (PEM) that sign the server's certificate; default: system roots.
+    #[serde(default)]
+    pub ca_cert_secret: Option<SecretRef>,
+    /// Client certificate (PEM), for servers that verify clients.
+    #[serde(default)]
+    pub client_cert_secret: Option<SecretRef>,
+    /// Client private key (PEM).
+    #[serde(default)]
+    pub client_key_secret: Option<SecretRef>,
+    /// Skip server verification; refused (add the server's CA instead).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}

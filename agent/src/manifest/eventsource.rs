@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::common::{IntOrString, NatsAuth, SecretRef};
+use super::common::{ClientTls, IntOrString, NatsAuth, SecretRef};
 use super::sensor::Backoff;
 
 /// `spec` of an EventSource: one map per kind, keyed by event name.
@@ -117,9 +117,9 @@ pub struct NatsEvent {
     /// Credentials.
     #[serde(default)]
     pub auth: Option<NatsAuth>,
-    /// Argo's client TLS settings; not supported yet (rejected with a hint).
+    /// TLS towards the server.
     #[serde(default)]
-    pub tls: Option<Value>,
+    pub tls: Option<ClientTls>,
     /// Extra fields copied into the event data as `metadata`.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,

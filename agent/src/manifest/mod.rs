@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub use common::{Amount, BasicAuth, IntOrString, NatsAuth, ObjectMeta, ScriptSource, SecretRef};
+pub use common::{
+    Amount, BasicAuth, ClientTls, IntOrString, NatsAuth, ObjectMeta, ScriptSource, SecretRef,
+};
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{
     CalendarEvent, EventSourceSpec, JetStreamConsumer, NatsEvent, SourceFilter, WebhookEvent,

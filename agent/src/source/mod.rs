@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub use calendar::{CalendarConfig, Clock};
 pub use filter::{expand, EventSourceFilter};
 pub use nats::{DeliverFrom, Delivery, JetStreamSettings, NatsConfig};
-pub use secret::{resolve_secret, SecretError};
+pub use secret::{resolve_secret, secret_file, SecretError};
 pub use webhook::{request_body, WebhookConfig};
 
 use crate::bus::Bus;

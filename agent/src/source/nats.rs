@@ -26,7 +26,7 @@ use crate::bus::Published;
 use crate::delivery::{parse_duration, Backoff};
 use crate::event::Event;
 use crate::manifest::{NatsEvent, Spanned};
-use crate::nats_client::{auth_problem, NatsConnection};
+use crate::nats_client::{auth_problem, tls_problem, NatsConnection};
 use crate::plan::CompileContext;
 use crate::telemetry::SourceLabels;
 
@@ -108,13 +108,8 @@ impl NatsConfig {
             ctx.error(loc, format!("{field}.subject"), "subject is empty");
             ok = false;
         }
-        if n.tls.is_some() {
-            ctx.error_with_hint(
-                loc,
-                format!("{field}.tls"),
-                "NATS TLS is not supported yet",
-                "connect over a TLS-terminating sidecar or a trusted network for now",
-            );
+        if let Some((sub, problem, hint)) = n.tls.as_ref().and_then(tls_problem) {
+            ctx.error_with_hint(loc, format!("{field}.tls.{sub}"), problem, hint);
             ok = false;
         }
         if let Some(problem) = n.auth.as_ref().and_then(auth_problem) {
@@ -156,6 +151,7 @@ impl NatsConfig {
             connection: NatsConnection {
                 url: n.url.trim().to_owned(),
                 auth: n.auth.clone(),
+                tls: n.tls.clone(),
                 backoff,
             },
             subject: n.subject.clone(),

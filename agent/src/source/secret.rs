@@ -1,6 +1,6 @@
 //! Secret values for sources (e.g. webhook bearer tokens), resolved at start-up.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -12,6 +12,11 @@ pub enum SecretError {
     /// Nothing says where the secret is.
     #[error("secret reference needs name and key, env, or file")]
     Incomplete,
+    /// A certificate or key must be a file (`file:` or a Secret under `--secrets-dir`).
+    #[error(
+        "certificates and keys must be files: use `file:`, or `name`/`key` with --secrets-dir"
+    )]
+    NotAFile,
     /// No source had it.
     #[error("secret {0} not found (looked in: {1})")]
     NotFound(String, String),
@@ -49,6 +54,35 @@ pub fn resolve_secret(r: &SecretRef, secrets_dir: Option<&Path>) -> Result<Strin
     }
     if looked.is_empty() {
         return Err(SecretError::Incomplete);
+    }
+    let what = match (&r.name, &r.key) {
+        (Some(n), Some(k)) => format!("{n}/{k}"),
+        _ => "reference".into(),
+    };
+    Err(SecretError::NotFound(what, looked.join(", ")))
+}
+
+/// The file holding a secret, for clients that read certificates and keys from paths: `file`,
+/// else the mounted `<secrets_dir>/<name>/<key>`. A secret given only as an environment
+/// variable is refused (keys are not written to disk on the agent's behalf).
+pub fn secret_file(r: &SecretRef, secrets_dir: Option<&Path>) -> Result<PathBuf, SecretError> {
+    let mut looked = Vec::new();
+    if let Some(file) = &r.file {
+        let path = PathBuf::from(file);
+        if path.is_file() {
+            return Ok(path);
+        }
+        looked.push(format!("file {file}"));
+    }
+    if let (Some(name), Some(key), Some(dir)) = (&r.name, &r.key, secrets_dir) {
+        let path = dir.join(name).join(key);
+        if path.is_file() {
+            return Ok(path);
+        }
+        looked.push(format!("file {}", path.display()));
+    }
+    if looked.is_empty() {
+        return Err(SecretError::NotAFile);
     }
     let what = match (&r.name, &r.key) {
         (Some(n), Some(k)) => format!("{n}/{k}"),
