@@ -288,7 +288,7 @@ spec:
         assert_eq!(reply["id"], json!(id), "the reply names the producer's id");
     }
     // Triggers run concurrently: the two deliveries may reach the sink in either order.
-    let mut delivered = vec![
+    let mut delivered = [
         agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json(),
         agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json(),
     ];
