@@ -18,6 +18,7 @@ mod cli;
 pub mod loadbench;
 mod manifests;
 mod metrics;
+mod moto;
 mod net;
 mod sink;
 
@@ -26,5 +27,6 @@ pub use binary::{triggerd_bin, workspace_root};
 pub use cli::{run_cli, CliOutput};
 pub use manifests::{line_of, webhook_source};
 pub use metrics::{metric, wait_for_metric};
+pub use moto::{Moto, MOTO_REGION};
 pub use net::{free_port, http_client, DELIVERY_TIMEOUT};
 pub use sink::{Request, Sink};

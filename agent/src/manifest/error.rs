@@ -122,7 +122,6 @@ pub fn hint_for_field(
     const TRIGGER_TYPES: &[&str] = &[
         "k8s",
         "argoWorkflow",
-        "awsLambda",
         "kafka",
         "nats",
         "slack",
@@ -156,7 +155,7 @@ pub fn hint_for_field(
     if !in_event_source && TRIGGER_TYPES.contains(&field) {
         return Some((
             unsupported("trigger type"),
-            "supported trigger types: http, log",
+            "supported trigger types: http, awsLambda, log",
         ));
     }
     let hint = match field {

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::common::{Amount, IntOrString, ScriptSource};
+use super::common::{Amount, IntOrString, ScriptSource, SecretRef};
 
 /// `spec` of a Sensor.
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +227,9 @@ pub struct TriggerTemplate {
     /// HTTP request trigger.
     #[serde(default)]
     pub http: Option<HttpTrigger>,
+    /// AWS Lambda invocation trigger.
+    #[serde(default)]
+    pub aws_lambda: Option<AwsLambdaTrigger>,
     /// Log trigger, for debugging.
     #[serde(default)]
     pub log: Option<LogTrigger>,
@@ -293,6 +296,43 @@ pub struct HttpTrigger {
     /// TLS settings; verification is on unless `insecureSkipVerify` is set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+/// An AWS Lambda invocation (Argo's `awsLambda`, plus `endpoint` and `payloadScript`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsLambdaTrigger {
+    /// Function name, ARN or partial ARN.
+    pub function_name: String,
+    /// AWS region, e.g. `us-east-1`.
+    pub region: Spanned<String>,
+    /// Access key id (with `secretKey`); without both, the default credential chain.
+    #[serde(default)]
+    pub access_key: Option<Spanned<SecretRef>>,
+    /// Secret access key (with `accessKey`).
+    #[serde(default)]
+    pub secret_key: Option<Spanned<SecretRef>>,
+    /// A role to assume through STS with the credentials above (or the default chain).
+    #[serde(default, rename = "roleARN")]
+    pub role_arn: Option<String>,
+    /// `RequestResponse` (default), `Event` or `DryRun`.
+    #[serde(default)]
+    pub invocation_type: Option<Spanned<String>>,
+    /// Endpoint URL override for emulators such as moto or LocalStack (triggerd only).
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// Parameters building the JSON payload.
+    #[serde(default)]
+    pub payload: Vec<Parameter>,
+    /// Parameters applied to this spec (e.g. `dest: functionName`).
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Rhai building the whole payload from `events`.
+    #[serde(default)]
+    pub payload_script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    pub payload_script_file: Option<Spanned<String>>,
 }
 
 /// Client TLS options.

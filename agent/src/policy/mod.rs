@@ -81,44 +81,19 @@ impl CompiledPolicy {
     }
 }
 
-/// The built-in judgement: `allow` (or 2xx) succeeds; 5xx, 429 and retryable transport
-/// errors retry; anything else fails.
+/// The built-in judgement (DESIGN section 5): a retryable transport error retries, any
+/// other fails; a reply is judged by its trigger type's shape (for http and awsLambda:
+/// `allow` or 2xx succeeds, 5xx and 429 retry, anything else fails).
 pub fn default_outcome(response: &Response, allow: Option<&[u16]>) -> Outcome {
-    if let Some(e) = &response.error {
-        return if e.retryable {
-            Outcome::Retry {
-                reason: e.message.clone(),
-                after: None,
-            }
-        } else {
-            Outcome::Fail {
-                reason: e.message.clone(),
-            }
-        };
-    }
-    let status = response.status.unwrap_or(0);
-    let allowed = match allow {
-        Some(list) => list.contains(&status),
-        None => (200..300).contains(&status),
-    };
-    if allowed {
-        return Outcome::Success;
-    }
-    let reason = match allow {
-        Some(_) => format!(
-            "policy application resulted in failure. http response status {status} is not allowed"
-        ),
-        None => format!("status {status}"),
-    };
-    if status >= 500 || status == 429 {
-        let after = response
-            .headers
-            .get("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        Outcome::Retry { reason, after }
-    } else {
-        Outcome::Fail { reason }
+    match &response.reply {
+        Ok(reply) => reply.shape().default_outcome(allow),
+        Err(e) if e.is_retryable() => Outcome::Retry {
+            reason: e.to_string(),
+            after: None,
+        },
+        Err(e) => Outcome::Fail {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -207,13 +182,10 @@ fn named_outcome(
 mod tests {
     use super::*;
     use crate::script::Limits;
-    use crate::trigger::TriggerError;
+    use crate::trigger::{HttpReply, Reply, TriggerError};
 
     fn status(s: u16) -> Response {
-        Response {
-            status: Some(s),
-            ..Response::default()
-        }
+        Response::replied(Reply::Http(HttpReply::status(s)), Duration::ZERO)
     }
 
     #[test]
@@ -235,13 +207,7 @@ mod tests {
             default_outcome(&status(201), Some(&[200])),
             Outcome::Fail { .. }
         ));
-        let transport = Response::failed(
-            TriggerError {
-                message: "refused".into(),
-                retryable: true,
-            },
-            Duration::ZERO,
-        );
+        let transport = Response::failed(TriggerError::retryable("refused"), Duration::ZERO);
         assert!(matches!(
             default_outcome(&transport, None),
             Outcome::Retry { .. }

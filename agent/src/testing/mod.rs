@@ -86,7 +86,9 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
             }
         } else if is_test_file(&entry) {
             // `triggerd test .` reports `a.test.yaml`, not `./a.test.yaml`.
-            let shown = entry.strip_prefix(".").map_or(entry.clone(), Path::to_path_buf);
+            let shown = entry
+                .strip_prefix(".")
+                .map_or(entry.clone(), Path::to_path_buf);
             out.push(shown);
         }
     }

@@ -2,6 +2,7 @@
 //! one arm of [`TriggerKind`] each.
 
 mod http;
+mod lambda;
 mod log;
 pub mod params;
 mod rate_limit;
@@ -11,11 +12,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use http::{HttpRequestSpec, HttpTarget};
+pub use http::{HttpReply, HttpRequestSpec, HttpTarget};
+pub use lambda::{LambdaReply, LambdaRequestSpec, LambdaSettings, LambdaSetupError, LambdaTarget};
 pub use log::LogTarget;
 pub use params::{CompiledParameter, ParamError};
 pub use rate_limit::Limiter;
-pub use response::{Response, TriggerError};
+pub use response::{Reply, ReplyShape, Response, TriggerError};
 
 use crate::delivery::Backoff;
 use crate::manifest::{ScriptSource, Trigger};
@@ -29,6 +31,8 @@ use crate::sensor::FiredEvents;
 pub enum TriggerKind {
     /// HTTP request.
     Http(HttpTarget),
+    /// AWS Lambda invocation (boxed: its settings and client dwarf the other kinds).
+    Lambda(Box<LambdaTarget>),
     /// Log line.
     Log(LogTarget),
 }
@@ -38,6 +42,8 @@ pub enum TriggerKind {
 pub enum Invocation {
     /// An HTTP request.
     Http(HttpRequestSpec),
+    /// A Lambda invocation.
+    Lambda(LambdaRequestSpec),
     /// A log line.
     Log,
 }
@@ -140,6 +146,16 @@ impl CompiledTrigger {
                 }
                 Ok(Invocation::Http(spec))
             }
+            TriggerKind::Lambda(_) => {
+                let mut spec = template.get("awsLambda").cloned().unwrap_or(Value::Null);
+                params::apply_all(&self.type_params, host, events, &mut spec)?;
+                let spec: LambdaRequestSpec =
+                    serde_json::from_value(spec).map_err(|e| BuildError::Spec(e.to_string()))?;
+                if let Some(p) = spec.problem() {
+                    return Err(BuildError::Spec(p));
+                }
+                Ok(Invocation::Lambda(spec))
+            }
             TriggerKind::Log(_) => Ok(Invocation::Log),
         }
     }
@@ -186,16 +202,47 @@ impl CompiledTrigger {
             (TriggerKind::Http(target), Invocation::Http(spec)) => {
                 target.execute(spec, payload).await
             }
+            (TriggerKind::Lambda(target), Invocation::Lambda(spec)) => {
+                target.execute(spec, payload).await
+            }
             (TriggerKind::Log(target), _) => target.execute(&self.sensor, &self.name, payload),
-            (TriggerKind::Http(_), Invocation::Log) => Response::failed(
-                TriggerError {
-                    message: "internal: invocation does not match trigger type".into(),
-                    retryable: false,
-                },
+            (TriggerKind::Http(_) | TriggerKind::Lambda(_), _) => Response::failed(
+                TriggerError::permanent("internal: invocation does not match trigger type"),
                 std::time::Duration::ZERO,
             ),
         }
     }
+
+    /// Readies the trigger's client before the first event (and its dead-letter trigger's):
+    /// resolves secrets and builds SDK clients. Nothing to do for http and log.
+    pub async fn prepare(&self, secrets_dir: Option<&std::path::Path>) -> Result<(), PrepareError> {
+        if let TriggerKind::Lambda(target) = &self.kind {
+            target
+                .prepare(secrets_dir)
+                .await
+                .map_err(|source| PrepareError {
+                    sensor: self.sensor.clone(),
+                    trigger: self.name.clone(),
+                    source,
+                })?;
+        }
+        if let Some(dlq) = &self.dlq {
+            Box::pin(dlq.prepare(secrets_dir)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A trigger could not be readied when the plan started (e.g. a missing secret).
+#[derive(Debug, thiserror::Error)]
+#[error("sensor {sensor}, trigger {trigger}")]
+pub struct PrepareError {
+    /// Sensor name.
+    pub sensor: String,
+    /// Trigger name.
+    pub trigger: String,
+    /// Why.
+    pub source: LambdaSetupError,
 }
 
 /// Compiles one trigger of a sensor; `field` is its path (e.g. `spec.triggers[0]`).
@@ -270,66 +317,78 @@ pub fn compile_trigger(
             http.entry("url").or_insert(url);
         }
     }
-    let (kind, type_params, payload, fixed) = match (&t.http, &t.log) {
-        (Some(h), None) => {
-            let f = format!("{tfield}.http");
-            let type_params = params(ctx, &format!("{f}.parameters"), &h.parameters);
-            let payload = payload_builder(
-                ctx,
-                &f,
-                &h.payload,
-                ScriptSource::from_fields(&h.payload_script, &h.payload_script_file),
-                dependencies,
-            );
-            let target =
-                match HttpTarget::new(h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        ctx.error(None, f, format!("cannot build HTTP client: {e}"));
-                        return None;
-                    }
-                };
-            let spec = HttpRequestSpec {
-                url: h.url.clone(),
-                method: h.method.clone(),
-                headers: h.headers.clone(),
-                timeout: h.timeout,
-            };
-            let static_ok = match spec.problem() {
-                Some(p) if h.parameters.is_empty() && trigger.parameters.is_empty() => {
-                    ctx.error(None, format!("{f}.url"), p);
-                    return None;
-                }
-                Some(_) => false,
-                None => true,
-            };
-            let fixed = (static_ok && h.parameters.is_empty() && trigger.parameters.is_empty())
-                .then_some(Invocation::Http(spec));
-            (TriggerKind::Http(target), type_params, payload, fixed)
-        }
-        (None, Some(_)) => (
+    let given: Vec<&str> = [
+        t.http.as_ref().map(|_| "http"),
+        t.aws_lambda.as_ref().map(|_| "awsLambda"),
+        t.log.as_ref().map(|_| "log"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        ctx.error(
+            None,
+            tfield,
+            format!(
+                "more than one trigger type given ({}); use one per trigger",
+                given.join(", ")
+            ),
+        );
+        return None;
+    }
+    let (kind, type_params, payload, fixed) = if let Some(h) = &t.http {
+        let f = format!("{tfield}.http");
+        let type_params = params(ctx, &format!("{f}.parameters"), &h.parameters);
+        let payload = payload_builder(
+            ctx,
+            &f,
+            &h.payload,
+            ScriptSource::from_fields(&h.payload_script, &h.payload_script_file),
+            dependencies,
+        );
+        let target = match HttpTarget::new(h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)) {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.error(None, f, format!("cannot build HTTP client: {e}"));
+                return None;
+            }
+        };
+        let spec = HttpRequestSpec {
+            url: h.url.clone(),
+            method: h.method.clone(),
+            headers: h.headers.clone(),
+            timeout: h.timeout,
+        };
+        let static_ok = match spec.problem() {
+            Some(p) if h.parameters.is_empty() && trigger.parameters.is_empty() => {
+                ctx.error(None, format!("{f}.url"), p);
+                return None;
+            }
+            Some(_) => false,
+            None => true,
+        };
+        let fixed = (static_ok && h.parameters.is_empty() && trigger.parameters.is_empty())
+            .then_some(Invocation::Http(spec));
+        (TriggerKind::Http(target), type_params, payload, fixed)
+    } else if let Some(l) = &t.aws_lambda {
+        let (kind, type_params, payload, fixed) =
+            compile_lambda(ctx, &tfield, l, &trigger.parameters, dependencies)?;
+        (kind, Some(type_params), payload, fixed)
+    } else if t.log.is_some() {
+        (
             TriggerKind::Log(LogTarget),
             Some(Vec::new()),
             Some(PayloadBuilder::Events),
             Some(Invocation::Log),
-        ),
-        (None, None) => {
-            ctx.error_with_hint(
-                None,
-                tfield,
-                "no trigger type given",
-                "add one of: http, log",
-            );
-            return None;
-        }
-        (Some(_), Some(_)) => {
-            ctx.error(
-                None,
-                tfield,
-                "more than one trigger type given; use one per trigger",
-            );
-            return None;
-        }
+        )
+    } else {
+        ctx.error_with_hint(
+            None,
+            tfield,
+            "no trigger type given",
+            "add one of: http, awsLambda, log",
+        );
+        return None;
     };
     Some(CompiledTrigger {
         sensor: sensor.to_owned(),
@@ -345,6 +404,150 @@ pub fn compile_trigger(
         rate_limit: rate_limit?,
         dlq,
     })
+}
+
+/// What compiling a trigger type yields: its kind, type-level parameters, payload builder
+/// (`None` after an error) and the invocation when parameters never change it.
+type TypeParts = (
+    TriggerKind,
+    Vec<CompiledParameter>,
+    Option<PayloadBuilder>,
+    Option<Invocation>,
+);
+
+/// Compiles an `awsLambda` spec: its settings (fixed at load), parameters (which may change
+/// only `functionName` and `invocationType`) and payload.
+fn compile_lambda(
+    ctx: &mut CompileContext<'_>,
+    tfield: &str,
+    l: &crate::manifest::AwsLambdaTrigger,
+    template_params: &[crate::manifest::Parameter],
+    dependencies: &[String],
+) -> Option<TypeParts> {
+    let f = format!("{tfield}.awsLambda");
+    let before = ctx.errors.len();
+    let allowed = lambda::PARAMETER_FIELDS.join(", ");
+    let changes_fixed = |dest: &str| {
+        !lambda::PARAMETER_FIELDS
+            .iter()
+            .any(|p| dest == *p || dest.starts_with(&format!("{p}.")))
+    };
+    for (i, p) in l.parameters.iter().enumerate() {
+        if changes_fixed(&p.dest) {
+            ctx.error_with_hint(
+                None,
+                format!("{f}.parameters[{i}].dest"),
+                format!("parameters cannot change {:?} of an awsLambda trigger", p.dest),
+                format!("parameters may set: {allowed}; region, credentials and endpoint are fixed at load"),
+            );
+        }
+    }
+    for (i, p) in template_params.iter().enumerate() {
+        if let Some(dest) = p.dest.strip_prefix("awsLambda.") {
+            if changes_fixed(dest) {
+                ctx.error_with_hint(
+                    None,
+                    format!("{}.parameters[{i}].dest", tfield.trim_end_matches(".template")),
+                    format!("parameters cannot change {:?} of an awsLambda trigger", p.dest),
+                    format!("parameters may set awsLambda.{{{allowed}}}; region, credentials and endpoint are fixed at load"),
+                );
+            }
+        }
+    }
+    if l.region.value.trim().is_empty() {
+        ctx.error(
+            Some(&l.region.referenced),
+            format!("{f}.region"),
+            "region is empty",
+        );
+    }
+    if let Some(e) = &l.endpoint {
+        if let Err(err) = reqwest::Url::parse(&e.value) {
+            ctx.error_with_hint(
+                Some(&e.referenced),
+                format!("{f}.endpoint"),
+                format!("invalid endpoint {:?}: {err}", e.value),
+                "an absolute URL such as http://127.0.0.1:5000",
+            );
+        }
+    }
+    let keys = match (&l.access_key, &l.secret_key) {
+        (Some(a), Some(s)) => Some((a.value.clone(), s.value.clone())),
+        (None, None) => None,
+        (Some(a), None) | (None, Some(a)) => {
+            let missing = if l.access_key.is_some() {
+                "secretKey"
+            } else {
+                "accessKey"
+            };
+            ctx.error_with_hint(
+                Some(&a.referenced),
+                format!("{f}.{missing}"),
+                format!("{missing} is missing"),
+                "give both accessKey and secretKey, or neither (the default AWS credential chain)",
+            );
+            None
+        }
+    };
+    let spec = LambdaRequestSpec {
+        function_name: l.function_name.clone(),
+        invocation_type: l.invocation_type.as_ref().map(|t| t.value.clone()),
+    };
+    // A literal invocation type must be valid even when a parameter may replace it.
+    if let Some(t) = &l.invocation_type {
+        if !lambda::INVOCATION_TYPES.contains(&t.value.as_str()) {
+            ctx.error_with_hint(
+                Some(&t.referenced),
+                format!("{f}.invocationType"),
+                format!("invalid invocationType {:?}", t.value),
+                format!("one of: {}", lambda::INVOCATION_TYPES.join(", ")),
+            );
+        }
+    }
+    let parameterized = !l.parameters.is_empty() || !template_params.is_empty();
+    let static_ok = match spec.problem() {
+        Some(p) if !parameterized => {
+            if spec.function_name.trim().is_empty() {
+                ctx.error(None, format!("{f}.functionName"), p);
+            }
+            false
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let compiled: Option<Vec<_>> = l
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            CompiledParameter::compile(ctx, &format!("{f}.parameters[{i}]"), p, dependencies)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    let payload = payload_builder(
+        ctx,
+        &f,
+        &l.payload,
+        ScriptSource::from_fields(&l.payload_script, &l.payload_script_file),
+        dependencies,
+    );
+    if ctx.errors.len() > before {
+        return None;
+    }
+    let target = LambdaTarget::new(LambdaSettings {
+        region: l.region.value.clone(),
+        endpoint: l.endpoint.as_ref().map(|e| e.value.clone()),
+        keys,
+        role_arn: l.role_arn.clone(),
+    });
+    let fixed = (static_ok && !parameterized).then_some(Invocation::Lambda(spec));
+    Some((
+        TriggerKind::Lambda(Box::new(target)),
+        compiled?,
+        payload,
+        fixed,
+    ))
 }
 
 fn payload_builder(
