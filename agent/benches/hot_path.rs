@@ -16,7 +16,7 @@ use triggerd::plan::{build_plan, compile_standalone};
 use triggerd::policy::CompiledPolicy;
 use triggerd::script::{to_dynamic, Limits, ScriptHost};
 use triggerd::sensor::{CompiledFilters, FiredEvents, Logic};
-use triggerd::trigger::Response;
+use triggerd::trigger::{HttpReply, Reply, Response};
 
 /// A GitHub push webhook event of about 1 KB, as the webhook source builds it.
 fn push_event() -> Event {
@@ -128,11 +128,14 @@ fn hot_path(c: &mut Criterion) {
         |ctx, p: &Policy| CompiledPolicy::compile(ctx, "policy", Some(p)),
     )
     .expect("policy compiles");
-    let response = Response {
-        status: Some(201),
-        body: json!({"ok": true, "id": 42}),
-        ..Response::default()
-    };
+    let response = Response::replied(
+        Reply::Http(HttpReply {
+            status: 201,
+            body: json!({"ok": true, "id": 42}),
+            ..HttpReply::default()
+        }),
+        std::time::Duration::ZERO,
+    );
     let events = FiredEvents::new(BTreeMap::from([("push".to_owned(), shared)]));
     c.bench_function("policy_script", |b| {
         b.iter(|| {

@@ -70,6 +70,13 @@ pub async fn run_plan(
         abort: abort.clone(),
         clock: Clock::System,
     };
+    // Clients that need secrets (awsLambda) are built before any event arrives, so a
+    // missing secret stops the start as a missing webhook token does.
+    for sensor in &plan.sensors {
+        for t in &sensor.triggers {
+            t.trigger.prepare(options.secrets_dir.as_deref()).await?;
+        }
+    }
     let mut sensor_tasks = Vec::new();
     for sensor in &plan.sensors {
         let queue = bus.subscribe(sensor.subscriptions());

@@ -80,6 +80,12 @@ impl NatsConnection {
         }
     }
 
+    /// Reads every secret and certificate file the connection needs, so that a missing one
+    /// fails start-up rather than the first attempt.
+    pub fn check_secrets(&self, secrets_dir: Option<&Path>) -> Result<(), NatsConnectError> {
+        self.options("", secrets_dir).map(|_| ())
+    }
+
     fn options(
         &self,
         name: &str,

@@ -27,7 +27,7 @@ use triggerd::script::{to_dynamic, Limits, ScriptHost};
 use triggerd::sensor::{CompiledFilters, CompiledTransform, FiredEvents, Logic};
 use triggerd::source::{expand, request_body, EventSourceFilter};
 use triggerd::trigger::params::{apply_all, CompiledParameter};
-use triggerd::trigger::{HttpRequestSpec, Response};
+use triggerd::trigger::{HttpReply, HttpRequestSpec, Reply, Response};
 
 #[test]
 fn argo_conformance_cases() {
@@ -795,10 +795,10 @@ impl Runner {
                 .and_then(|s| u16::try_from(s).ok())
                 .ok_or("response_status is not a status code")?,
         };
-        let response = Response {
-            status: Some(status),
-            ..Response::default()
-        };
+        let response = Response::replied(
+            Reply::Http(HttpReply::status(status)),
+            std::time::Duration::ZERO,
+        );
         let error = match policy.judge(&self.host, &response, 1, 1, &rhai::Dynamic::UNIT) {
             Ok(Outcome::Success) => None,
             Ok(Outcome::Fail { reason } | Outcome::Retry { reason, .. }) => Some(reason),

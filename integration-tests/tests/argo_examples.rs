@@ -104,6 +104,8 @@ fn every_argo_example_loads_or_names_what_is_unsupported() {
         "event-sources/calendar.yaml",
         "sensors/http-trigger.yaml",
         "sensors/log.yaml",
+        "sensors/aws-lambda-trigger.yaml",
+        "tutorials/10-aws-lambda-trigger/sensor.yaml",
     ] {
         assert!(
             loaded.iter().any(|l| l == must),

@@ -57,6 +57,7 @@ fn the_examples_pass_their_own_tests() {
         "release-gate",
         "github-push",
         "quickstart",
+        "lambda",
     ] {
         assert!(
             output
@@ -70,6 +71,8 @@ fn the_examples_pass_their_own_tests() {
         "PASS a red report rolls the release back",
         "PASS a flaky promotion service succeeds on the third attempt",
         "PASS a 4xx from the promotion service goes to the dead letter at once",
+        "PASS a function error goes to the dead letter at once",
+        "PASS a throttled invocation succeeds on retry",
     ] {
         assert!(output.stdout.contains(case), "missing {case:?}\n{output}");
     }

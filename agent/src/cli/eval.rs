@@ -12,7 +12,7 @@ use rhai::Dynamic;
 use serde_json::{json, Value};
 
 use crate::delivery::stub::invocation_json;
-use crate::delivery::StubResponse;
+use crate::delivery::{StubResponse, StubShape};
 use crate::event::Event;
 use crate::manifest::load_paths;
 use crate::plan::{build_plan, Plan};
@@ -50,7 +50,8 @@ EXAMPLES:
   triggerd eval --script scripts/check.rhai --kind filter --event push.yaml
   triggerd eval --script policies/retry-on-5xx.rhai --kind policy --response '503.json' --attempt 2
 
-A response file is {status, headers, body} or {error: \"connection refused\"}.
+A response file is {status, headers, body}, an awsLambda reply {status, functionError,
+payload}, or {error: \"connection refused\"}.
 Exit code: 0 when the evaluation ran (whatever the verdict), 1 on load or script errors.";
 
 /// The scope of a bare script.
@@ -242,7 +243,7 @@ fn eval_script(args: &EvalArgs, path: &Path, lib: Vec<PathBuf>) -> Result<(), St
         }
         Kind::Policy => {
             let raw = from_dynamic(&value).unwrap_or_else(|_| json!(value.to_string()));
-            let outcome = outcome_from_script(&value)
+            let outcome = outcome_from_script(&value, "policy")
                 .map_err(|e| format!("{}: not a policy result: {e}", path.display()))?;
             json!({ "result": raw, "outcome": outcome_json(&outcome) })
         }
@@ -273,14 +274,35 @@ fn response_of(doc: Value) -> Result<StubResponse, String> {
     let obj = doc
         .as_object()
         .ok_or("a response is a mapping: {status, headers, body} or {error}")?;
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !["status", "headers", "body", "error", "retryable"].contains(&k.as_str()))
-    {
+    if let Some(k) = obj.keys().find(|k| {
+        ![
+            "status",
+            "headers",
+            "body",
+            "functionError",
+            "payload",
+            "error",
+            "retryable",
+        ]
+        .contains(&k.as_str())
+    }) {
         return Err(format!(
-            "response: unknown field {k:?} (fields: status, headers, body, error, retryable)"
+            "response: unknown field {k:?} (fields: status, headers, body, error, retryable; \
+             awsLambda: status, functionError, payload)"
         ));
     }
+    // `functionError` or `payload` make it an awsLambda reply.
+    let lambda = obj.contains_key("functionError") || obj.contains_key("payload");
+    if lambda && (obj.contains_key("body") || obj.contains_key("headers")) {
+        return Err(
+            "response: body and headers are http fields; an awsLambda reply has payload".into(),
+        );
+    }
+    let function_error = match obj.get("functionError") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err("response.functionError must be a string".into()),
+    };
     let headers: BTreeMap<String, String> = match obj.get("headers") {
         None => BTreeMap::new(),
         Some(h) => serde_json::from_value(h.clone())
@@ -298,10 +320,17 @@ fn response_of(doc: Value) -> Result<StubResponse, String> {
             .and_then(|s| u16::try_from(s).ok())
             .ok_or("response.status must be a number")?,
     };
+    let body = obj.get(if lambda { "payload" } else { "body" });
     Ok(StubResponse {
+        shape: if lambda {
+            StubShape::Lambda
+        } else {
+            StubShape::Http
+        },
         status,
         headers,
-        body: obj.get("body").cloned().unwrap_or(Value::Null),
+        body: body.cloned().unwrap_or(Value::Null),
+        function_error,
         error,
         retryable: obj
             .get("retryable")

@@ -39,6 +39,9 @@ TEST FILE FORMAT (promote.test.yaml, next to promote.yaml):
           - {status: 503}
           - {error: connection refused}  # a transport error (retryable: false to fail)
           - {status: 200, body: {ok: true}, headers: {X-Id: \"1\"}}
+        invoke-lambda:               # an awsLambda trigger: status, functionError, payload
+          - {status: 429, payload: {message: Rate exceeded}}   # throttled: retried
+          - {status: 200, functionError: Unhandled, payload: {errorMessage: boom}}
       expect:
         fired:                       # triggers that must fire (a mapping: exactly once, or
           promote:                   # `times: N`; a list: one item per firing, in order)
@@ -51,6 +54,10 @@ TEST FILE FORMAT (promote.test.yaml, next to promote.yaml):
         notFired: [rollback]         # triggers that must not fire
         deadLetters: []              # exactly the triggers that end in the dead letter
 
+Stubs take the reply shape of their trigger: http and log triggers {status, headers, body};
+awsLambda triggers {status, functionError, payload} (a function error is a 200 with
+functionError set; the default policy fails it at once); any trigger {error, retryable}.
+An awsLambda request is {type: awsLambda, functionName, invocationType}.
 A trigger is named `name`, or `sensor/name` when several sensors have one of that name.
 Subset match: every key given must match, other keys are ignored; arrays match item by
 item. A failed case also prints what happened: each event with the verdict of every

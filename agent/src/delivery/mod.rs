@@ -11,7 +11,7 @@ pub mod stub;
 use std::sync::Arc;
 
 pub use backoff::{parse_duration, Backoff};
-pub use stub::{StubResponse, Stubs};
+pub use stub::{StubResponse, StubShape, Stubs};
 
 use crate::policy::Outcome;
 use crate::script::ScriptHost;

@@ -13,17 +13,47 @@ use serde_json::{json, Value};
 
 use crate::policy::Outcome;
 use crate::sensor::FiredEvents;
-use crate::trigger::{CompiledTrigger, Invocation, Response, TriggerError};
+use crate::trigger::{
+    CompiledTrigger, HttpReply, Invocation, LambdaReply, NatsReply, Reply, Response, TriggerError,
+    TriggerKind,
+};
+
+/// Which reply shape a stub plays: the one of the trigger it answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StubShape {
+    /// `{status, headers, body}` (http and log triggers).
+    #[default]
+    Http,
+    /// `{status, functionError, payload}` (awsLambda triggers).
+    Lambda,
+    /// `{}` (published) or `{error}` (nats triggers).
+    Nats,
+}
+
+impl StubShape {
+    /// The shape a trigger type replies with.
+    pub fn of(kind: &TriggerKind) -> Self {
+        match kind {
+            TriggerKind::Lambda(_) => StubShape::Lambda,
+            TriggerKind::Nats(_) => StubShape::Nats,
+            TriggerKind::Http(_) | TriggerKind::Log(_) => StubShape::Http,
+        }
+    }
+}
 
 /// A canned answer to one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StubResponse {
+    /// The reply shape.
+    pub shape: StubShape,
     /// Status code (ignored when `error` is set).
     pub status: u16,
-    /// Response headers.
+    /// Response headers (http).
     pub headers: BTreeMap<String, String>,
-    /// Response body.
+    /// Response body (http) or the function's payload (awsLambda).
     pub body: Value,
+    /// `X-Amz-Function-Error` (awsLambda): the function ran and failed.
+    pub function_error: Option<String>,
     /// A transport error instead of a response (connection refused, timeout, ...).
     pub error: Option<String>,
     /// Whether the transport error may go away on retry (the default policy retries it).
@@ -34,9 +64,11 @@ impl Default for StubResponse {
     /// What an unstubbed trigger answers: status 200, no body.
     fn default() -> Self {
         Self {
+            shape: StubShape::Http,
             status: 200,
             headers: BTreeMap::new(),
             body: Value::Null,
+            function_error: None,
             error: None,
             retryable: true,
         }
@@ -47,39 +79,57 @@ impl StubResponse {
     /// The response a policy judges.
     pub fn to_response(&self) -> Response {
         if let Some(e) = &self.error {
-            return Response::failed(
-                TriggerError {
-                    message: e.clone(),
-                    retryable: self.retryable,
-                },
-                Duration::ZERO,
-            );
+            return Response::failed(TriggerError::new(e.clone(), self.retryable), Duration::ZERO);
         }
-        Response {
-            status: Some(self.status),
-            headers: self
-                .headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                .collect(),
-            body: self.body.clone(),
-            duration: Duration::ZERO,
-            error: None,
-        }
+        let reply = match self.shape {
+            StubShape::Http => Reply::Http(HttpReply {
+                status: self.status,
+                headers: self
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .collect(),
+                body: self.body.clone(),
+            }),
+            StubShape::Lambda => Reply::Lambda(LambdaReply {
+                status: self.status,
+                function_error: self.function_error.clone(),
+                payload: self.body.clone(),
+                error: None,
+            }),
+            // The subject and stream position are the live server's to give.
+            StubShape::Nats => Reply::Nats(NatsReply::default()),
+        };
+        Response::replied(reply, Duration::ZERO)
     }
 
-    /// The response as JSON, for reports: `{status, headers?, body?}` or `{error}`.
+    /// The response as JSON, for reports: `{status, headers?, body?}`,
+    /// `{status, functionError?, payload?}` or `{error}`.
     pub fn to_json(&self) -> Value {
         if let Some(e) = &self.error {
             return json!({ "error": e });
         }
+        if self.shape == StubShape::Nats {
+            return json!({});
+        }
         let mut out = serde_json::Map::new();
         out.insert("status".into(), self.status.into());
-        if !self.headers.is_empty() {
-            out.insert("headers".into(), json!(self.headers));
-        }
+        let body_key = match self.shape {
+            StubShape::Http => {
+                if !self.headers.is_empty() {
+                    out.insert("headers".into(), json!(self.headers));
+                }
+                "body"
+            }
+            StubShape::Lambda | StubShape::Nats => {
+                if let Some(f) = &self.function_error {
+                    out.insert("functionError".into(), f.clone().into());
+                }
+                "payload"
+            }
+        };
         if !self.body.is_null() {
-            out.insert("body".into(), self.body.clone());
+            out.insert(body_key.into(), self.body.clone());
         }
         Value::Object(out)
     }
@@ -225,7 +275,9 @@ impl Recording {
         attempt: u32,
         dead_letter: bool,
     ) -> Response {
-        let stub = self.stubs.response(&trigger.sensor, &trigger.name, attempt);
+        let mut stub = self.stubs.response(&trigger.sensor, &trigger.name, attempt);
+        // Unstubbed attempts answer 200 in the trigger's own shape.
+        stub.shape = StubShape::of(&trigger.kind);
         let response = stub.to_response();
         self.with(dead_letter, |r| {
             r.trigger = trigger.name.clone();
@@ -274,7 +326,8 @@ impl Recording {
 }
 
 /// The request of an invocation as JSON: `{type: http, url, method, headers, timeout?}` (the
-/// method upper-cased, POST when not given) or `{type: log}`.
+/// method upper-cased, POST when not given), `{type: awsLambda, functionName,
+/// invocationType}`, `{type: nats, subject}` or `{type: log}`.
 pub fn invocation_json(invocation: &Invocation) -> Value {
     match invocation {
         Invocation::Http(spec) => {
@@ -295,6 +348,12 @@ pub fn invocation_json(invocation: &Invocation) -> Value {
             }
             Value::Object(out)
         }
+        Invocation::Lambda(spec) => json!({
+            "type": "awsLambda",
+            "functionName": spec.function_name,
+            "invocationType": spec.invocation_type(),
+        }),
+        Invocation::Nats(spec) => json!({ "type": "nats", "subject": spec.subject }),
         Invocation::Log => json!({ "type": "log" }),
     }
 }

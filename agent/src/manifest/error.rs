@@ -121,9 +121,7 @@ pub fn hint_for_field(
     const TRIGGER_TYPES: &[&str] = &[
         "k8s",
         "argoWorkflow",
-        "awsLambda",
         "kafka",
-        "nats",
         "slack",
         "custom",
         "openWhisk",
@@ -155,7 +153,7 @@ pub fn hint_for_field(
     if !in_event_source && TRIGGER_TYPES.contains(&field) {
         return Some((
             unsupported("trigger type"),
-            "supported trigger types: http, log",
+            "supported trigger types: http, awsLambda, nats, log",
         ));
     }
     let hint = match field {

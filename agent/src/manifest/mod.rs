@@ -20,10 +20,10 @@ pub use eventsource::{
     CalendarEvent, EventSourceSpec, JetStreamConsumer, NatsEvent, SourceFilter, WebhookEvent,
 };
 pub use sensor::{
-    Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter, Dependency,
-    ExprFilter, Filters, HttpTrigger, LogTrigger, Parameter, ParameterSource, PayloadField, Policy,
-    RateLimit, SensorSpec, StatusPolicy, TimeFilter, TlsConfig, Transform, Trigger,
-    TriggerTemplate,
+    AwsLambdaTrigger, Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter,
+    Dependency, ExprFilter, Filters, HttpTrigger, LogTrigger, NatsTrigger, Parameter,
+    ParameterSource, PayloadField, Policy, RateLimit, SensorSpec, StatusPolicy, TimeFilter,
+    TlsConfig, Transform, Trigger, TriggerTemplate,
 };
 pub use serde_saphyr::Spanned;
 
@@ -505,9 +505,9 @@ spec:
 
     #[test]
     fn unsupported_trigger_type_gets_hint() {
-        let text = SENSOR.replace("log: {}", "awsLambda: {}");
+        let text = SENSOR.replace("log: {}", "slack: {}");
         let (_, errors) = load(&text);
-        assert_eq!(errors[0].field, "spec.triggers[0].template.awsLambda");
+        assert_eq!(errors[0].field, "spec.triggers[0].template.slack");
         assert!(errors[0]
             .hint
             .as_deref()

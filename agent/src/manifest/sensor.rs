@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::common::{Amount, IntOrString, ScriptSource};
+use super::common::{Amount, ClientTls, IntOrString, NatsAuth, ScriptSource, SecretRef};
 
 /// `spec` of a Sensor.
 #[derive(Debug, Clone, Deserialize)]
@@ -227,6 +227,12 @@ pub struct TriggerTemplate {
     /// HTTP request trigger.
     #[serde(default)]
     pub http: Option<HttpTrigger>,
+    /// AWS Lambda invocation trigger.
+    #[serde(default)]
+    pub aws_lambda: Option<AwsLambdaTrigger>,
+    /// NATS publish trigger.
+    #[serde(default)]
+    pub nats: Option<NatsTrigger>,
     /// Log trigger, for debugging.
     #[serde(default)]
     pub log: Option<LogTrigger>,
@@ -293,6 +299,75 @@ pub struct HttpTrigger {
     /// TLS settings; verification is on unless `insecureSkipVerify` is set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+}
+
+/// An AWS Lambda invocation (Argo's `awsLambda`, plus `endpoint` and `payloadScript`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsLambdaTrigger {
+    /// Function name, ARN or partial ARN.
+    pub function_name: String,
+    /// AWS region, e.g. `us-east-1`.
+    pub region: Spanned<String>,
+    /// Access key id (with `secretKey`); without both, the default credential chain.
+    #[serde(default)]
+    pub access_key: Option<Spanned<SecretRef>>,
+    /// Secret access key (with `accessKey`).
+    #[serde(default)]
+    pub secret_key: Option<Spanned<SecretRef>>,
+    /// A role to assume through STS with the credentials above (or the default chain).
+    #[serde(default, rename = "roleARN")]
+    pub role_arn: Option<String>,
+    /// `RequestResponse` (default), `Event` or `DryRun`.
+    #[serde(default)]
+    pub invocation_type: Option<Spanned<String>>,
+    /// Endpoint URL override for emulators such as moto or LocalStack (triggerd only).
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// Parameters building the JSON payload.
+    #[serde(default)]
+    pub payload: Vec<Parameter>,
+    /// Parameters applied to this spec (e.g. `dest: functionName`).
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Rhai building the whole payload from `events`.
+    #[serde(default)]
+    pub payload_script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    pub payload_script_file: Option<Spanned<String>>,
+}
+
+/// Publishes the payload on a NATS subject (Argo's `NATSTrigger`, plus `jetStream`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NatsTrigger {
+    /// Server URL(s), comma-separated (`nats://host:4222`; the scheme may be left out).
+    pub url: Spanned<String>,
+    /// Subject to publish on; parameters may change it.
+    pub subject: String,
+    /// Publish through JetStream and wait for the stream's acknowledgement (triggerd only);
+    /// otherwise a core publish, confirmed by a round trip to the server.
+    #[serde(default)]
+    pub jet_stream: bool,
+    /// Parameters building the JSON payload.
+    #[serde(default)]
+    pub payload: Vec<Parameter>,
+    /// Parameters applied to this spec (e.g. `dest: subject`).
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Rhai building the whole payload from `events`.
+    #[serde(default)]
+    pub payload_script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    pub payload_script_file: Option<Spanned<String>>,
+    /// Credentials.
+    #[serde(default)]
+    pub auth: Option<NatsAuth>,
+    /// TLS towards the server.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
 }
 
 /// Client TLS options.

@@ -75,50 +75,26 @@ impl CompiledPolicy {
             ];
             return host
                 .eval(script, &vars)
-                .and_then(|v| outcome_from_script(&v));
+                // A bare "fail" or "retry" still says what the response was.
+                .and_then(|v| outcome_from_script(&v, &format!("policy: {}", response.summary())));
         }
         Ok(default_outcome(response, self.allow.as_deref()))
     }
 }
 
-/// The built-in judgement: `allow` (or 2xx) succeeds; 5xx, 429 and retryable transport
-/// errors retry; anything else fails.
+/// The built-in judgement (DESIGN section 5): a retryable transport error retries, any
+/// other fails; a reply is judged by its trigger type's shape (for http and awsLambda:
+/// `allow` or 2xx succeeds, 5xx and 429 retry, anything else fails).
 pub fn default_outcome(response: &Response, allow: Option<&[u16]>) -> Outcome {
-    if let Some(e) = &response.error {
-        return if e.retryable {
-            Outcome::Retry {
-                reason: e.message.clone(),
-                after: None,
-            }
-        } else {
-            Outcome::Fail {
-                reason: e.message.clone(),
-            }
-        };
-    }
-    let status = response.status.unwrap_or(0);
-    let allowed = match allow {
-        Some(list) => list.contains(&status),
-        None => (200..300).contains(&status),
-    };
-    if allowed {
-        return Outcome::Success;
-    }
-    let reason = match allow {
-        Some(_) => format!(
-            "policy application resulted in failure. http response status {status} is not allowed"
-        ),
-        None => format!("status {status}"),
-    };
-    if status >= 500 || status == 429 {
-        let after = response
-            .headers
-            .get("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        Outcome::Retry { reason, after }
-    } else {
-        Outcome::Fail { reason }
+    match &response.reply {
+        Ok(reply) => reply.shape().default_outcome(allow),
+        Err(e) if e.is_retryable() => Outcome::Retry {
+            reason: e.to_string(),
+            after: None,
+        },
+        Err(e) => Outcome::Fail {
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -132,8 +108,9 @@ pub fn labels_satisfied(
 }
 
 /// Reads a policy script's result: a string, a bool, or `#{outcome, reason, after}`
-/// (also used by `triggerd eval --kind policy`).
-pub fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
+/// (also used by `triggerd eval --kind policy`). `default_reason` is the reason of a retry or
+/// failure the script gave none for.
+pub fn outcome_from_script(value: &Dynamic, default_reason: &str) -> Result<Outcome, ScriptError> {
     if let Some(b) = value.clone().try_cast::<bool>() {
         return Ok(if b {
             Outcome::Success
@@ -145,7 +122,7 @@ pub fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
         });
     }
     if let Ok(s) = value.clone().into_immutable_string() {
-        return named_outcome(&s, "policy", None);
+        return named_outcome(&s, default_reason, None);
     }
     if let Some(map) = value.clone().try_cast::<rhai::Map>() {
         let get_str = |k: &str| {
@@ -157,7 +134,7 @@ pub fn outcome_from_script(value: &Dynamic) -> Result<Outcome, ScriptError> {
             expected: "a map with an `outcome` field",
             got: "a map without one".into(),
         })?;
-        let reason = get_str("reason").unwrap_or_else(|| "policy".into());
+        let reason = get_str("reason").unwrap_or_else(|| default_reason.to_owned());
         let after = map.get("after").and_then(|v| {
             v.as_int()
                 .ok()
@@ -207,13 +184,10 @@ fn named_outcome(
 mod tests {
     use super::*;
     use crate::script::Limits;
-    use crate::trigger::TriggerError;
+    use crate::trigger::{HttpReply, Reply, TriggerError};
 
     fn status(s: u16) -> Response {
-        Response {
-            status: Some(s),
-            ..Response::default()
-        }
+        Response::replied(Reply::Http(HttpReply::status(s)), Duration::ZERO)
     }
 
     #[test]
@@ -235,13 +209,7 @@ mod tests {
             default_outcome(&status(201), Some(&[200])),
             Outcome::Fail { .. }
         ));
-        let transport = Response::failed(
-            TriggerError {
-                message: "refused".into(),
-                retryable: true,
-            },
-            Duration::ZERO,
-        );
+        let transport = Response::failed(TriggerError::retryable("refused"), Duration::ZERO);
         assert!(matches!(
             default_outcome(&transport, None),
             Outcome::Retry { .. }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
 use super::input::EventInput;
-use crate::delivery::{parse_duration, StubResponse};
+use crate::delivery::{parse_duration, StubResponse, StubShape};
 use crate::manifest::{parse_fragment, ManifestError, Origin, Position};
 use crate::plan::Plan;
 
@@ -95,9 +95,12 @@ pub struct ResponseSpec {
     /// Whether the transport error is retryable (default true).
     #[serde(default)]
     pub retryable: Option<bool>,
-    /// Reserved for the awsLambda trigger.
+    /// awsLambda: the function error (`X-Amz-Function-Error`, e.g. `Unhandled`).
     #[serde(default)]
-    pub function_error: Option<Value>,
+    pub function_error: Option<String>,
+    /// awsLambda: what the function returned.
+    #[serde(default)]
+    pub payload: Option<Value>,
     /// Reserved for the Kubernetes triggers.
     #[serde(default)]
     pub object: Option<Value>,
@@ -488,11 +491,12 @@ impl Resolver<'_> {
             if list.value.is_empty() {
                 self.error(&list.referenced, &f, "give at least one response");
             }
+            let shape = self.shape_of(&t);
             let stubs: Vec<_> = list
                 .value
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| self.response(&format!("{f}[{i}]"), s))
+                .filter_map(|(i, s)| self.response(&format!("{f}[{i}]"), s, shape))
                 .collect();
             responses.insert((t.sensor, t.trigger), stubs);
         }
@@ -608,17 +612,67 @@ impl Resolver<'_> {
         }
     }
 
-    fn response(&mut self, field: &str, s: &Spanned<ResponseSpec>) -> Option<StubResponse> {
+    /// The reply shape of a resolved trigger (or dead-letter trigger).
+    fn shape_of(&self, t: &TriggerRef) -> StubShape {
+        self.plan
+            .sensors
+            .iter()
+            .filter(|s| s.name == t.sensor)
+            .flat_map(|s| &s.triggers)
+            .flat_map(|g| std::iter::once(&g.trigger).chain(g.trigger.dlq.as_ref()))
+            .find(|c| c.name == t.trigger)
+            .map_or(StubShape::Http, |c| StubShape::of(&c.kind))
+    }
+
+    fn response(
+        &mut self,
+        field: &str,
+        s: &Spanned<ResponseSpec>,
+        shape: StubShape,
+    ) -> Option<StubResponse> {
         let at = &s.referenced;
         let v = &s.value;
-        if v.function_error.is_some() {
-            self.error_with_hint(
-                at,
-                &format!("{field}.functionError"),
-                "function errors are not supported yet",
-                "they come with the awsLambda trigger; http and log triggers take status, body, headers or error",
-            );
-            return None;
+        match shape {
+            StubShape::Http if v.function_error.is_some() || v.payload.is_some() => {
+                let name = if v.payload.is_some() {
+                    "payload"
+                } else {
+                    "functionError"
+                };
+                self.error_with_hint(
+                    at,
+                    &format!("{field}.{name}"),
+                    format!("`{name}` is for awsLambda triggers"),
+                    "http and log triggers take status, body, headers or error",
+                );
+                return None;
+            }
+            StubShape::Lambda if !v.body.is_null() || !v.headers.is_empty() => {
+                let name = if v.body.is_null() { "headers" } else { "body" };
+                self.error_with_hint(
+                    at,
+                    &format!("{field}.{name}"),
+                    format!("`{name}` is for http triggers"),
+                    "awsLambda triggers take status, functionError, payload or error",
+                );
+                return None;
+            }
+            StubShape::Nats
+                if v.status.is_some()
+                    || !v.body.is_null()
+                    || !v.headers.is_empty()
+                    || v.function_error.is_some()
+                    || v.payload.is_some() =>
+            {
+                self.error_with_hint(
+                    at,
+                    field,
+                    "a nats trigger's stub is `{}` (published) or `{error}`",
+                    "status, body, headers, functionError and payload are for http and awsLambda triggers",
+                );
+                return None;
+            }
+            _ => {}
         }
         if v.object.is_some() || v.objects.is_some() {
             self.error_with_hint(
@@ -656,9 +710,11 @@ impl Resolver<'_> {
                     );
                 }
                 Some(StubResponse {
+                    shape,
                     status: status.unwrap_or(0),
                     headers: v.headers.clone(),
-                    body: v.body.clone(),
+                    body: v.payload.clone().unwrap_or_else(|| v.body.clone()),
+                    function_error: v.function_error.clone(),
                     error: error.clone(),
                     retryable: v.retryable.unwrap_or(true),
                 })

@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
+use rhai::{Dynamic, Map};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Response, TriggerError};
+use super::response::{duration_ms, status_outcome};
+use super::{Reply, ReplyShape, Response, TriggerError};
+use crate::policy::Outcome;
+use crate::script::to_dynamic;
 
 /// Default request timeout when the manifest sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -103,10 +107,7 @@ impl HttpTarget {
             Err(e) => {
                 let retryable = !e.is_builder();
                 return Response::failed(
-                    TriggerError {
-                        message: transport_message(e),
-                        retryable,
-                    },
+                    TriggerError::new(transport_message(e), retryable),
                     started.elapsed(),
                 );
             }
@@ -125,23 +126,76 @@ impl HttpTarget {
             Ok(b) => b,
             Err(e) => {
                 return Response::failed(
-                    TriggerError {
-                        message: format!("reading response body: {}", transport_message(e)),
-                        retryable: true,
-                    },
+                    TriggerError::retryable(format!(
+                        "reading response body: {}",
+                        transport_message(e)
+                    )),
                     started.elapsed(),
                 )
             }
         };
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        Response {
-            status: Some(status),
-            headers,
-            body,
-            duration: started.elapsed(),
-            error: None,
+        Response::replied(
+            Reply::Http(HttpReply {
+                status,
+                headers,
+                body,
+            }),
+            started.elapsed(),
+        )
+    }
+}
+
+/// What an HTTP target answered; policies see `#{status, headers, body, duration_ms}`.
+#[derive(Debug, Clone, Default)]
+pub struct HttpReply {
+    /// Status code.
+    pub status: u16,
+    /// Response headers (lower-case names).
+    pub headers: BTreeMap<String, String>,
+    /// Body, parsed as JSON when it is JSON, else a string.
+    pub body: Value,
+}
+
+impl HttpReply {
+    /// A reply with only a status.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            ..Self::default()
         }
+    }
+}
+
+impl ReplyShape for HttpReply {
+    fn to_dynamic(&self, duration: Duration) -> Dynamic {
+        let mut map = Map::new();
+        map.insert("status".into(), i64::from(self.status).into());
+        let headers: Map = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), v.clone().into()))
+            .collect();
+        map.insert("headers".into(), headers.into());
+        map.insert("body".into(), to_dynamic(&self.body));
+        map.insert("duration_ms".into(), duration_ms(duration).into());
+        map.into()
+    }
+
+    /// 2xx (or `allow`) succeeds; 5xx and 429 retry, after `Retry-After` seconds when
+    /// given; other statuses fail.
+    fn default_outcome(&self, allow: Option<&[u16]>) -> Outcome {
+        let retry_after = self
+            .headers
+            .get("retry-after")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        status_outcome(self.status, allow, "", retry_after)
+    }
+
+    fn summary(&self) -> String {
+        format!("status {}", self.status)
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::Response;
+use super::{HttpReply, Reply, Response};
 
 /// Logs the payload.
 #[derive(Debug, Clone, Default)]
@@ -14,10 +14,6 @@ impl LogTarget {
     /// Writes one log line with the payload; always succeeds.
     pub fn execute(&self, sensor: &str, trigger: &str, payload: &Value) -> Response {
         tracing::info!(target: "triggerd::trigger::log", sensor, trigger, payload = %payload, "log trigger");
-        Response {
-            status: Some(200),
-            duration: Duration::ZERO,
-            ..Response::default()
-        }
+        Response::replied(Reply::Http(HttpReply::status(200)), Duration::ZERO)
     }
 }

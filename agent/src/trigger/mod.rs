@@ -2,7 +2,9 @@
 //! one arm of [`TriggerKind`] each.
 
 mod http;
+mod lambda;
 mod log;
+mod nats;
 pub mod params;
 mod rate_limit;
 mod response;
@@ -11,11 +13,13 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use http::{HttpRequestSpec, HttpTarget};
+pub use http::{HttpReply, HttpRequestSpec, HttpTarget};
+pub use lambda::{LambdaReply, LambdaRequestSpec, LambdaSettings, LambdaSetupError, LambdaTarget};
 pub use log::LogTarget;
+pub use nats::{NatsReply, NatsRequestSpec, NatsTarget};
 pub use params::{CompiledParameter, ParamError};
 pub use rate_limit::Limiter;
-pub use response::{Response, TriggerError};
+pub use response::{Reply, ReplyShape, Response, TriggerError};
 
 use crate::delivery::Backoff;
 use crate::manifest::{ScriptSource, Trigger};
@@ -29,6 +33,10 @@ use crate::sensor::FiredEvents;
 pub enum TriggerKind {
     /// HTTP request.
     Http(HttpTarget),
+    /// AWS Lambda invocation (boxed: its settings and client dwarf the other kinds).
+    Lambda(Box<LambdaTarget>),
+    /// NATS publish (boxed, like Lambda).
+    Nats(Box<NatsTarget>),
     /// Log line.
     Log(LogTarget),
 }
@@ -38,6 +46,10 @@ pub enum TriggerKind {
 pub enum Invocation {
     /// An HTTP request.
     Http(HttpRequestSpec),
+    /// A Lambda invocation.
+    Lambda(LambdaRequestSpec),
+    /// A NATS publish.
+    Nats(NatsRequestSpec),
     /// A log line.
     Log,
 }
@@ -140,6 +152,26 @@ impl CompiledTrigger {
                 }
                 Ok(Invocation::Http(spec))
             }
+            TriggerKind::Lambda(_) => {
+                let mut spec = template.get("awsLambda").cloned().unwrap_or(Value::Null);
+                params::apply_all(&self.type_params, host, events, &mut spec)?;
+                let spec: LambdaRequestSpec =
+                    serde_json::from_value(spec).map_err(|e| BuildError::Spec(e.to_string()))?;
+                if let Some(p) = spec.problem() {
+                    return Err(BuildError::Spec(p));
+                }
+                Ok(Invocation::Lambda(spec))
+            }
+            TriggerKind::Nats(_) => {
+                let mut spec = template.get("nats").cloned().unwrap_or(Value::Null);
+                params::apply_all(&self.type_params, host, events, &mut spec)?;
+                let spec: NatsRequestSpec =
+                    serde_json::from_value(spec).map_err(|e| BuildError::Spec(e.to_string()))?;
+                if let Some(p) = spec.problem() {
+                    return Err(BuildError::Spec(p));
+                }
+                Ok(Invocation::Nats(spec))
+            }
             TriggerKind::Log(_) => Ok(Invocation::Log),
         }
     }
@@ -186,16 +218,68 @@ impl CompiledTrigger {
             (TriggerKind::Http(target), Invocation::Http(spec)) => {
                 target.execute(spec, payload).await
             }
+            (TriggerKind::Lambda(target), Invocation::Lambda(spec)) => {
+                target.execute(spec, payload).await
+            }
+            (TriggerKind::Nats(target), Invocation::Nats(spec)) => {
+                target.execute(spec, payload).await
+            }
             (TriggerKind::Log(target), _) => target.execute(&self.sensor, &self.name, payload),
-            (TriggerKind::Http(_), Invocation::Log) => Response::failed(
-                TriggerError {
-                    message: "internal: invocation does not match trigger type".into(),
-                    retryable: false,
-                },
-                std::time::Duration::ZERO,
-            ),
+            (TriggerKind::Http(_) | TriggerKind::Lambda(_) | TriggerKind::Nats(_), _) => {
+                Response::failed(
+                    TriggerError::permanent("internal: invocation does not match trigger type"),
+                    std::time::Duration::ZERO,
+                )
+            }
         }
     }
+
+    /// Readies the trigger's client before the first event (and its dead-letter trigger's):
+    /// resolves secrets and builds SDK clients. Nothing to do for http and log.
+    pub async fn prepare(&self, secrets_dir: Option<&std::path::Path>) -> Result<(), PrepareError> {
+        let failed = |source| PrepareError {
+            sensor: self.sensor.clone(),
+            trigger: self.name.clone(),
+            source,
+        };
+        match &self.kind {
+            TriggerKind::Lambda(target) => target
+                .prepare(secrets_dir)
+                .await
+                .map_err(|e| failed(PrepareFailure::Lambda(e)))?,
+            TriggerKind::Nats(target) => target
+                .prepare(secrets_dir)
+                .map_err(|e| failed(PrepareFailure::Nats(e)))?,
+            TriggerKind::Http(_) | TriggerKind::Log(_) => {}
+        }
+        if let Some(dlq) = &self.dlq {
+            Box::pin(dlq.prepare(secrets_dir)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A trigger could not be readied when the plan started (e.g. a missing secret).
+#[derive(Debug, thiserror::Error)]
+#[error("sensor {sensor}, trigger {trigger}")]
+pub struct PrepareError {
+    /// Sensor name.
+    pub sensor: String,
+    /// Trigger name.
+    pub trigger: String,
+    /// Why.
+    pub source: PrepareFailure,
+}
+
+/// Why a trigger type could not be readied.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareFailure {
+    /// The Lambda client could not be built.
+    #[error(transparent)]
+    Lambda(#[from] LambdaSetupError),
+    /// A NATS credential could not be read.
+    #[error("nats {0}")]
+    Nats(#[from] crate::nats_client::NatsConnectError),
 }
 
 /// Compiles one trigger of a sensor; `field` is its path (e.g. `spec.triggers[0]`).
@@ -270,66 +354,89 @@ pub fn compile_trigger(
             http.entry("url").or_insert(url);
         }
     }
-    let (kind, type_params, payload, fixed) = match (&t.http, &t.log) {
-        (Some(h), None) => {
-            let f = format!("{tfield}.http");
-            let type_params = params(ctx, &format!("{f}.parameters"), &h.parameters);
-            let payload = payload_builder(
-                ctx,
-                &f,
-                &h.payload,
-                ScriptSource::from_fields(&h.payload_script, &h.payload_script_file),
-                dependencies,
-            );
-            let target =
-                match HttpTarget::new(h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        ctx.error(None, f, format!("cannot build HTTP client: {e}"));
-                        return None;
-                    }
-                };
-            let spec = HttpRequestSpec {
-                url: h.url.clone(),
-                method: h.method.clone(),
-                headers: h.headers.clone(),
-                timeout: h.timeout,
-            };
-            let static_ok = match spec.problem() {
-                Some(p) if h.parameters.is_empty() && trigger.parameters.is_empty() => {
-                    ctx.error(None, format!("{f}.url"), p);
-                    return None;
-                }
-                Some(_) => false,
-                None => true,
-            };
-            let fixed = (static_ok && h.parameters.is_empty() && trigger.parameters.is_empty())
-                .then_some(Invocation::Http(spec));
-            (TriggerKind::Http(target), type_params, payload, fixed)
-        }
-        (None, Some(_)) => (
+    let given: Vec<&str> = [
+        t.http.as_ref().map(|_| "http"),
+        t.aws_lambda.as_ref().map(|_| "awsLambda"),
+        t.nats.as_ref().map(|_| "nats"),
+        t.log.as_ref().map(|_| "log"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if given.len() > 1 {
+        ctx.error(
+            None,
+            tfield,
+            format!(
+                "more than one trigger type given ({}); use one per trigger",
+                given.join(", ")
+            ),
+        );
+        return None;
+    }
+    let (kind, type_params, payload, fixed) = if let Some(h) = &t.http {
+        let f = format!("{tfield}.http");
+        let type_params = params(ctx, &format!("{f}.parameters"), &h.parameters);
+        let payload = payload_builder(
+            ctx,
+            &f,
+            &h.payload,
+            ScriptSource::from_fields(&h.payload_script, &h.payload_script_file),
+            dependencies,
+        );
+        let target = match HttpTarget::new(h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)) {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.error(None, f, format!("cannot build HTTP client: {e}"));
+                return None;
+            }
+        };
+        let spec = HttpRequestSpec {
+            url: h.url.clone(),
+            method: h.method.clone(),
+            headers: h.headers.clone(),
+            timeout: h.timeout,
+        };
+        let static_ok = match spec.problem() {
+            Some(p) if h.parameters.is_empty() && trigger.parameters.is_empty() => {
+                ctx.error(None, format!("{f}.url"), p);
+                return None;
+            }
+            Some(_) => false,
+            None => true,
+        };
+        let fixed = (static_ok && h.parameters.is_empty() && trigger.parameters.is_empty())
+            .then_some(Invocation::Http(spec));
+        (TriggerKind::Http(target), type_params, payload, fixed)
+    } else if let Some(l) = &t.aws_lambda {
+        let (kind, type_params, payload, fixed) =
+            compile_lambda(ctx, &tfield, l, &trigger.parameters, dependencies)?;
+        (kind, Some(type_params), payload, fixed)
+    } else if let Some(n) = &t.nats {
+        let (kind, type_params, payload, fixed) = compile_nats(
+            ctx,
+            &tfield,
+            n,
+            &trigger.parameters,
+            dependencies,
+            format!("{sensor}/{}", t.name),
+        )?;
+        (kind, Some(type_params), payload, fixed)
+    } else if t.log.is_some() {
+        (
             TriggerKind::Log(LogTarget),
             Some(Vec::new()),
             Some(PayloadBuilder::Events),
             Some(Invocation::Log),
-        ),
-        (None, None) => {
-            ctx.error_with_hint(
-                None,
-                tfield,
-                "no trigger type given",
-                "add one of: http, log",
-            );
-            return None;
-        }
-        (Some(_), Some(_)) => {
-            ctx.error(
-                None,
-                tfield,
-                "more than one trigger type given; use one per trigger",
-            );
-            return None;
-        }
+        )
+    } else {
+        ctx.error_with_hint(
+            None,
+            tfield,
+            "no trigger type given",
+            "add one of: http, awsLambda, nats, log",
+        );
+        return None;
     };
     Some(CompiledTrigger {
         sensor: sensor.to_owned(),
@@ -345,6 +452,294 @@ pub fn compile_trigger(
         rate_limit: rate_limit?,
         dlq,
     })
+}
+
+/// What compiling a trigger type yields: its kind, type-level parameters, payload builder
+/// (`None` after an error) and the invocation when parameters never change it.
+type TypeParts = (
+    TriggerKind,
+    Vec<CompiledParameter>,
+    Option<PayloadBuilder>,
+    Option<Invocation>,
+);
+
+/// Compiles an `awsLambda` spec: its settings (fixed at load), parameters (which may change
+/// only `functionName` and `invocationType`) and payload.
+fn compile_lambda(
+    ctx: &mut CompileContext<'_>,
+    tfield: &str,
+    l: &crate::manifest::AwsLambdaTrigger,
+    template_params: &[crate::manifest::Parameter],
+    dependencies: &[String],
+) -> Option<TypeParts> {
+    let f = format!("{tfield}.awsLambda");
+    let before = ctx.errors.len();
+    check_parameter_dests(
+        ctx,
+        tfield,
+        FixedParts {
+            type_key: "awsLambda",
+            allowed: &lambda::PARAMETER_FIELDS,
+            fixed: "region, credentials and endpoint",
+        },
+        &l.parameters,
+        template_params,
+    );
+    if l.region.value.trim().is_empty() {
+        ctx.error(
+            Some(&l.region.referenced),
+            format!("{f}.region"),
+            "region is empty",
+        );
+    }
+    if let Some(e) = &l.endpoint {
+        if let Err(err) = reqwest::Url::parse(&e.value) {
+            ctx.error_with_hint(
+                Some(&e.referenced),
+                format!("{f}.endpoint"),
+                format!("invalid endpoint {:?}: {err}", e.value),
+                "an absolute URL such as http://127.0.0.1:5000",
+            );
+        }
+    }
+    let keys = match (&l.access_key, &l.secret_key) {
+        (Some(a), Some(s)) => Some((a.value.clone(), s.value.clone())),
+        (None, None) => None,
+        (Some(a), None) | (None, Some(a)) => {
+            let missing = if l.access_key.is_some() {
+                "secretKey"
+            } else {
+                "accessKey"
+            };
+            ctx.error_with_hint(
+                Some(&a.referenced),
+                format!("{f}.{missing}"),
+                format!("{missing} is missing"),
+                "give both accessKey and secretKey, or neither (the default AWS credential chain)",
+            );
+            None
+        }
+    };
+    let spec = LambdaRequestSpec {
+        function_name: l.function_name.clone(),
+        invocation_type: l.invocation_type.as_ref().map(|t| t.value.clone()),
+    };
+    // A literal invocation type must be valid even when a parameter may replace it.
+    if let Some(t) = &l.invocation_type {
+        if !lambda::INVOCATION_TYPES.contains(&t.value.as_str()) {
+            ctx.error_with_hint(
+                Some(&t.referenced),
+                format!("{f}.invocationType"),
+                format!("invalid invocationType {:?}", t.value),
+                format!("one of: {}", lambda::INVOCATION_TYPES.join(", ")),
+            );
+        }
+    }
+    let parameterized = !l.parameters.is_empty() || !template_params.is_empty();
+    let static_ok = match spec.problem() {
+        Some(p) if !parameterized => {
+            if spec.function_name.trim().is_empty() {
+                ctx.error(None, format!("{f}.functionName"), p);
+            }
+            false
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let compiled: Option<Vec<_>> = l
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            CompiledParameter::compile(ctx, &format!("{f}.parameters[{i}]"), p, dependencies)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    let payload = payload_builder(
+        ctx,
+        &f,
+        &l.payload,
+        ScriptSource::from_fields(&l.payload_script, &l.payload_script_file),
+        dependencies,
+    );
+    if ctx.errors.len() > before {
+        return None;
+    }
+    let target = LambdaTarget::new(LambdaSettings {
+        region: l.region.value.clone(),
+        endpoint: l.endpoint.as_ref().map(|e| e.value.clone()),
+        keys,
+        role_arn: l.role_arn.clone(),
+    });
+    let fixed = (static_ok && !parameterized).then_some(Invocation::Lambda(spec));
+    Some((
+        TriggerKind::Lambda(Box::new(target)),
+        compiled?,
+        payload,
+        fixed,
+    ))
+}
+
+/// What parameters of a trigger type may change, and what is fixed at load.
+struct FixedParts<'a> {
+    /// The type's key in the template (`awsLambda`).
+    type_key: &'a str,
+    /// Spec fields parameters may set.
+    allowed: &'a [&'a str],
+    /// What is fixed, for the hint.
+    fixed: &'a str,
+}
+
+/// Refuses parameters (type-level, or template-level under `<type_key>.`) that would change a
+/// part of the spec fixed at load time (the client and its credentials).
+fn check_parameter_dests(
+    ctx: &mut CompileContext<'_>,
+    tfield: &str,
+    parts: FixedParts<'_>,
+    own: &[crate::manifest::Parameter],
+    template_params: &[crate::manifest::Parameter],
+) {
+    let FixedParts {
+        type_key,
+        allowed,
+        fixed,
+    } = parts;
+    let list = allowed.join(", ");
+    let changes_fixed = |dest: &str| {
+        !allowed
+            .iter()
+            .any(|p| dest == *p || dest.starts_with(&format!("{p}.")))
+    };
+    for (i, p) in own.iter().enumerate() {
+        if changes_fixed(&p.dest) {
+            ctx.error_with_hint(
+                None,
+                format!("{tfield}.{type_key}.parameters[{i}].dest"),
+                format!(
+                    "parameters cannot change {:?} of a {type_key} trigger",
+                    p.dest
+                ),
+                format!("parameters may set: {list}; {fixed} are fixed at load"),
+            );
+        }
+    }
+    let prefix = format!("{type_key}.");
+    for (i, p) in template_params.iter().enumerate() {
+        if let Some(dest) = p.dest.strip_prefix(&prefix) {
+            if changes_fixed(dest) {
+                ctx.error_with_hint(
+                    None,
+                    format!(
+                        "{}.parameters[{i}].dest",
+                        tfield.trim_end_matches(".template")
+                    ),
+                    format!(
+                        "parameters cannot change {:?} of a {type_key} trigger",
+                        p.dest
+                    ),
+                    format!("parameters may set {type_key}.{{{list}}}; {fixed} are fixed at load"),
+                );
+            }
+        }
+    }
+}
+
+/// Compiles a `nats` spec: the connection (fixed at load), parameters (which may change only
+/// `subject`) and payload.
+fn compile_nats(
+    ctx: &mut CompileContext<'_>,
+    tfield: &str,
+    n: &crate::manifest::NatsTrigger,
+    template_params: &[crate::manifest::Parameter],
+    dependencies: &[String],
+    client_name: String,
+) -> Option<TypeParts> {
+    let f = format!("{tfield}.nats");
+    let before = ctx.errors.len();
+    check_parameter_dests(
+        ctx,
+        tfield,
+        FixedParts {
+            type_key: "nats",
+            allowed: &nats::PARAMETER_FIELDS,
+            fixed: "url, auth and tls",
+        },
+        &n.parameters,
+        template_params,
+    );
+    if n.url.value.trim().is_empty() {
+        ctx.error_with_hint(
+            Some(&n.url.referenced),
+            format!("{f}.url"),
+            "url is empty",
+            "e.g. nats://127.0.0.1:4222",
+        );
+    }
+    if let Some(problem) = n.auth.as_ref().and_then(crate::nats_client::auth_problem) {
+        ctx.error(Some(&n.url.referenced), format!("{f}.auth"), problem);
+    }
+    if let Some((sub, problem, hint)) = n.tls.as_ref().and_then(crate::nats_client::tls_problem) {
+        ctx.error_with_hint(
+            Some(&n.url.referenced),
+            format!("{f}.tls.{sub}"),
+            problem,
+            hint,
+        );
+    }
+    let spec = NatsRequestSpec {
+        subject: n.subject.clone(),
+    };
+    let parameterized = !n.parameters.is_empty() || !template_params.is_empty();
+    let static_ok = match spec.problem() {
+        Some(p) if !parameterized => {
+            ctx.error(Some(&n.url.referenced), format!("{f}.subject"), p);
+            false
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let compiled: Option<Vec<_>> = n
+        .parameters
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            CompiledParameter::compile(ctx, &format!("{f}.parameters[{i}]"), p, dependencies)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    let payload = payload_builder(
+        ctx,
+        &f,
+        &n.payload,
+        ScriptSource::from_fields(&n.payload_script, &n.payload_script_file),
+        dependencies,
+    );
+    if ctx.errors.len() > before {
+        return None;
+    }
+    let target = NatsTarget::new(
+        crate::nats_client::NatsConnection {
+            url: n.url.value.trim().to_owned(),
+            auth: n.auth.clone(),
+            tls: n.tls.clone(),
+            // One try per attempt: `retryStrategy` spaces the attempts.
+            backoff: Backoff {
+                steps: 1,
+                ..Backoff::default()
+            },
+        },
+        n.jet_stream,
+        client_name,
+    );
+    let fixed = (static_ok && !parameterized).then_some(Invocation::Nats(spec));
+    Some((
+        TriggerKind::Nats(Box::new(target)),
+        compiled?,
+        payload,
+        fixed,
+    ))
 }
 
 fn payload_builder(

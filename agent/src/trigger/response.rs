@@ -1,81 +1,176 @@
 //! What a trigger attempt returns, as policies see it.
+//!
+//! Every attempt ends in a [`Response`]: a [`Reply`] from the target, or a [`TriggerError`]
+//! when nothing came back. Each trigger type has its own reply shape (a struct in its own
+//! file implementing [`ReplyShape`]); [`Reply`] is the closed set of them. Adding a shape is
+//! one struct, one variant and one arm in [`Reply::shape`].
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rhai::{Dynamic, Map};
-use serde_json::Value;
 use thiserror::Error;
 
-use crate::script::to_dynamic;
+use super::http::HttpReply;
+use super::lambda::LambdaReply;
+use super::nats::NatsReply;
+use crate::policy::Outcome;
 
-/// A failure to get any response (connection refused, timeout, bad URL).
+/// A failure to get any reply (connection refused, timeout, bad URL, missing credentials).
 #[derive(Debug, Clone, Error)]
 #[error("{message}")]
 pub struct TriggerError {
-    /// What happened.
-    pub message: String,
-    /// Whether trying again may succeed.
-    pub retryable: bool,
+    message: String,
+    retryable: bool,
 }
 
-/// The result of one attempt.
-#[derive(Debug, Clone, Default)]
-pub struct Response {
-    /// Status code, absent on transport failure.
-    pub status: Option<u16>,
-    /// Response headers (lower-case names).
-    pub headers: BTreeMap<String, String>,
-    /// Body, parsed as JSON when it is JSON, else a string.
-    pub body: Value,
-    /// How long the attempt took.
-    pub duration: Duration,
-    /// Set when there was no response at all.
-    pub error: Option<TriggerError>,
-}
-
-impl Response {
-    /// A transport failure.
-    pub fn failed(error: TriggerError, duration: Duration) -> Self {
+impl TriggerError {
+    /// An error that may go away when the attempt is repeated (a timeout, a reset).
+    pub fn retryable(message: impl Into<String>) -> Self {
         Self {
-            error: Some(error),
-            duration,
-            ..Self::default()
+            message: message.into(),
+            retryable: true,
         }
     }
 
-    /// `response` for policy scripts: `#{status, headers, body, duration_ms}` or `#{error}`.
-    pub fn to_dynamic(&self) -> Dynamic {
-        let mut map = Map::new();
-        if let Some(e) = &self.error {
-            map.insert("error".into(), e.message.clone().into());
-            map.insert(
-                "duration_ms".into(),
-                (self.duration.as_millis() as i64).into(),
-            );
-            return map.into();
+    /// An error that repeating the same attempt cannot fix (a bad request, a bug).
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
         }
-        map.insert("status".into(), i64::from(self.status.unwrap_or(0)).into());
-        let headers: Map = self
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().into(), v.clone().into()))
-            .collect();
-        map.insert("headers".into(), headers.into());
-        map.insert("body".into(), to_dynamic(&self.body));
-        map.insert(
-            "duration_ms".into(),
-            (self.duration.as_millis() as i64).into(),
-        );
-        map.into()
+    }
+
+    /// An error whose retryability the caller decided.
+    pub fn new(message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            message: message.into(),
+            retryable,
+        }
+    }
+
+    /// Whether trying again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+/// What one reply shape tells policies, the default policy and logs.
+pub trait ReplyShape {
+    /// `response` for policy scripts (`duration` is how long the attempt took).
+    fn to_dynamic(&self, duration: Duration) -> Dynamic;
+    /// The verdict without a policy script; `allow` is `policy.status.allow`.
+    fn default_outcome(&self, allow: Option<&[u16]>) -> Outcome;
+    /// A short description for logs and dead letters.
+    fn summary(&self) -> String;
+}
+
+/// A reply from a target, one shape per trigger type.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// `http` (and `log`): `#{status, headers, body, duration_ms}`.
+    Http(HttpReply),
+    /// `awsLambda`: `#{status, function_error, payload}`.
+    Lambda(LambdaReply),
+    /// `nats`: `#{subject, stream, sequence, duplicate, duration_ms}`.
+    Nats(NatsReply),
+}
+
+impl Reply {
+    /// The shape behind this reply.
+    pub fn shape(&self) -> &dyn ReplyShape {
+        match self {
+            Reply::Http(r) => r,
+            Reply::Lambda(r) => r,
+            Reply::Nats(r) => r,
+        }
+    }
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The reply, or why there was none.
+    pub reply: Result<Reply, TriggerError>,
+    /// How long the attempt took.
+    pub duration: Duration,
+}
+
+impl Response {
+    /// A reply that took `duration`.
+    pub fn replied(reply: Reply, duration: Duration) -> Self {
+        Self {
+            reply: Ok(reply),
+            duration,
+        }
+    }
+
+    /// A transport failure.
+    pub fn failed(error: TriggerError, duration: Duration) -> Self {
+        Self {
+            reply: Err(error),
+            duration,
+        }
+    }
+
+    /// `response` for policy scripts: the reply's shape, or `#{error, duration_ms}`.
+    pub fn to_dynamic(&self) -> Dynamic {
+        match &self.reply {
+            Ok(r) => r.shape().to_dynamic(self.duration),
+            Err(e) => {
+                let mut map = Map::new();
+                map.insert("error".into(), e.message.clone().into());
+                map.insert("duration_ms".into(), duration_ms(self.duration).into());
+                map.into()
+            }
+        }
     }
 
     /// A short description for logs and dead letters.
     pub fn summary(&self) -> String {
-        match (&self.error, self.status) {
-            (Some(e), _) => e.message.clone(),
-            (None, Some(s)) => format!("status {s}"),
-            (None, None) => "no response".into(),
+        match &self.reply {
+            Ok(r) => r.shape().summary(),
+            Err(e) => e.message.clone(),
         }
+    }
+}
+
+/// Milliseconds as a Rhai integer.
+pub(super) fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The default judgement of a status code, shared by shapes that have one: `allow` (or
+/// 2xx) succeeds; 5xx and 429 retry (after `retry_after`, when the target said so); any
+/// other status fails.
+pub(super) fn status_outcome(
+    status: u16,
+    allow: Option<&[u16]>,
+    detail: &str,
+    retry_after: Option<Duration>,
+) -> Outcome {
+    let allowed = match allow {
+        Some(list) => list.contains(&status),
+        None => (200..300).contains(&status),
+    };
+    if allowed {
+        return Outcome::Success;
+    }
+    let mut reason = match allow {
+        Some(_) => format!(
+            "policy application resulted in failure. http response status {status} is not allowed"
+        ),
+        None => format!("status {status}"),
+    };
+    if !detail.is_empty() {
+        reason.push_str(": ");
+        reason.push_str(detail);
+    }
+    if status >= 500 || status == 429 {
+        Outcome::Retry {
+            reason,
+            after: retry_after,
+        }
+    } else {
+        Outcome::Fail { reason }
     }
 }

@@ -1,0 +1,360 @@
+//! The `awsLambda` trigger: invokes an AWS Lambda function with the payload as its event.
+//!
+//! The client is built when the agent starts a plan ([`LambdaTarget::prepare`]): secrets are
+//! resolved then, so a missing key stops the start like a missing webhook token does. The
+//! SDK's own retries are off: `retryStrategy` and the policy decide, as for every trigger.
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_lambda::config::Credentials;
+use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::InvocationType;
+use rhai::{Dynamic, Map};
+use serde::Deserialize;
+use serde_json::Value;
+use thiserror::Error;
+
+use super::response::status_outcome;
+use super::{Reply, ReplyShape, Response, TriggerError};
+use crate::manifest::SecretRef;
+use crate::policy::Outcome;
+use crate::script::to_dynamic;
+use crate::source::{resolve_secret, SecretError};
+
+/// How long one invocation may take, connection included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The invocation types Lambda knows.
+pub const INVOCATION_TYPES: [&str; 3] = ["RequestResponse", "Event", "DryRun"];
+
+/// The spec fields parameters may change (`dest: functionName`, `invocationType`).
+pub const PARAMETER_FIELDS: [&str; 2] = ["functionName", "invocationType"];
+
+/// The request fields of one invocation, after parameters were applied.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LambdaRequestSpec {
+    /// Function name, ARN or partial ARN.
+    pub function_name: String,
+    /// `RequestResponse` (default), `Event` or `DryRun`.
+    #[serde(default)]
+    pub invocation_type: Option<String>,
+}
+
+impl LambdaRequestSpec {
+    /// Checks the spec and returns why it is unusable, if it is.
+    pub fn problem(&self) -> Option<String> {
+        if self.function_name.trim().is_empty() {
+            return Some("functionName is empty".into());
+        }
+        match &self.invocation_type {
+            Some(t) if !INVOCATION_TYPES.contains(&t.as_str()) => Some(format!(
+                "invalid invocationType {t:?} (one of: {})",
+                INVOCATION_TYPES.join(", ")
+            )),
+            _ => None,
+        }
+    }
+
+    /// The invocation type, `RequestResponse` when none is given.
+    pub fn invocation_type(&self) -> &str {
+        self.invocation_type.as_deref().unwrap_or("RequestResponse")
+    }
+}
+
+/// Where the client connects and with which credentials (fixed at load time).
+#[derive(Debug, Clone)]
+pub struct LambdaSettings {
+    /// AWS region.
+    pub region: String,
+    /// Endpoint URL override (emulators); otherwise the SDK's own resolution, which
+    /// honours `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_LAMBDA`.
+    pub endpoint: Option<String>,
+    /// Static credentials: access key id and secret access key.
+    pub keys: Option<(SecretRef, SecretRef)>,
+    /// Role assumed through STS with the base credentials.
+    pub role_arn: Option<String>,
+}
+
+/// Why the Lambda client could not be set up.
+#[derive(Debug, Error)]
+pub enum LambdaSetupError {
+    /// A credential secret could not be read.
+    #[error("awsLambda {field}")]
+    Secret {
+        /// `accessKey` or `secretKey`.
+        field: &'static str,
+        /// Why.
+        source: SecretError,
+    },
+}
+
+/// A Lambda trigger with its client (built by [`LambdaTarget::prepare`]).
+#[derive(Debug, Clone)]
+pub struct LambdaTarget {
+    settings: LambdaSettings,
+    client: OnceLock<aws_sdk_lambda::Client>,
+}
+
+impl LambdaTarget {
+    /// A target whose client is built later, by [`LambdaTarget::prepare`].
+    pub fn new(settings: LambdaSettings) -> Self {
+        Self {
+            settings,
+            client: OnceLock::new(),
+        }
+    }
+
+    /// Resolves the credentials and builds the client; no network traffic yet (credentials
+    /// of the default chain and assumed roles are fetched at the first invocation).
+    pub async fn prepare(&self, secrets_dir: Option<&Path>) -> Result<(), LambdaSetupError> {
+        if self.client.get().is_some() {
+            return Ok(());
+        }
+        let s = &self.settings;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(s.region.clone()))
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(DEFAULT_TIMEOUT)
+                    .build(),
+            );
+        if let Some(endpoint) = &s.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some((access, secret)) = &s.keys {
+            let secret_of = |field, r| {
+                resolve_secret(r, secrets_dir)
+                    .map_err(|source| LambdaSetupError::Secret { field, source })
+            };
+            let access = secret_of("accessKey", access)?;
+            let secret = secret_of("secretKey", secret)?;
+            loader = loader
+                .credentials_provider(Credentials::new(access, secret, None, None, "triggerd"));
+        }
+        let base = loader.load().await;
+        let mut config = aws_sdk_lambda::config::Builder::from(&base);
+        if let Some(role) = &s.role_arn {
+            let assumed = aws_config::sts::AssumeRoleProvider::builder(role)
+                .session_name("triggerd")
+                .configure(&base)
+                .build()
+                .await;
+            config = config.credentials_provider(assumed);
+        }
+        let client = aws_sdk_lambda::Client::from_conf(config.build());
+        // A concurrent prepare of the same target built an equal client; either will do.
+        let _ = self.client.set(client);
+        Ok(())
+    }
+
+    /// Invokes the function once.
+    pub async fn execute(&self, spec: &LambdaRequestSpec, payload: &Value) -> Response {
+        let started = tokio::time::Instant::now();
+        let Some(client) = self.client.get() else {
+            return Response::failed(
+                TriggerError::permanent("internal: awsLambda client was not prepared"),
+                started.elapsed(),
+            );
+        };
+        let body = match serde_json::to_vec(payload) {
+            Ok(b) => b,
+            Err(e) => {
+                return Response::failed(
+                    TriggerError::permanent(format!("payload: {e}")),
+                    started.elapsed(),
+                )
+            }
+        };
+        let sent = client
+            .invoke()
+            .function_name(&spec.function_name)
+            .invocation_type(InvocationType::from(spec.invocation_type()))
+            .payload(Blob::new(body))
+            .send()
+            .await;
+        let reply = match sent {
+            Ok(out) => LambdaReply {
+                status: u16::try_from(out.status_code()).unwrap_or(0),
+                function_error: out.function_error().map(str::to_owned),
+                payload: parse_payload(out.payload().map(Blob::as_ref)),
+                error: None,
+            },
+            Err(SdkError::ServiceError(e)) => {
+                let raw = e.raw();
+                let code = e.err().code().unwrap_or("error");
+                let error = match e.err().message() {
+                    Some(m) => format!("{code}: {m}"),
+                    None => code.to_owned(),
+                };
+                LambdaReply {
+                    status: raw.status().as_u16(),
+                    function_error: None,
+                    payload: parse_payload(raw.body().bytes()),
+                    error: Some(error),
+                }
+            }
+            Err(e) => {
+                // No reply: construction failures and bad endpoints cannot get better on
+                // retry; timeouts, refused connections and cut-off replies may.
+                let retryable = match &e {
+                    SdkError::ConstructionFailure(_) => false,
+                    SdkError::DispatchFailure(d) => !d.is_user(),
+                    _ => true,
+                };
+                return Response::failed(
+                    TriggerError::new(DisplayErrorContext(&e).to_string(), retryable),
+                    started.elapsed(),
+                );
+            }
+        };
+        Response::replied(Reply::Lambda(reply), started.elapsed())
+    }
+}
+
+/// The function's result as JSON when it is JSON, else as text; nothing is `null`.
+fn parse_payload(bytes: Option<&[u8]>) -> Value {
+    match bytes {
+        None | Some([]) => Value::Null,
+        Some(b) => serde_json::from_slice(b)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(b).into_owned())),
+    }
+}
+
+/// What Lambda answered; policies see `#{status, function_error, payload}`.
+#[derive(Debug, Clone, Default)]
+pub struct LambdaReply {
+    /// HTTP status of the Invoke call: 200 (RequestResponse), 202 (Event), 204 (DryRun),
+    /// or the status of an API error (429 throttled, 5xx, ...).
+    pub status: u16,
+    /// `X-Amz-Function-Error` (`Unhandled`, `Handled`): the function ran and failed.
+    pub function_error: Option<String>,
+    /// What the function returned (its error document on a function error, the API's error
+    /// document on an API error), parsed as JSON when it is JSON.
+    pub payload: Value,
+    /// The API error (`TooManyRequestsException: Rate exceeded`), for logs and reasons.
+    pub error: Option<String>,
+}
+
+impl ReplyShape for LambdaReply {
+    fn to_dynamic(&self, _duration: Duration) -> Dynamic {
+        let mut map = Map::new();
+        map.insert("status".into(), i64::from(self.status).into());
+        map.insert(
+            "function_error".into(),
+            self.function_error
+                .clone()
+                .map_or(Dynamic::UNIT, Dynamic::from),
+        );
+        map.insert("payload".into(), to_dynamic(&self.payload));
+        map.into()
+    }
+
+    /// A function error fails (the function ran; running it again is the policy's call);
+    /// otherwise the status decides as for http: `allow` or 2xx succeeds, 5xx and 429
+    /// (throttling) retry, other 4xx fail.
+    fn default_outcome(&self, allow: Option<&[u16]>) -> Outcome {
+        if let Some(kind) = &self.function_error {
+            return Outcome::Fail {
+                reason: self.function_error_reason(kind),
+            };
+        }
+        status_outcome(
+            self.status,
+            allow,
+            self.error.as_deref().unwrap_or(""),
+            None,
+        )
+    }
+
+    fn summary(&self) -> String {
+        match (&self.function_error, &self.error) {
+            (Some(kind), _) => self.function_error_reason(kind),
+            (None, Some(e)) => format!("status {}: {e}", self.status),
+            (None, None) => format!("status {}", self.status),
+        }
+    }
+}
+
+impl LambdaReply {
+    fn function_error_reason(&self, kind: &str) -> String {
+        match self.payload.get("errorMessage").and_then(Value::as_str) {
+            Some(m) => format!("function error ({kind}): {m}"),
+            None => format!("function error ({kind})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, function_error: Option<&str>) -> LambdaReply {
+        LambdaReply {
+            status,
+            function_error: function_error.map(str::to_owned),
+            payload: serde_json::json!({"errorMessage": "boom"}),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        assert_eq!(reply(200, None).default_outcome(None), Outcome::Success);
+        assert_eq!(reply(202, None).default_outcome(None), Outcome::Success);
+        let failed = reply(200, Some("Unhandled")).default_outcome(None);
+        assert_eq!(
+            failed,
+            Outcome::Fail {
+                reason: "function error (Unhandled): boom".into()
+            }
+        );
+        assert!(matches!(
+            reply(200, Some("Handled")).default_outcome(Some(&[200])),
+            Outcome::Fail { .. }
+        ));
+        assert!(matches!(
+            reply(429, None).default_outcome(None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            reply(502, None).default_outcome(None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            reply(404, None).default_outcome(None),
+            Outcome::Fail { .. }
+        ));
+    }
+
+    #[test]
+    fn policies_see_status_function_error_and_payload() {
+        let map = reply(200, Some("Unhandled"))
+            .to_dynamic(Duration::ZERO)
+            .cast::<Map>();
+        let keys: Vec<_> = map.keys().map(|k| k.to_string()).collect();
+        assert_eq!(keys, ["function_error", "payload", "status"]);
+        assert_eq!(map["function_error"].clone().cast::<String>(), "Unhandled");
+        let ok = reply(200, None).to_dynamic(Duration::ZERO).cast::<Map>();
+        assert!(ok["function_error"].is_unit());
+    }
+
+    #[test]
+    fn specs_are_checked() {
+        let spec = |name: &str, t: Option<&str>| LambdaRequestSpec {
+            function_name: name.into(),
+            invocation_type: t.map(str::to_owned),
+        };
+        assert!(spec("f", None).problem().is_none());
+        assert!(spec("f", Some("Event")).problem().is_none());
+        assert!(spec("", None).problem().is_some());
+        assert!(spec("f", Some("event")).problem().is_some());
+    }
+}

@@ -1,0 +1,191 @@
+//! The `nats` trigger: publishes the payload (JSON) on a subject, as a core message confirmed
+//! by a round trip to the server, or through JetStream, confirmed by the stream's
+//! acknowledgement.
+//!
+//! The connection is made at the first attempt and shared by later ones; a server that cannot
+//! be reached is a retryable error, so `retryStrategy` and the dead letter apply as for any
+//! other target. Secrets are checked when the plan starts.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::Client;
+use rhai::{Dynamic, Map};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::{Reply, ReplyShape, Response, TriggerError};
+use crate::nats_client::{NatsConnectError, NatsConnection};
+use crate::policy::Outcome;
+
+/// The spec fields parameters may change (`dest: subject`).
+pub const PARAMETER_FIELDS: [&str; 1] = ["subject"];
+
+/// The request of one publish, after parameters were applied.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NatsRequestSpec {
+    /// Subject to publish on.
+    pub subject: String,
+}
+
+impl NatsRequestSpec {
+    /// Why the spec is unusable, if it is.
+    pub fn problem(&self) -> Option<String> {
+        let s = self.subject.trim();
+        if s.is_empty() {
+            return Some("subject is empty".into());
+        }
+        if s.contains(['*', '>']) || s.contains(char::is_whitespace) {
+            return Some(format!(
+                "subject {s:?} cannot contain wildcards or spaces when publishing"
+            ));
+        }
+        None
+    }
+}
+
+/// A NATS server to publish to, with its connection once made.
+#[derive(Debug, Clone)]
+pub struct NatsTarget {
+    connection: NatsConnection,
+    jet_stream: bool,
+    name: String,
+    secrets_dir: Arc<OnceLock<Option<PathBuf>>>,
+    client: Arc<OnceCell<Client>>,
+}
+
+impl NatsTarget {
+    /// A target for `connection`; `name` (sensor/trigger) names the client on the server.
+    pub fn new(connection: NatsConnection, jet_stream: bool, name: String) -> Self {
+        Self {
+            connection,
+            jet_stream,
+            name,
+            secrets_dir: Arc::new(OnceLock::new()),
+            client: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// Checks the credentials and remembers where secrets live; connects at the first attempt.
+    pub fn prepare(&self, secrets_dir: Option<&Path>) -> Result<(), NatsConnectError> {
+        self.connection.check_secrets(secrets_dir)?;
+        let _ = self.secrets_dir.set(secrets_dir.map(Path::to_path_buf));
+        Ok(())
+    }
+
+    /// Publishes one payload.
+    pub async fn execute(&self, spec: &NatsRequestSpec, payload: &Value) -> Response {
+        let started = tokio::time::Instant::now();
+        let failed = |e: TriggerError| Response::failed(e, started.elapsed());
+        let client = match self
+            .client
+            .get_or_try_init(|| async {
+                let dir = self.secrets_dir.get().cloned().flatten();
+                self.connection.connect(&self.name, dir.as_deref()).await
+            })
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let retryable = matches!(e, NatsConnectError::Connect { .. });
+                return failed(TriggerError::new(e.to_string(), retryable));
+            }
+        };
+        let bytes = bytes::Bytes::from(payload.to_string());
+        let subject = spec.subject.trim().to_owned();
+        let reply = if self.jet_stream {
+            let js = async_nats::jetstream::new(client.clone());
+            let acked = match js.publish(subject.clone(), bytes).await {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match acked {
+                Ok(ack) => NatsReply {
+                    subject,
+                    stream: Some(ack.stream),
+                    sequence: Some(ack.sequence),
+                    duplicate: ack.duplicate,
+                },
+                Err(e) => {
+                    // No stream listens on the subject: a configuration error, not a blip.
+                    let retryable = !matches!(e.kind(), PublishErrorKind::StreamNotFound);
+                    return failed(TriggerError::new(
+                        format!("JetStream publish to {subject}: {e}"),
+                        retryable,
+                    ));
+                }
+            }
+        } else {
+            let published = match client.publish(subject.clone(), bytes).await {
+                Ok(()) => client.flush().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = published {
+                return failed(TriggerError::retryable(format!(
+                    "NATS publish to {subject}: {e}"
+                )));
+            }
+            NatsReply {
+                subject,
+                stream: None,
+                sequence: None,
+                duplicate: false,
+            }
+        };
+        Response::replied(Reply::Nats(reply), started.elapsed())
+    }
+}
+
+/// What NATS confirmed; policies see `#{subject, stream, sequence, duplicate, duration_ms}`
+/// (`stream` and `sequence` are `()` for a core publish).
+#[derive(Debug, Clone, Default)]
+pub struct NatsReply {
+    /// The subject published on.
+    pub subject: String,
+    /// The stream that stored the message (JetStream).
+    pub stream: Option<String>,
+    /// Its sequence in the stream (JetStream).
+    pub sequence: Option<u64>,
+    /// Whether JetStream recognised the message as a duplicate of one it has.
+    pub duplicate: bool,
+}
+
+impl ReplyShape for NatsReply {
+    fn to_dynamic(&self, duration: Duration) -> Dynamic {
+        let mut map = Map::new();
+        map.insert("subject".into(), self.subject.clone().into());
+        map.insert(
+            "stream".into(),
+            self.stream.clone().map_or(Dynamic::UNIT, Dynamic::from),
+        );
+        map.insert(
+            "sequence".into(),
+            self.sequence.map_or(Dynamic::UNIT, |s| {
+                Dynamic::from(i64::try_from(s).unwrap_or(i64::MAX))
+            }),
+        );
+        map.insert("duplicate".into(), self.duplicate.into());
+        map.insert(
+            "duration_ms".into(),
+            i64::try_from(duration.as_millis())
+                .unwrap_or(i64::MAX)
+                .into(),
+        );
+        map.into()
+    }
+
+    /// The server (or the stream) confirmed the message: success.
+    fn default_outcome(&self, _allow: Option<&[u16]>) -> Outcome {
+        Outcome::Success
+    }
+
+    fn summary(&self) -> String {
+        match (&self.stream, self.sequence) {
+            (Some(stream), Some(seq)) => format!("stored in {stream} as {seq}"),
+            _ => format!("published on {}", self.subject),
+        }
+    }
+}
