@@ -140,7 +140,7 @@ fn hot_path(c: &mut Criterion) {
     c.bench_function("policy_script", |b| {
         b.iter(|| {
             policy
-                .judge(&host, black_box(&response), 1, 3, &events.script_view)
+                .judge(&host, black_box(&response), 1, 3, &events)
                 .expect("judged")
         })
     });

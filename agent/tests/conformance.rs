@@ -799,7 +799,13 @@ impl Runner {
             Reply::Http(HttpReply::status(status)),
             std::time::Duration::ZERO,
         );
-        let error = match policy.judge(&self.host, &response, 1, 1, &rhai::Dynamic::UNIT) {
+        let error = match policy.judge(
+            &self.host,
+            &response,
+            1,
+            1,
+            &triggerd::sensor::FiredEvents::new(Default::default()),
+        ) {
             Ok(Outcome::Success) => None,
             Ok(Outcome::Fail { reason } | Outcome::Retry { reason, .. }) => Some(reason),
             Err(e) => Some(e.to_string()),

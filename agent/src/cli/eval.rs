@@ -217,7 +217,7 @@ fn eval_script(args: &EvalArgs, path: &Path, lib: Vec<PathBuf>) -> Result<(), St
         }
     }
     if matches!(args.kind, Kind::Parameter | Kind::Payload | Kind::Policy) {
-        vars.push(("events", events.script_view.clone()));
+        vars.push(("events", events.script_view()));
     }
     if args.kind == Kind::Policy {
         let Some(path) = &args.response else {

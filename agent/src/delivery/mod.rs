@@ -228,7 +228,7 @@ async fn attempt_all(
             .observe(response.duration.as_secs_f64());
         let outcome = trigger
             .policy
-            .judge(&ctx.host, &response, attempt, max, &events.script_view)
+            .judge(&ctx.host, &response, attempt, max, events)
             .unwrap_or_else(|e| {
                 count_script_error(ctx, trigger, "policy");
                 Outcome::Fail {

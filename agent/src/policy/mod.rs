@@ -8,6 +8,7 @@ use rhai::Dynamic;
 use crate::manifest::{Policy, ScriptSource};
 use crate::plan::CompileContext;
 use crate::script::{CompiledScript, ScriptError, ScriptHost, ScriptKind};
+use crate::sensor::FiredEvents;
 use crate::trigger::Response;
 
 /// The verdict on one attempt.
@@ -64,14 +65,19 @@ impl CompiledPolicy {
         response: &Response,
         attempt: u32,
         max_attempts: u32,
-        events: &Dynamic,
+        events: &FiredEvents,
     ) -> Result<Outcome, ScriptError> {
         if let Some(script) = &self.script {
+            let events = if script.uses("events") {
+                events.script_view()
+            } else {
+                Dynamic::UNIT
+            };
             let vars = [
                 ("response", response.to_dynamic()),
                 ("attempt", Dynamic::from(i64::from(attempt))),
                 ("max_attempts", Dynamic::from(i64::from(max_attempts))),
-                ("events", events.clone()),
+                ("events", events),
             ];
             return host
                 .eval(script, &vars)
@@ -225,7 +231,7 @@ mod tests {
                 allow: None,
                 script: Some(script),
             }
-            .judge(&host, r, 1, 3, &Dynamic::UNIT)
+            .judge(&host, r, 1, 3, &FiredEvents::new(Default::default()))
             .unwrap_or_else(|e| Outcome::Fail {
                 reason: e.to_string(),
             })

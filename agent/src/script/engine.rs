@@ -102,12 +102,21 @@ impl ScriptKind {
 pub struct CompiledScript {
     ast: Arc<AST>,
     kind: ScriptKind,
+    /// The kind's variables the script never reads: callers skip building them (an event's
+    /// Rhai view is a deep copy, too dear to make for nothing on every evaluation).
+    unused: Vec<&'static str>,
 }
 
 impl CompiledScript {
     /// What the script is for.
     pub fn kind(&self) -> ScriptKind {
         self.kind
+    }
+
+    /// Whether the script reads the variable `name` of its kind; an unused one may be given
+    /// as `()`.
+    pub fn uses(&self, name: &str) -> bool {
+        !self.unused.contains(&name)
     }
 }
 
@@ -206,9 +215,23 @@ impl ScriptHost {
             .engine
             .compile_into_self_contained(&scope, source)
             .map_err(|e| compile_error(&e))?;
+        // Strict variables: a script that compiles without a variable never reads it.
+        let vars = kind.variables();
+        let unused = vars
+            .iter()
+            .filter(|v| {
+                let mut probe = Scope::new();
+                for other in vars.iter().chain(extra).filter(|o| o != v) {
+                    probe.push_dynamic(*other, Dynamic::UNIT);
+                }
+                vars.len() > 1 && self.engine.compile_with_scope(&probe, source).is_ok()
+            })
+            .copied()
+            .collect();
         Ok(CompiledScript {
             ast: Arc::new(ast),
             kind,
+            unused,
         })
     }
 
@@ -490,6 +513,38 @@ mod tests {
                 "{src}: {r:?}"
             );
         }
+    }
+
+    #[test]
+    fn knows_which_variables_a_script_reads() {
+        let h = host();
+        let s = h
+            .compile(ScriptKind::Parameter, "event.body.commits.len()")
+            .unwrap();
+        assert!(s.uses("event"));
+        assert!(!s.uses("ctx") && !s.uses("events"));
+        let s = h
+            .compile(
+                ScriptKind::Parameter,
+                "let e = events; e.len() + ctx.id.len()",
+            )
+            .unwrap();
+        assert!(s.uses("events") && s.uses("ctx") && !s.uses("event"));
+        // An unread variable may be given as `()`: the result is the same.
+        let r = h
+            .eval(
+                &h.compile(ScriptKind::Parameter, "event.n + 1").unwrap(),
+                &[
+                    (
+                        "event",
+                        crate::script::to_dynamic(&serde_json::json!({"n": 1})),
+                    ),
+                    ("ctx", Dynamic::UNIT),
+                    ("events", Dynamic::UNIT),
+                ],
+            )
+            .unwrap();
+        assert_eq!(r.as_int(), Ok(2));
     }
 
     #[test]

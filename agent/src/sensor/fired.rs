@@ -1,37 +1,48 @@
 //! The set of events that satisfied a trigger's dependencies, as triggers and scripts see it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rhai::Dynamic;
 use serde_json::Value;
 
 use crate::event::Event;
 
-/// Events by dependency name, with script views computed once per firing.
+/// Events by dependency name, with the script view built at most once per firing, and only
+/// when a script reads `events`.
 #[derive(Debug)]
 pub struct FiredEvents {
     /// The (transformed) event of each dependency.
     pub by_dependency: BTreeMap<String, Arc<Event>>,
-    /// `events` for scripts: dependency name → CloudEvent JSON with `data`.
-    pub script_view: Dynamic,
+    script_view: OnceLock<Dynamic>,
 }
 
 impl FiredEvents {
     /// Bundles the events of one firing.
     pub fn new(by_dependency: BTreeMap<String, Arc<Event>>) -> Self {
-        let view: rhai::Map = by_dependency
-            .iter()
-            .map(|(k, e)| {
-                let mut event = e.context_view().clone_cast::<rhai::Map>();
-                event.insert("data".into(), e.data_view());
-                (k.as_str().into(), Dynamic::from_map(event))
-            })
-            .collect();
         Self {
-            script_view: Dynamic::from_map(view),
             by_dependency,
+            script_view: OnceLock::new(),
         }
+    }
+
+    /// `events` for scripts: dependency name → CloudEvent attributes with `data`; each
+    /// caller gets its own copy.
+    pub fn script_view(&self) -> Dynamic {
+        self.script_view
+            .get_or_init(|| {
+                let view: rhai::Map = self
+                    .by_dependency
+                    .iter()
+                    .map(|(k, e)| {
+                        let mut event = e.context_view().clone_cast::<rhai::Map>();
+                        event.insert("data".into(), e.data_view());
+                        (k.as_str().into(), Dynamic::from_map(event))
+                    })
+                    .collect();
+                Dynamic::from_map(view)
+            })
+            .clone()
     }
 
     /// The events as CloudEvent JSON objects keyed by dependency.

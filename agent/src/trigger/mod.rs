@@ -190,7 +190,7 @@ impl CompiledTrigger {
                 Ok(payload)
             }
             PayloadBuilder::Script(script) => {
-                let value = host.eval(script, &[("events", events.script_view.clone())])?;
+                let value = host.eval(script, &[("events", events.script_view())])?;
                 Ok(from_dynamic(&value)?)
             }
             PayloadBuilder::Events => Ok(match dead_letter {

@@ -171,14 +171,23 @@ impl CompiledParameter {
             if named_but_absent {
                 return Ok(default());
             }
-            let (data, ctx) = match event {
-                Some(e) => (e.data_view(), e.context_view()),
-                None => (Dynamic::UNIT, Dynamic::UNIT),
+            let view = |name: &str, make: &dyn Fn() -> Dynamic| {
+                if script.uses(name) {
+                    make()
+                } else {
+                    Dynamic::UNIT
+                }
             };
             let vars = [
-                ("event", data),
-                ("ctx", ctx),
-                ("events", events.script_view.clone()),
+                (
+                    "event",
+                    view("event", &|| event.map_or(Dynamic::UNIT, |e| e.data_view())),
+                ),
+                (
+                    "ctx",
+                    view("ctx", &|| event.map_or(Dynamic::UNIT, |e| e.context_view())),
+                ),
+                ("events", view("events", &|| events.script_view())),
             ];
             return host
                 .eval(script, &vars)
