@@ -293,16 +293,8 @@ pub fn compile_trigger(
 ) -> Option<CompiledTrigger> {
     let t = &trigger.template;
     let tfield = format!("{field}.template");
-    let params = |ctx: &mut CompileContext<'_>,
-                  f: &str,
-                  list: &[crate::manifest::Parameter]|
-     -> Option<Vec<CompiledParameter>> {
-        let compiled: Vec<_> = list
-            .iter()
-            .enumerate()
-            .map(|(i, p)| CompiledParameter::compile(ctx, &format!("{f}[{i}]"), p, dependencies))
-            .collect();
-        compiled.into_iter().collect()
+    let params = |ctx: &mut CompileContext<'_>, f: &str, list: &[crate::manifest::Parameter]| {
+        compile_params(ctx, f, list, dependencies)
     };
     let template_params = params(ctx, &format!("{field}.parameters"), &trigger.parameters);
     let policy = match (&trigger.policy, &t.policy) {
@@ -546,16 +538,7 @@ fn compile_lambda(
         Some(_) => false,
         None => true,
     };
-    let compiled: Option<Vec<_>> = l
-        .parameters
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            CompiledParameter::compile(ctx, &format!("{f}.parameters[{i}]"), p, dependencies)
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .collect();
+    let compiled = compile_params(ctx, &format!("{f}.parameters"), &l.parameters, dependencies);
     let payload = payload_builder(
         ctx,
         &f,
@@ -579,6 +562,22 @@ fn compile_lambda(
         payload,
         fixed,
     ))
+}
+
+/// Compiles a list of parameters at `field` (`...parameters`); every one is checked, so all
+/// their errors are reported, and `None` if any failed.
+fn compile_params(
+    ctx: &mut CompileContext<'_>,
+    field: &str,
+    list: &[crate::manifest::Parameter],
+    dependencies: &[String],
+) -> Option<Vec<CompiledParameter>> {
+    let compiled: Vec<_> = list
+        .iter()
+        .enumerate()
+        .map(|(i, p)| CompiledParameter::compile(ctx, &format!("{field}[{i}]"), p, dependencies))
+        .collect();
+    compiled.into_iter().collect()
 }
 
 /// What parameters of a trigger type may change, and what is fixed at load.
@@ -699,16 +698,7 @@ fn compile_nats(
         Some(_) => false,
         None => true,
     };
-    let compiled: Option<Vec<_>> = n
-        .parameters
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            CompiledParameter::compile(ctx, &format!("{f}.parameters[{i}]"), p, dependencies)
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .collect();
+    let compiled = compile_params(ctx, &format!("{f}.parameters"), &n.parameters, dependencies);
     let payload = payload_builder(
         ctx,
         &f,
