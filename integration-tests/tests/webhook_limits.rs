@@ -267,3 +267,105 @@ spec:
     assert_eq!(success, 2.0);
     assert_eq!(sink.count(), 2, "the refused event must not be delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_takes_only_bodies_signed_with_its_secret() {
+    use hmac::{KeyInit, Mac};
+    let sink = Sink::start().await;
+    let port = free_port();
+    let source = format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: EventSource
+metadata:
+  name: github
+spec:
+  webhook:
+    push:
+      port: "{port}"
+      endpoint: /push
+      signature:
+        secret: {{name: github, key: webhook-secret}}
+"#
+    );
+    let sensor = format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: signed
+spec:
+  dependencies:
+    - {{name: push, eventSourceName: github, eventName: push}}
+  triggers:
+    - template:
+        name: forward
+        http:
+          url: {}
+          payload:
+            - src: {{dependencyName: push, dataKey: body.n, useRawData: true}}
+              dest: n
+"#,
+        sink.url("/signed")
+    );
+    let agent = Agent::builder()
+        .manifest(source)
+        .manifest(sensor)
+        .secret("github", "webhook-secret", "s3cret")
+        .start()
+        .await;
+    let sign = |key: &[u8], body: &[u8]| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    let post = |body: &'static str, signature: Option<String>| {
+        let mut request = agent
+            .http()
+            .post(agent.webhook_url(port, "/push"))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            request = request.header("X-Hub-Signature-256", s);
+        }
+        request.send()
+    };
+    let cases = [
+        (r#"{"n": 1}"#, None, StatusCode::UNAUTHORIZED),
+        (
+            r#"{"n": 2}"#,
+            Some(sign(b"wrong", br#"{"n": 2}"#)),
+            StatusCode::UNAUTHORIZED,
+        ),
+        // Signed, then changed in transit.
+        (
+            r#"{"n": 3}"#,
+            Some(sign(b"s3cret", br#"{"n": 4}"#)),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            r#"{"n": 5}"#,
+            Some(sign(b"s3cret", br#"{"n": 5}"#)),
+            StatusCode::OK,
+        ),
+    ];
+    for (body, signature, expected) in cases {
+        let response = post(body, signature).await.expect("POST webhook");
+        assert_eq!(response.status(), expected, "{body}");
+    }
+    let delivered = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
+    assert_eq!(
+        delivered["n"], 5,
+        "only the correctly signed body fires: {delivered}"
+    );
+    agent
+        .wait_for_metric(
+            "triggerd_events_rejected_total",
+            &[("event_source", "github"), ("event_name", "push")],
+            3.0,
+            DELIVERY_TIMEOUT,
+        )
+        .await;
+    assert!(
+        !agent.stderr().contains("s3cret"),
+        "the secret reached the log"
+    );
+}

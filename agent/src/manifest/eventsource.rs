@@ -50,6 +50,9 @@ pub struct WebhookEvent {
     /// Bearer token required in `Authorization`.
     #[serde(default)]
     pub auth_secret: Option<SecretRef>,
+    /// Require an HMAC-SHA256 signature of the body, as GitHub sends it (triggerd only).
+    #[serde(default)]
+    pub signature: Option<WebhookSignature>,
     /// Largest accepted body in bytes (default 1 MiB), for every content type.
     #[serde(default)]
     pub max_payload_size: Option<u64>,
@@ -62,6 +65,20 @@ pub struct WebhookEvent {
     /// Drops events whose data does not pass the expression.
     #[serde(default)]
     pub filter: Option<SourceFilter>,
+}
+
+/// An HMAC-SHA256 signature over the raw request body, hex-encoded in a header.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WebhookSignature {
+    /// The shared secret (GitHub's webhook secret).
+    pub secret: SecretRef,
+    /// Header carrying the signature (default `X-Hub-Signature-256`).
+    #[serde(default)]
+    pub header: Option<String>,
+    /// Text before the hex digest (default `sha256=`).
+    #[serde(default)]
+    pub prefix: Option<String>,
 }
 
 /// An EventSource filter (Argo's `filter.expression`).

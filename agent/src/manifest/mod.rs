@@ -18,6 +18,7 @@ pub use common::{
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{
     CalendarEvent, EventSourceSpec, JetStreamConsumer, NatsEvent, SourceFilter, WebhookEvent,
+    WebhookSignature,
 };
 pub use sensor::{
     AwsLambdaTrigger, Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter,

@@ -1,7 +1,7 @@
 //! The webhook source: HTTP endpoints that turn requests into events.
 //!
 //! Replies: 200 `{"id": …}` once the bus accepted the event; 401 for a missing or wrong
-//! bearer token; 405 for another method; 413 for a body over `maxPayloadSize` (whatever its
+//! bearer token or body signature; 405 for another method; 413 for a body over `maxPayloadSize` (whatever its
 //! content type); 503 with `Retry-After` when the bus is full or closing.
 
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::{resolve_secret, SourceContext, SourceKind, SourceSpec};
 use crate::bus::{PublishError, Published};
 use crate::event::Event;
-use crate::manifest::{SecretRef, Spanned, WebhookEvent};
+use crate::manifest::{SecretRef, Spanned, WebhookEvent, WebhookSignature};
 use crate::plan::CompileContext;
 use crate::telemetry::SourceLabels;
 
@@ -38,6 +38,8 @@ pub struct WebhookConfig {
     pub method: Method,
     /// Bearer token reference.
     pub auth: Option<SecretRef>,
+    /// Body signature requirement (boxed: rarely set, and large).
+    pub signature: Option<Box<WebhookSignature>>,
     /// Largest body in bytes.
     pub max_payload: u64,
     /// Extensions added to every event.
@@ -114,6 +116,7 @@ impl WebhookConfig {
             endpoint: w.endpoint.clone(),
             method,
             auth: w.auth_secret.clone(),
+            signature: w.signature.clone().map(Box::new),
             max_payload: w.max_payload_size.unwrap_or(DEFAULT_MAX_PAYLOAD),
             metadata: w.metadata.clone(),
         })
@@ -123,6 +126,7 @@ impl WebhookConfig {
 struct Endpoint {
     config: WebhookConfig,
     token: Option<String>,
+    signature: Option<Signature>,
     labels: SourceLabels,
     event_source: String,
     event_name: String,
@@ -154,9 +158,29 @@ pub(super) async fn start(
                 })?),
                 None => None,
             };
+            let signature = match &w.signature {
+                Some(s) => Some(Signature {
+                    key: resolve_secret(&s.secret, ctx.secrets_dir.as_deref())
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "webhook {}/{}: signature.secret: {e}",
+                                spec.event_source,
+                                spec.event_name
+                            )
+                        })?
+                        .into_bytes(),
+                    header: s
+                        .header
+                        .clone()
+                        .unwrap_or_else(|| "X-Hub-Signature-256".into()),
+                    prefix: s.prefix.clone().unwrap_or_else(|| "sha256=".into()),
+                }),
+                None => None,
+            };
             let endpoint = Arc::new(Endpoint {
                 config: w.clone(),
                 token,
+                signature,
                 labels: SourceLabels {
                     event_source: spec.event_source.clone(),
                     event_name: spec.event_name.clone(),
@@ -240,6 +264,11 @@ async fn handle(
         Ok(b) => b,
         Err(_) => return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
     };
+    if let Some(sig) = &ep.signature {
+        if !sig.verifies(&headers, &bytes) {
+            return reject(StatusCode::UNAUTHORIZED, "missing or invalid signature");
+        }
+    }
     let event = build_event(&ep, &method, uri.query(), &headers, bytes);
     let id = event.id.clone();
     if !ep.ctx.passes(ep.config.filter.as_ref(), &event) {
@@ -440,6 +469,34 @@ fn canonical_header(name: &str) -> String {
         .join("-")
 }
 
+/// A resolved body-signature requirement.
+struct Signature {
+    key: Vec<u8>,
+    header: String,
+    prefix: String,
+}
+
+impl Signature {
+    /// Whether the request carries `<prefix><hex HMAC-SHA256 of the body>` in the header;
+    /// the comparison is constant-time.
+    fn verifies(&self, headers: &HeaderMap, body: &[u8]) -> bool {
+        use hmac::{KeyInit, Mac};
+        let Some(digest) = headers
+            .get(self.header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().strip_prefix(self.prefix.as_str()))
+            .and_then(|h| hex::decode(h).ok())
+        else {
+            return false;
+        };
+        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key) else {
+            return false;
+        };
+        mac.update(body);
+        mac.verify_slice(&digest).is_ok()
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -467,11 +524,13 @@ mod tests {
                 endpoint: "/e".into(),
                 method: Method::POST,
                 auth: None,
+                signature: None,
                 max_payload: DEFAULT_MAX_PAYLOAD,
                 metadata: BTreeMap::new(),
                 filter: None,
             },
             token: None,
+            signature: None,
             labels: SourceLabels {
                 event_source: "es".into(),
                 event_name: "e".into(),
@@ -559,6 +618,27 @@ mod tests {
         assert_eq!(e.id, "xyz");
         assert_eq!(e.extensions["originaltype"], "t");
         assert_eq!(e.extensions["traceparent"], "00-1-2-01");
+    }
+
+    #[test]
+    fn github_signatures_verify() {
+        // The example of GitHub's webhook documentation.
+        let sig = Signature {
+            key: b"It's a Secret to Everybody".to_vec(),
+            header: "X-Hub-Signature-256".into(),
+            prefix: "sha256=".into(),
+        };
+        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        let with = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-hub-signature-256", value.parse().unwrap());
+            h
+        };
+        assert!(sig.verifies(&with(good), b"Hello, World!"));
+        assert!(!sig.verifies(&with(good), b"Hello, World?"));
+        assert!(!sig.verifies(&with(&good.replace("sha256=", "sha1=")), b"Hello, World!"));
+        assert!(!sig.verifies(&with("sha256=zz"), b"Hello, World!"));
+        assert!(!sig.verifies(&HeaderMap::new(), b"Hello, World!"));
     }
 
     #[test]
