@@ -1,6 +1,7 @@
 //! The HTTP trigger: sends the payload as a JSON request.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
@@ -60,15 +61,30 @@ pub struct HttpTarget {
     client: reqwest::Client,
 }
 
-impl HttpTarget {
-    /// Builds the client; certificate verification stays on unless `insecure` is set.
-    pub fn new(insecure: bool) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+/// One client per verification mode, shared by every http trigger of the process: building a
+/// client loads the TLS roots (milliseconds each, and memory for each copy), and one pool
+/// reuses connections across triggers that call the same host.
+fn shared_client(insecure: bool) -> Result<reqwest::Client, String> {
+    static VERIFYING: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    static INSECURE: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
+    let cell = if insecure { &INSECURE } else { &VERIFYING };
+    cell.get_or_init(|| {
+        reqwest::Client::builder()
             .danger_accept_invalid_certs(insecure)
             .user_agent(concat!("triggerd/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self { client })
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+}
+
+impl HttpTarget {
+    /// A target on the shared client of its mode; certificate verification stays on unless
+    /// `insecure` is set.
+    pub fn new(insecure: bool) -> Result<Self, String> {
+        Ok(Self {
+            client: shared_client(insecure)?,
+        })
     }
 
     /// Sends one request.
