@@ -1,6 +1,7 @@
 //! Kafka source against a real broker (tansu, one per test on a free port): records fire a
 //! sensor with Argo-shaped data and stable ids; a consumer group resumes after an agent
-//! restart without firing earlier records again; a missing topic fails start-up.
+//! restart without firing earlier records again and reads every partition of a topic; a
+//! missing topic fails start-up.
 
 use std::time::Duration;
 
@@ -150,4 +151,41 @@ async fn a_missing_topic_fails_start_up_naming_the_event() {
             && out.stderr.contains("after 2 attempt(s)"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_reads_every_partition_of_the_topic_once() {
+    let broker = Tansu::start().await;
+    broker.create_topic("orders", 3);
+    for id in 1..=6 {
+        produce_order(&broker, id, "paid").await;
+    }
+    let sink = Sink::start().await;
+    let agent = Agent::start(&[
+        &kafka_source(&broker.bootstrap(), "orders"),
+        &ship_sensor(&sink.url("/ship")),
+    ])
+    .await;
+    let mut orders = Vec::new();
+    let mut partitions = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let body = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
+        let position = body["position"].as_str().unwrap_or("").to_owned();
+        let partition = position.split('/').nth(1).unwrap_or("").to_owned();
+        // The id names the record's own partition and offset.
+        assert_eq!(
+            body["eventId"].as_str(),
+            Some(position.replace('/', "-").as_str()),
+            "{body}"
+        );
+        partitions.insert(partition);
+        orders.push(body["order"].as_str().unwrap_or("").to_owned());
+    }
+    orders.sort();
+    assert_eq!(orders, ["1", "2", "3", "4", "5", "6"]);
+    assert!(
+        partitions.len() > 1,
+        "keys spread over partitions: {partitions:?}"
+    );
+    sink.expect_none(Duration::from_millis(300)).await;
 }

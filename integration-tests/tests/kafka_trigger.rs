@@ -1,5 +1,5 @@
-//! Kafka trigger against a real broker (tansu, one per test on a free port): a record with a
-//! script-computed key and fixed headers whose offset reaches the policy, a broker that comes
+//! Kafka trigger against a real broker (tansu, one per test on a free port): an lz4-compressed
+//! record with a script-computed key and fixed headers whose offset reaches the policy, a broker that comes
 //! up while the trigger retries, and one that stays down going to the dead letter.
 
 use integration_tests::{free_port, webhook_source, Agent, Sink, Tansu, DELIVERY_TIMEOUT};
@@ -24,6 +24,7 @@ spec:
           url: {bootstrap}
           topic: {topic}
           timeout: 1s
+          compress: true
           headers:
             X-Source: triggerd
             X-Team: platform
@@ -194,6 +195,9 @@ async fn a_broker_that_stays_down_sends_the_record_to_the_dead_letter() {
         dead["error"].as_str().unwrap_or("").contains("deploys"),
         "{dead}"
     );
+    // A producer whose broker never answered does not hold up shutdown.
+    agent.terminate();
+    assert!(agent.wait_exit(DELIVERY_TIMEOUT).await.success());
 }
 
 #[test]
