@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -153,6 +153,18 @@ impl Tansu {
 
     /// Writes one record and waits for the broker's acknowledgement; returns its offset.
     pub async fn produce(&self, topic: &str, key: &str, value: &str) -> i64 {
+        self.produce_to(topic, None, key, value).await
+    }
+
+    /// Writes one record to `partition` (or the key's) and waits for the acknowledgement;
+    /// returns its offset.
+    pub async fn produce_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &str,
+        value: &str,
+    ) -> i64 {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("message.timeout.ms", "10000")
@@ -162,11 +174,32 @@ impl Tansu {
             .key(key)
             .payload(value)
             .headers(OwnedHeaders::new());
+        let record = match partition {
+            Some(p) => record.partition(p),
+            None => record,
+        };
         producer
             .send(record, Duration::from_secs(10))
             .await
             .map(|d| d.offset)
             .unwrap_or_else(|(e, _)| panic!("test produce to {topic}: {e}"))
+    }
+
+    /// Commits `offset` (the next record to read) of one partition for `group`, as a member
+    /// of that group would.
+    pub fn commit(&self, group: &str, topic: &str, partition: i32, offset: i64) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("test consumer");
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .expect("partition list");
+        consumer
+            .commit(&list, CommitMode::Sync)
+            .unwrap_or_else(|e| panic!("commit {group} {topic}/{partition}@{offset}: {e}"));
     }
 
     /// Reads the first `count` records of one partition, from the beginning.

@@ -1,6 +1,7 @@
 //! Kafka source against a real broker (tansu, one per test on a free port): records fire a
 //! sensor with Argo-shaped data and stable ids; a consumer group resumes after an agent
-//! restart without firing earlier records again and reads every partition of a topic; a
+//! restart without firing earlier records again and reads every partition of a topic;
+//! without a group, `partition` reads that partition only, under the generated group; a
 //! missing topic fails start-up.
 
 use std::time::Duration;
@@ -187,5 +188,31 @@ async fn a_group_reads_every_partition_of_the_topic_once() {
         partitions.len() > 1,
         "keys spread over partitions: {partitions:?}"
     );
+    sink.expect_none(Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_group_one_partition_is_read_under_the_generated_group() {
+    let broker = Tansu::start().await;
+    broker.create_topic("orders", 2);
+    let order = |id: u64| json!({"id": id, "kind": "paid"}).to_string();
+    broker.produce_to("orders", Some(0), "k1", &order(1)).await;
+    broker.produce_to("orders", Some(1), "k2", &order(2)).await;
+    broker.produce_to("orders", Some(1), "k3", &order(3)).await;
+    // A new group starts at the newest record; committed offsets make the start exact: the
+    // generated group has read partition 1 up to (not including) offset 1, and nothing of
+    // partition 0, which only a reader of the whole topic would fire.
+    broker.commit("triggerd.stream.orders", "orders", 1, 1);
+    broker.commit("triggerd.stream.orders", "orders", 0, 0);
+    let source = kafka_source(&broker.bootstrap(), "orders").replace(
+        "      consumerGroup:\n        groupName: shop\n        oldest: true\n",
+        "      partition: \"1\"\n",
+    );
+    assert!(source.contains("partition: \"1\""), "{source}");
+    let sink = Sink::start().await;
+    let agent = Agent::start(&[&source, &ship_sensor(&sink.url("/ship"))]).await;
+    let body = agent.expect_request(&sink, DELIVERY_TIMEOUT).await.json();
+    assert_eq!(body["order"], "3", "{body}");
+    assert_eq!(body["eventId"], "orders-1-1", "{body}");
     sink.expect_none(Duration::from_millis(300)).await;
 }
