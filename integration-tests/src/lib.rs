@@ -15,6 +15,7 @@
 mod agent;
 mod binary;
 mod cli;
+mod kafka;
 pub mod loadbench;
 mod manifests;
 mod metrics;
@@ -26,6 +27,7 @@ mod sink;
 pub use agent::{Agent, AgentBuilder};
 pub use binary::{triggerd_bin, workspace_root};
 pub use cli::{run_cli, CliOutput};
+pub use kafka::{tansu_binary, Record, Tansu};
 pub use manifests::{line_of, webhook_source};
 pub use metrics::{metric, wait_for_metric};
 pub use moto::{Moto, MOTO_REGION};

@@ -102,6 +102,7 @@ fn every_argo_example_loads_or_names_what_is_unsupported() {
     for must in [
         "event-sources/webhook.yaml",
         "event-sources/calendar.yaml",
+        "event-sources/kafka.yaml",
         "sensors/http-trigger.yaml",
         "sensors/log.yaml",
         "sensors/aws-lambda-trigger.yaml",

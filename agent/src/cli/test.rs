@@ -56,8 +56,11 @@ TEST FILE FORMAT (promote.test.yaml, next to promote.yaml):
 
 Stubs take the reply shape of their trigger: http and log triggers {status, headers, body};
 awsLambda triggers {status, functionError, payload} (a function error is a 200 with
-functionError set; the default policy fails it at once); any trigger {error, retryable}.
-An awsLambda request is {type: awsLambda, functionName, invocationType}.
+functionError set; the default policy fails it at once); nats triggers {} (published);
+kafka triggers {} (acknowledged; policies see partition 0, offset 0); any trigger
+{error, retryable}. An awsLambda request is {type: awsLambda, functionName,
+invocationType}, a nats request {type: nats, subject}, a kafka request {type: kafka, topic,
+partitioningKey}.
 A trigger is named `name`, or `sensor/name` when several sensors have one of that name.
 Subset match: every key given must match, other keys are ignored; arrays match item by
 item. A failed case also prints what happened: each event with the verdict of every

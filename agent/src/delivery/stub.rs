@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use crate::policy::Outcome;
 use crate::sensor::FiredEvents;
 use crate::trigger::{
-    CompiledTrigger, HttpReply, Invocation, LambdaReply, NatsReply, Reply, Response, TriggerError,
-    TriggerKind,
+    CompiledTrigger, HttpReply, Invocation, KafkaReply, LambdaReply, NatsReply, Reply, Response,
+    TriggerError, TriggerKind,
 };
 
 /// Which reply shape a stub plays: the one of the trigger it answers.
@@ -28,6 +28,8 @@ pub enum StubShape {
     Lambda,
     /// `{}` (published) or `{error}` (nats triggers).
     Nats,
+    /// `{}` (acknowledged) or `{error}` (kafka triggers).
+    Kafka,
 }
 
 impl StubShape {
@@ -36,6 +38,7 @@ impl StubShape {
         match kind {
             TriggerKind::Lambda(_) => StubShape::Lambda,
             TriggerKind::Nats(_) => StubShape::Nats,
+            TriggerKind::Kafka(_) => StubShape::Kafka,
             TriggerKind::Http(_) | TriggerKind::Log(_) => StubShape::Http,
         }
     }
@@ -99,6 +102,8 @@ impl StubResponse {
             }),
             // The subject and stream position are the live server's to give.
             StubShape::Nats => Reply::Nats(NatsReply::default()),
+            // Partition 0, offset 0: the live broker's to give.
+            StubShape::Kafka => Reply::Kafka(KafkaReply::default()),
         };
         Response::replied(reply, Duration::ZERO)
     }
@@ -109,7 +114,7 @@ impl StubResponse {
         if let Some(e) = &self.error {
             return json!({ "error": e });
         }
-        if self.shape == StubShape::Nats {
+        if matches!(self.shape, StubShape::Nats | StubShape::Kafka) {
             return json!({});
         }
         let mut out = serde_json::Map::new();
@@ -121,7 +126,7 @@ impl StubResponse {
                 }
                 "body"
             }
-            StubShape::Lambda | StubShape::Nats => {
+            StubShape::Lambda | StubShape::Nats | StubShape::Kafka => {
                 if let Some(f) = &self.function_error {
                     out.insert("functionError".into(), f.clone().into());
                 }
@@ -327,7 +332,8 @@ impl Recording {
 
 /// The request of an invocation as JSON: `{type: http, url, method, headers, timeout?}` (the
 /// method upper-cased, POST when not given), `{type: awsLambda, functionName,
-/// invocationType}`, `{type: nats, subject}` or `{type: log}`.
+/// invocationType}`, `{type: nats, subject}`, `{type: kafka, topic, partitioningKey}` or
+/// `{type: log}`.
 pub fn invocation_json(invocation: &Invocation) -> Value {
     match invocation {
         Invocation::Http(spec) => {
@@ -354,6 +360,11 @@ pub fn invocation_json(invocation: &Invocation) -> Value {
             "invocationType": spec.invocation_type(),
         }),
         Invocation::Nats(spec) => json!({ "type": "nats", "subject": spec.subject }),
+        Invocation::Kafka(spec) => json!({
+            "type": "kafka",
+            "topic": spec.topic,
+            "partitioningKey": spec.key(),
+        }),
         Invocation::Log => json!({ "type": "log" }),
     }
 }

@@ -89,7 +89,6 @@ pub fn hint_for_field(
     in_event_source: bool,
 ) -> Option<(String, &'static str)> {
     const SOURCE_KINDS: &[&str] = &[
-        "kafka",
         "github",
         "gitlab",
         "bitbucket",
@@ -121,7 +120,6 @@ pub fn hint_for_field(
     const TRIGGER_TYPES: &[&str] = &[
         "k8s",
         "argoWorkflow",
-        "kafka",
         "slack",
         "custom",
         "openWhisk",
@@ -141,7 +139,7 @@ pub fn hint_for_field(
     if in_event_source && SOURCE_KINDS.contains(&field) {
         return Some((
             unsupported("event source kind"),
-            "supported event source kinds: webhook, calendar, nats",
+            "supported event source kinds: webhook, calendar, nats, kafka",
         ));
     }
     if in_event_source && field == "type" {
@@ -153,7 +151,7 @@ pub fn hint_for_field(
     if !in_event_source && TRIGGER_TYPES.contains(&field) {
         return Some((
             unsupported("trigger type"),
-            "supported trigger types: http, awsLambda, nats, log",
+            "supported trigger types: http, awsLambda, nats, kafka, log",
         ));
     }
     let hint = match field {

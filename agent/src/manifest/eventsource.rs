@@ -22,6 +22,9 @@ pub struct EventSourceSpec {
     /// NATS subjects, core or through a JetStream durable consumer.
     #[serde(default)]
     pub nats: BTreeMap<String, Spanned<NatsEvent>>,
+    /// Kafka topics, read through a consumer group.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, Spanned<KafkaEvent>>,
     /// Argo's pod template; accepted and ignored.
     #[serde(default)]
     pub template: Option<Value>,
@@ -166,4 +169,65 @@ pub struct JetStreamConsumer {
     /// Deliveries of one message before JetStream gives up on it (default unlimited).
     #[serde(default)]
     pub max_deliver: Option<i64>,
+}
+
+/// One Kafka topic (Argo's `KafkaEventSource`). Fields triggerd cannot honour yet are
+/// accepted by the parser only so the loader can reject them with a hint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaEvent {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub url: Spanned<String>,
+    /// Topic to read.
+    pub topic: String,
+    /// Read only this partition (Argo's mode without `consumerGroup`).
+    #[serde(default)]
+    pub partition: Option<Spanned<IntOrString>>,
+    /// The consumer group that remembers what was read.
+    #[serde(default)]
+    pub consumer_group: Option<Spanned<KafkaConsumerGroup>>,
+    /// Parse record values as JSON.
+    #[serde(default)]
+    pub json_body: bool,
+    /// Extra fields copied into the event data as `metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Drops events whose data does not pass the expression.
+    #[serde(default)]
+    pub filter: Option<SourceFilter>,
+    /// Kafka protocol version; librdkafka negotiates it, so it is accepted and unused.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Rejected: not supported yet.
+    #[serde(default)]
+    pub limit_events_per_second: Option<Spanned<Value>>,
+    /// Rejected: Sarama's YAML configuration.
+    #[serde(default)]
+    pub config: Option<Spanned<Value>>,
+    /// Rejected: not supported yet.
+    #[serde(default)]
+    pub tls: Option<Spanned<Value>>,
+    /// Rejected: not supported yet.
+    #[serde(default)]
+    pub sasl: Option<Spanned<Value>>,
+    /// Rejected: not supported yet.
+    #[serde(default)]
+    pub schema_registry: Option<Spanned<Value>>,
+    /// Attempts and delays of the start-up check (broker reachable, topic present).
+    #[serde(default)]
+    pub connection_backoff: Option<Backoff>,
+}
+
+/// A Kafka consumer group (Argo's `KafkaConsumerGroup`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaConsumerGroup {
+    /// Group id.
+    pub group_name: String,
+    /// A group without committed offsets starts at the oldest record (else the newest).
+    #[serde(default)]
+    pub oldest: bool,
+    /// `range` (default), `roundrobin` or `sticky`.
+    #[serde(default)]
+    pub rebalance_strategy: Option<String>,
 }

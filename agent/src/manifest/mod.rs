@@ -17,12 +17,12 @@ pub use common::{
 };
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{
-    CalendarEvent, EventSourceSpec, JetStreamConsumer, NatsEvent, SourceFilter, WebhookEvent,
-    WebhookSignature,
+    CalendarEvent, EventSourceSpec, JetStreamConsumer, KafkaConsumerGroup, KafkaEvent, NatsEvent,
+    SourceFilter, WebhookEvent, WebhookSignature,
 };
 pub use sensor::{
     AwsLambdaTrigger, Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter,
-    Dependency, ExprFilter, Filters, HttpTrigger, LogTrigger, NatsTrigger, Parameter,
+    Dependency, ExprFilter, Filters, HttpTrigger, KafkaTrigger, LogTrigger, NatsTrigger, Parameter,
     ParameterSource, PayloadField, Policy, RateLimit, SensorSpec, StatusPolicy, TimeFilter,
     TlsConfig, Transform, Trigger, TriggerTemplate,
 };

@@ -233,6 +233,9 @@ pub struct TriggerTemplate {
     /// NATS publish trigger.
     #[serde(default)]
     pub nats: Option<NatsTrigger>,
+    /// Kafka produce trigger.
+    #[serde(default)]
+    pub kafka: Option<KafkaTrigger>,
     /// Log trigger, for debugging.
     #[serde(default)]
     pub log: Option<LogTrigger>,
@@ -368,6 +371,66 @@ pub struct NatsTrigger {
     /// TLS towards the server.
     #[serde(default)]
     pub tls: Option<ClientTls>,
+}
+
+/// Writes the payload (JSON) as a record to a Kafka topic (Argo's `KafkaTrigger`, plus
+/// `timeout`). Fields triggerd cannot honour yet are parsed only to be rejected with a hint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaTrigger {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub url: Spanned<String>,
+    /// Topic to write to; parameters may change it.
+    pub topic: String,
+    /// Record key (it picks the partition); parameters may set it.
+    #[serde(default)]
+    pub partitioning_key: Option<String>,
+    /// Record headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Acknowledgements the broker waits for: -1 (all in-sync replicas, default), 1 or 0.
+    #[serde(default)]
+    pub required_acks: Option<Spanned<i64>>,
+    /// Compress records (lz4).
+    #[serde(default)]
+    pub compress: bool,
+    /// Batching delay in milliseconds (librdkafka's `linger.ms`).
+    #[serde(default)]
+    pub flush_frequency: Option<Spanned<i64>>,
+    /// How long one attempt waits for the broker's acknowledgement (Go duration, default
+    /// 10s; triggerd only).
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    /// Deprecated in Argo, where it is ignored too; records are partitioned by key.
+    #[serde(default)]
+    pub partition: Option<IntOrString>,
+    /// Kafka protocol version; librdkafka negotiates it, so it is accepted and unused.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Parameters building the JSON payload.
+    #[serde(default)]
+    pub payload: Vec<Parameter>,
+    /// Parameters applied to this spec (`dest: topic` or `dest: partitioningKey`).
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Rhai building the whole payload from `events`.
+    #[serde(default)]
+    pub payload_script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    pub payload_script_file: Option<Spanned<String>>,
+    /// Rejected: not supported yet.
+    #[serde(default)]
+    pub tls: Option<Spanned<Value>>,
+    /// Rejected: not supported yet.
+    #[serde(default)]
+    pub sasl: Option<Spanned<Value>>,
+    /// Rejected: not supported yet.
+    #[serde(default)]
+    pub schema_registry: Option<Spanned<Value>>,
+    /// Rejected: use `headers`.
+    #[serde(default)]
+    pub secure_headers: Option<Spanned<Value>>,
 }
 
 /// Client TLS options.

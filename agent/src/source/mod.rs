@@ -3,6 +3,7 @@
 
 mod calendar;
 mod filter;
+mod kafka;
 mod nats;
 mod secret;
 mod webhook;
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use calendar::{CalendarConfig, Clock};
 pub use filter::{expand, EventSourceFilter};
+pub use kafka::{Assignment, KafkaConfig};
 pub use nats::{DeliverFrom, Delivery, JetStreamSettings, NatsConfig};
 pub use secret::{resolve_secret, secret_file, SecretError};
 pub use webhook::{request_body, WebhookConfig};
@@ -33,6 +35,8 @@ pub enum SourceKind {
     Calendar(CalendarConfig),
     /// NATS subject, core or JetStream.
     Nats(Box<NatsConfig>),
+    /// Kafka topic, through a consumer group.
+    Kafka(Box<KafkaConfig>),
 }
 
 /// One event of an EventSource, ready to run.
@@ -53,6 +57,7 @@ impl SourceSpec {
             SourceKind::Webhook(_) => "webhook",
             SourceKind::Calendar(_) => "calendar",
             SourceKind::Nats(_) => "nats",
+            SourceKind::Kafka(_) => "kafka",
         }
     }
 
@@ -62,6 +67,7 @@ impl SourceSpec {
             SourceKind::Webhook(w) => w.filter.as_ref(),
             SourceKind::Calendar(c) => c.filter.as_ref(),
             SourceKind::Nats(n) => n.filter.as_ref(),
+            SourceKind::Kafka(k) => k.filter.as_ref(),
         }
     }
 
@@ -82,7 +88,7 @@ impl SourceSpec {
     pub fn webhook_route(&self) -> Option<(u16, &str)> {
         match &self.kind {
             SourceKind::Webhook(w) => Some((w.port, w.endpoint.as_str())),
-            SourceKind::Calendar(_) | SourceKind::Nats(_) => None,
+            SourceKind::Calendar(_) | SourceKind::Nats(_) | SourceKind::Kafka(_) => None,
         }
     }
 }
@@ -164,20 +170,33 @@ pub fn compile_event_source(
             });
         }
     }
-    if spec.webhook.is_empty() && spec.calendar.is_empty() && spec.nats.is_empty() {
+    for (event, k) in &spec.kafka {
+        if let Some(c) = KafkaConfig::compile(ctx, &format!("spec.kafka.{event}"), k) {
+            out.push(SourceSpec {
+                event_source: name.to_owned(),
+                event_name: event.clone(),
+                kind: SourceKind::Kafka(Box::new(c)),
+            });
+        }
+    }
+    if spec.webhook.is_empty()
+        && spec.calendar.is_empty()
+        && spec.nats.is_empty()
+        && spec.kafka.is_empty()
+    {
         ctx.error_with_hint(
             None,
             "spec",
             "the EventSource defines no events",
-            "add a webhook, calendar or nats section",
+            "add a webhook, calendar, nats or kafka section",
         );
     }
     out
 }
 
-/// Starts every source. Webhook ports are bound and NATS subscriptions made before this
-/// returns, so a port conflict, a missing secret or an unreachable server fails start-up
-/// instead of surfacing later.
+/// Starts every source. Webhook ports are bound, NATS subscriptions made and Kafka topics
+/// checked before this returns, so a port conflict, a missing secret, an unreachable server
+/// or a missing topic fails start-up instead of surfacing later.
 pub async fn start_sources(
     specs: &[SourceSpec],
     ctx: &SourceContext,
@@ -201,6 +220,11 @@ pub async fn start_sources(
                 let (client, receiver) = nats::subscribe(c, &es, &ev, &ctx).await?;
                 let c = NatsConfig::clone(c);
                 handles.push(tokio::spawn(nats::run(c, es, ev, client, receiver, ctx)));
+            }
+            SourceKind::Kafka(c) => {
+                let consumer = kafka::subscribe(c, &es, &ev).await?;
+                let c = KafkaConfig::clone(c);
+                handles.push(tokio::spawn(kafka::run(c, es, ev, consumer, ctx)));
             }
         }
     }

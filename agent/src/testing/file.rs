@@ -657,17 +657,22 @@ impl Resolver<'_> {
                 );
                 return None;
             }
-            StubShape::Nats
+            StubShape::Nats | StubShape::Kafka
                 if v.status.is_some()
                     || !v.body.is_null()
                     || !v.headers.is_empty()
                     || v.function_error.is_some()
                     || v.payload.is_some() =>
             {
+                let problem = if shape == StubShape::Nats {
+                    "a nats trigger's stub is `{}` (published) or `{error}`"
+                } else {
+                    "a kafka trigger's stub is `{}` (acknowledged) or `{error}`"
+                };
                 self.error_with_hint(
                     at,
                     field,
-                    "a nats trigger's stub is `{}` (published) or `{error}`",
+                    problem,
                     "status, body, headers, functionError and payload are for http and awsLambda triggers",
                 );
                 return None;
@@ -691,6 +696,13 @@ impl Resolver<'_> {
                     "set either status (a response) or error (no response), not both",
                 );
                 None
+            }
+            // `{}`: published (nats) or acknowledged (kafka).
+            (None, None) if matches!(shape, StubShape::Nats | StubShape::Kafka) => {
+                Some(StubResponse {
+                    shape,
+                    ..StubResponse::default()
+                })
             }
             (None, None) => {
                 self.error_with_hint(

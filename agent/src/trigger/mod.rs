@@ -2,6 +2,7 @@
 //! one arm of [`TriggerKind`] each.
 
 mod http;
+mod kafka;
 mod lambda;
 mod log;
 mod nats;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use http::{HttpReply, HttpRequestSpec, HttpTarget};
+pub use kafka::{KafkaReply, KafkaRequestSpec, KafkaSettings, KafkaTarget};
 pub use lambda::{LambdaReply, LambdaRequestSpec, LambdaSettings, LambdaSetupError, LambdaTarget};
 pub use log::LogTarget;
 pub use nats::{NatsReply, NatsRequestSpec, NatsTarget};
@@ -37,6 +39,8 @@ pub enum TriggerKind {
     Lambda(Box<LambdaTarget>),
     /// NATS publish (boxed, like Lambda).
     Nats(Box<NatsTarget>),
+    /// Kafka write (boxed, like Lambda).
+    Kafka(Box<KafkaTarget>),
     /// Log line.
     Log(LogTarget),
 }
@@ -50,6 +54,8 @@ pub enum Invocation {
     Lambda(LambdaRequestSpec),
     /// A NATS publish.
     Nats(NatsRequestSpec),
+    /// A Kafka write.
+    Kafka(KafkaRequestSpec),
     /// A log line.
     Log,
 }
@@ -172,6 +178,16 @@ impl CompiledTrigger {
                 }
                 Ok(Invocation::Nats(spec))
             }
+            TriggerKind::Kafka(_) => {
+                let mut spec = template.get("kafka").cloned().unwrap_or(Value::Null);
+                params::apply_all(&self.type_params, host, events, &mut spec)?;
+                let spec: KafkaRequestSpec =
+                    serde_json::from_value(spec).map_err(|e| BuildError::Spec(e.to_string()))?;
+                if let Some(p) = spec.problem() {
+                    return Err(BuildError::Spec(p));
+                }
+                Ok(Invocation::Kafka(spec))
+            }
             TriggerKind::Log(_) => Ok(Invocation::Log),
         }
     }
@@ -224,18 +240,26 @@ impl CompiledTrigger {
             (TriggerKind::Nats(target), Invocation::Nats(spec)) => {
                 target.execute(spec, payload).await
             }
-            (TriggerKind::Log(target), _) => target.execute(&self.sensor, &self.name, payload),
-            (TriggerKind::Http(_) | TriggerKind::Lambda(_) | TriggerKind::Nats(_), _) => {
-                Response::failed(
-                    TriggerError::permanent("internal: invocation does not match trigger type"),
-                    std::time::Duration::ZERO,
-                )
+            (TriggerKind::Kafka(target), Invocation::Kafka(spec)) => {
+                target.execute(spec, payload).await
             }
+            (TriggerKind::Log(target), _) => target.execute(&self.sensor, &self.name, payload),
+            (
+                TriggerKind::Http(_)
+                | TriggerKind::Lambda(_)
+                | TriggerKind::Nats(_)
+                | TriggerKind::Kafka(_),
+                _,
+            ) => Response::failed(
+                TriggerError::permanent("internal: invocation does not match trigger type"),
+                std::time::Duration::ZERO,
+            ),
         }
     }
 
     /// Readies the trigger's client before the first event (and its dead-letter trigger's):
-    /// resolves secrets and builds SDK clients. Nothing to do for http and log.
+    /// resolves secrets and builds SDK clients. Nothing to do for http, kafka (its producer
+    /// is made at the first attempt) and log.
     pub async fn prepare(&self, secrets_dir: Option<&std::path::Path>) -> Result<(), PrepareError> {
         let failed = |source| PrepareError {
             sensor: self.sensor.clone(),
@@ -250,7 +274,7 @@ impl CompiledTrigger {
             TriggerKind::Nats(target) => target
                 .prepare(secrets_dir)
                 .map_err(|e| failed(PrepareFailure::Nats(e)))?,
-            TriggerKind::Http(_) | TriggerKind::Log(_) => {}
+            TriggerKind::Http(_) | TriggerKind::Kafka(_) | TriggerKind::Log(_) => {}
         }
         if let Some(dlq) = &self.dlq {
             Box::pin(dlq.prepare(secrets_dir)).await?;
@@ -350,6 +374,7 @@ pub fn compile_trigger(
         t.http.as_ref().map(|_| "http"),
         t.aws_lambda.as_ref().map(|_| "awsLambda"),
         t.nats.as_ref().map(|_| "nats"),
+        t.kafka.as_ref().map(|_| "kafka"),
         t.log.as_ref().map(|_| "log"),
     ]
     .into_iter()
@@ -414,6 +439,16 @@ pub fn compile_trigger(
             format!("{sensor}/{}", t.name),
         )?;
         (kind, Some(type_params), payload, fixed)
+    } else if let Some(k) = &t.kafka {
+        let (kind, type_params, payload, fixed) = compile_kafka(
+            ctx,
+            &tfield,
+            k,
+            &trigger.parameters,
+            dependencies,
+            format!("triggerd/{sensor}/{}", t.name),
+        )?;
+        (kind, Some(type_params), payload, fixed)
     } else if t.log.is_some() {
         (
             TriggerKind::Log(LogTarget),
@@ -426,7 +461,7 @@ pub fn compile_trigger(
             None,
             tfield,
             "no trigger type given",
-            "add one of: http, awsLambda, nats, log",
+            "add one of: http, awsLambda, nats, kafka, log",
         );
         return None;
     };
@@ -726,6 +761,138 @@ fn compile_nats(
     let fixed = (static_ok && !parameterized).then_some(Invocation::Nats(spec));
     Some((
         TriggerKind::Nats(Box::new(target)),
+        compiled?,
+        payload,
+        fixed,
+    ))
+}
+
+/// Compiles a `kafka` spec: the producer settings (fixed at load), parameters (which may
+/// change only `topic` and `partitioningKey`) and payload.
+fn compile_kafka(
+    ctx: &mut CompileContext<'_>,
+    tfield: &str,
+    k: &crate::manifest::KafkaTrigger,
+    template_params: &[crate::manifest::Parameter],
+    dependencies: &[String],
+    client_id: String,
+) -> Option<TypeParts> {
+    let f = format!("{tfield}.kafka");
+    let at = Some(&k.url.referenced);
+    let before = ctx.errors.len();
+    check_parameter_dests(
+        ctx,
+        tfield,
+        FixedParts {
+            type_key: "kafka",
+            allowed: &kafka::PARAMETER_FIELDS,
+            fixed: "url, headers, requiredAcks, compress, flushFrequency and timeout",
+        },
+        &k.parameters,
+        template_params,
+    );
+    if k.url.value.trim().is_empty() {
+        ctx.error_with_hint(
+            at,
+            format!("{f}.url"),
+            "url is empty",
+            "bootstrap servers, e.g. 127.0.0.1:9092",
+        );
+    }
+    let unsupported = [
+        ("tls", k.tls.as_ref(), "TLS is not supported yet; reach the broker over a plaintext listener or a local TLS proxy"),
+        ("sasl", k.sasl.as_ref(), "SASL is not supported yet; use a listener without authentication"),
+        ("schemaRegistry", k.schema_registry.as_ref(), "Avro/schema registry encoding is not supported; the payload is written as JSON"),
+        ("secureHeaders", k.secure_headers.as_ref(), "not supported yet; use `headers`"),
+    ];
+    for (name, value, hint) in unsupported {
+        if let Some(v) = value {
+            ctx.error_with_hint(
+                Some(&v.referenced),
+                format!("{f}.{name}"),
+                format!("{name} is not supported"),
+                hint,
+            );
+        }
+    }
+    let required_acks = match &k.required_acks {
+        None => -1,
+        Some(a) if [-1, 0, 1].contains(&a.value) => a.value,
+        Some(a) => {
+            ctx.error_with_hint(
+                Some(&a.referenced),
+                format!("{f}.requiredAcks"),
+                format!("invalid requiredAcks {}", a.value),
+                "-1 (all in-sync replicas, the default), 1 (the leader) or 0 (none)",
+            );
+            -1
+        }
+    };
+    let linger_ms = match &k.flush_frequency {
+        Some(ms) if !(0..=900_000).contains(&ms.value) => {
+            ctx.error_with_hint(
+                Some(&ms.referenced),
+                format!("{f}.flushFrequency"),
+                format!("invalid flushFrequency {}", ms.value),
+                "milliseconds between 0 and 900000",
+            );
+            None
+        }
+        other => other.as_ref().map(|ms| ms.value),
+    };
+    let timeout = match &k.timeout {
+        None => kafka::DEFAULT_TIMEOUT,
+        Some(t) => match crate::delivery::parse_duration(&t.value) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                ctx.error_with_hint(
+                    Some(&t.referenced),
+                    format!("{f}.timeout"),
+                    format!("invalid timeout {:?}", t.value),
+                    "a Go duration such as 10s or 500ms",
+                );
+                kafka::DEFAULT_TIMEOUT
+            }
+        },
+    };
+    let spec = KafkaRequestSpec {
+        topic: k.topic.clone(),
+        partitioning_key: k.partitioning_key.clone().map(Value::String),
+    };
+    let parameterized = !k.parameters.is_empty() || !template_params.is_empty();
+    let static_ok = match spec.problem() {
+        Some(p) if !parameterized => {
+            ctx.error(at, format!("{f}.topic"), p);
+            false
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let compiled = compile_params(ctx, &format!("{f}.parameters"), &k.parameters, dependencies);
+    let payload = payload_builder(
+        ctx,
+        &f,
+        &k.payload,
+        ScriptSource::from_fields(&k.payload_script, &k.payload_script_file),
+        dependencies,
+    );
+    if ctx.errors.len() > before {
+        return None;
+    }
+    let target = KafkaTarget::new(
+        KafkaSettings {
+            url: k.url.value.trim().to_owned(),
+            required_acks,
+            compress: k.compress,
+            linger_ms,
+            timeout,
+            headers: k.headers.clone(),
+        },
+        client_id,
+    );
+    let fixed = (static_ok && !parameterized).then_some(Invocation::Kafka(spec));
+    Some((
+        TriggerKind::Kafka(Box::new(target)),
         compiled?,
         payload,
         fixed,

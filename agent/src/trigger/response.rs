@@ -11,6 +11,7 @@ use rhai::{Dynamic, Map};
 use thiserror::Error;
 
 use super::http::HttpReply;
+use super::kafka::KafkaReply;
 use super::lambda::LambdaReply;
 use super::nats::NatsReply;
 use crate::policy::Outcome;
@@ -73,6 +74,8 @@ pub enum Reply {
     Lambda(LambdaReply),
     /// `nats`: `#{subject, stream, sequence, duplicate, duration_ms}`.
     Nats(NatsReply),
+    /// `kafka`: `#{topic, partition, offset, duration_ms}`.
+    Kafka(KafkaReply),
 }
 
 impl Reply {
@@ -82,6 +85,7 @@ impl Reply {
             Reply::Http(r) => r,
             Reply::Lambda(r) => r,
             Reply::Nats(r) => r,
+            Reply::Kafka(r) => r,
         }
     }
 }

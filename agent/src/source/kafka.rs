@@ -1,0 +1,475 @@
+//! The Kafka source: records of a topic become events, read through a consumer group.
+//!
+//! Event data follows Argo's Kafka source: `{topic, partition, offset, key, headers,
+//! timestamp, value, metadata}`; `headers` maps each header name to its (last) value as text,
+//! `value` is the parsed JSON with `jsonBody`, else the text as received.
+//!
+//! At least once: offsets are committed by hand, and a record's offset only after the bus
+//! accepted its event, so a crash or a full bus leads to redelivery, never to loss. Records are
+//! handled one at a time, which keeps each partition's order. An event's id is
+//! `<topic>-<partition>-<offset>`, stable across redeliveries, so the bus recognises a
+//! redelivered record as a duplicate within its window.
+//!
+//! Without `consumerGroup` the group id is `triggerd.<EventSource>.<event>`: stable, so a
+//! restarted agent resumes where it stopped; a new group starts at the newest record, as
+//! Argo's partition reader does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Map, Value};
+
+use super::SourceContext;
+use crate::bus::Published;
+use crate::delivery::Backoff;
+use crate::event::Event;
+use crate::manifest::{KafkaEvent, Spanned};
+use crate::plan::CompileContext;
+use crate::telemetry::SourceLabels;
+
+/// How long one start-up check waits for the topic's metadata, and shutdown for the last
+/// commit.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which partitions are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// All of them, shared with the other members of the group.
+    Group {
+        /// `partition.assignment.strategy`.
+        strategy: &'static str,
+    },
+    /// Only this one (Argo's mode without `consumerGroup`).
+    Partition(i32),
+}
+
+/// A compiled Kafka event.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub url: String,
+    /// Topic to read.
+    pub topic: String,
+    /// Group id; `None` for the generated one.
+    pub group: Option<String>,
+    /// A group without committed offsets starts at the oldest record.
+    pub oldest: bool,
+    /// Group or single partition.
+    pub assignment: Assignment,
+    /// Attempts and delays of the start-up check.
+    pub backoff: Backoff,
+    /// Parse values as JSON.
+    pub json_body: bool,
+    /// Copied into the event data.
+    pub metadata: BTreeMap<String, String>,
+    /// Drops events that do not pass.
+    pub filter: Option<super::EventSourceFilter>,
+}
+
+impl KafkaConfig {
+    /// Checks one Kafka event.
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        k: &Spanned<KafkaEvent>,
+    ) -> Option<Self> {
+        let loc = Some(&k.referenced);
+        let k = &k.value;
+        let before = ctx.errors.len();
+        if k.url.value.trim().is_empty() {
+            ctx.error_with_hint(
+                Some(&k.url.referenced),
+                format!("{field}.url"),
+                "url is empty",
+                "bootstrap servers, e.g. 127.0.0.1:9092",
+            );
+        }
+        if k.topic.trim().is_empty() {
+            ctx.error(loc, format!("{field}.topic"), "topic is empty");
+        }
+        let unsupported = [
+            ("limitEventsPerSecond", k.limit_events_per_second.as_ref(), "not supported yet; rate-limit the triggers instead (`rateLimit`)"),
+            ("config", k.config.as_ref(), "Sarama's YAML configuration does not apply to triggerd's client; remove it"),
+            ("tls", k.tls.as_ref(), "TLS is not supported yet; reach the broker over a plaintext listener or a local TLS proxy"),
+            ("sasl", k.sasl.as_ref(), "SASL is not supported yet; use a listener without authentication"),
+            ("schemaRegistry", k.schema_registry.as_ref(), "Avro/schema registry decoding is not supported; values are read as JSON or text"),
+        ];
+        for (name, value, hint) in unsupported {
+            if let Some(v) = value {
+                ctx.error_with_hint(
+                    Some(&v.referenced),
+                    format!("{field}.{name}"),
+                    format!("{name} is not supported"),
+                    hint,
+                );
+            }
+        }
+        let (group, oldest, assignment) = match (&k.consumer_group, &k.partition) {
+            (Some(_), Some(p)) => {
+                ctx.error_with_hint(
+                    Some(&p.referenced),
+                    format!("{field}.partition"),
+                    "partition and consumerGroup exclude each other",
+                    "a consumer group reads every partition of the topic; remove partition",
+                );
+                (None, false, None)
+            }
+            (Some(g), None) => {
+                let at = Some(&g.referenced);
+                let g = &g.value;
+                if g.group_name.trim().is_empty() {
+                    ctx.error(
+                        at,
+                        format!("{field}.consumerGroup.groupName"),
+                        "groupName is empty",
+                    );
+                }
+                let strategy = match g.rebalance_strategy.as_deref().unwrap_or("range") {
+                    "range" => Some("range"),
+                    "roundrobin" => Some("roundrobin"),
+                    "sticky" => Some("cooperative-sticky"),
+                    other => {
+                        ctx.error_with_hint(
+                            at,
+                            format!("{field}.consumerGroup.rebalanceStrategy"),
+                            format!("unknown rebalanceStrategy {other:?}"),
+                            "one of range, roundrobin, sticky",
+                        );
+                        None
+                    }
+                };
+                (
+                    Some(g.group_name.trim().to_owned()),
+                    g.oldest,
+                    strategy.map(|strategy| Assignment::Group { strategy }),
+                )
+            }
+            (None, Some(p)) => {
+                let partition = p
+                    .value
+                    .as_string()
+                    .trim()
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|n| *n >= 0);
+                if partition.is_none() {
+                    ctx.error_with_hint(
+                        Some(&p.referenced),
+                        format!("{field}.partition"),
+                        format!("invalid partition {:?}", p.value.as_string()),
+                        "a partition number such as \"0\", or a consumerGroup to read them all",
+                    );
+                }
+                (None, false, partition.map(Assignment::Partition))
+            }
+            (None, None) => (None, false, Some(Assignment::Group { strategy: "range" })),
+        };
+        let backoff = Backoff::compile(
+            ctx,
+            &format!("{field}.connectionBackoff"),
+            k.connection_backoff.as_ref(),
+        );
+        let filter = match &k.filter {
+            Some(f) => Some(super::EventSourceFilter::compile(
+                ctx,
+                &format!("{field}.filter.expression"),
+                &f.expression,
+            )?),
+            None => None,
+        };
+        if ctx.errors.len() > before {
+            return None;
+        }
+        Some(Self {
+            url: k.url.value.trim().to_owned(),
+            topic: k.topic.trim().to_owned(),
+            group,
+            oldest,
+            assignment: assignment?,
+            backoff: backoff?,
+            json_body: k.json_body,
+            metadata: k.metadata.clone(),
+            filter,
+        })
+    }
+
+    /// The group id offsets are committed under.
+    pub fn group_id(&self, event_source: &str, event_name: &str) -> String {
+        self.group
+            .clone()
+            .unwrap_or_else(|| format!("triggerd.{event_source}.{event_name}"))
+    }
+}
+
+/// Creates the consumer, checks that the broker answers and the topic exists (retried on
+/// `connectionBackoff`) and starts reading; an error here fails start-up, naming the event.
+pub(super) async fn subscribe(
+    config: &KafkaConfig,
+    event_source: &str,
+    event_name: &str,
+) -> anyhow::Result<StreamConsumer> {
+    let what = format!("EventSource {event_source}, kafka event {event_name}");
+    let group = config.group_id(event_source, event_name);
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.url)
+        .set("group.id", &group)
+        .set("client.id", format!("triggerd/{event_source}/{event_name}"))
+        // Offsets are stored after the bus accepted an event and committed by hand.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            if config.oldest { "earliest" } else { "latest" },
+        );
+    if let Assignment::Group { strategy } = config.assignment {
+        client.set("partition.assignment.strategy", strategy);
+    }
+    let mut consumer: StreamConsumer = client
+        .create()
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    // Wait for the broker and the topic, retrying on `connectionBackoff`.
+    let steps = config.backoff.steps.max(1);
+    let mut attempt = 1;
+    let partitions = loop {
+        let (back, checked) = check_topic(consumer, &config.topic).await?;
+        consumer = back;
+        let problem = match checked {
+            Ok(0) => format!(
+                "topic {} does not exist on {} (topics are not created by triggerd)",
+                config.topic, config.url
+            ),
+            Ok(n) => break n,
+            Err(e) => format!("cannot reach {}: {e}", config.url),
+        };
+        if attempt >= steps {
+            anyhow::bail!("{what}: {problem}, after {attempt} attempt(s)");
+        }
+        let delay = config.backoff.delay(attempt + 1);
+        tracing::warn!(event_source, event_name, attempt, problem, retry_in = ?delay, "Kafka source not ready");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    };
+    match config.assignment {
+        Assignment::Group { .. } => consumer.subscribe(&[&config.topic]),
+        Assignment::Partition(p) => {
+            if usize::try_from(p).unwrap_or(usize::MAX) >= partitions {
+                anyhow::bail!(
+                    "{what}: topic {} has {partitions} partition(s), no partition {p}",
+                    config.topic
+                );
+            }
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(&config.topic, p, Offset::Stored)
+                .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+            consumer.assign(&list)
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    tracing::info!(event_source, event_name, topic = %config.topic, group = %group, url = %config.url, "Kafka source subscribed");
+    Ok(consumer)
+}
+
+/// The number of partitions of `topic` (0 when it does not exist). Metadata requests block,
+/// so this runs on a blocking thread, bounded by BROKER_TIMEOUT; the consumer comes back.
+async fn check_topic(
+    consumer: StreamConsumer,
+    topic: &str,
+) -> anyhow::Result<(StreamConsumer, rdkafka::error::KafkaResult<usize>)> {
+    let topic = topic.to_owned();
+    let checked = tokio::task::spawn_blocking(move || {
+        let partitions = consumer
+            .fetch_metadata(Some(&topic), BROKER_TIMEOUT)
+            .map(|m| {
+                m.topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map_or(0, |t| t.partitions().len())
+            });
+        (consumer, partitions)
+    })
+    .await?;
+    Ok(checked)
+}
+
+/// Reads records until shutdown, publishing each event with back-pressure and committing its
+/// offset once the bus accepted it.
+pub(super) async fn run(
+    config: KafkaConfig,
+    event_source: String,
+    event_name: String,
+    consumer: StreamConsumer,
+    ctx: SourceContext,
+) {
+    let source = Source {
+        labels: SourceLabels {
+            event_source: event_source.clone(),
+            event_name: event_name.clone(),
+        },
+        config,
+        ctx,
+    };
+    loop {
+        let message = tokio::select! {
+            m = consumer.recv() => m,
+            () = source.ctx.shutdown.cancelled() => break,
+        };
+        let (event, position) = match message {
+            Ok(m) => (
+                source.event(&m),
+                (m.topic().to_owned(), m.partition(), m.offset()),
+            ),
+            Err(e) => {
+                // The broker went away or a fetch failed: the client keeps trying.
+                tracing::warn!(%event_source, %event_name, error = %e, "Kafka consumer error");
+                continue;
+            }
+        };
+        if source.publish(event).await.is_err() {
+            break;
+        }
+        let (topic, partition, offset) = position;
+        let mut next = TopicPartitionList::new();
+        let stored = next
+            .add_partition_offset(&topic, partition, Offset::Offset(offset + 1))
+            .and_then(|()| consumer.store_offsets(&next))
+            .and_then(|()| consumer.commit_consumer_state(CommitMode::Async));
+        if let Err(e) = stored {
+            tracing::warn!(%event_source, %event_name, %topic, partition, offset, error = %e, "Kafka offset commit failed; the record may be delivered again");
+        }
+    }
+    // Commit what was accepted, then leave the group so a successor gets the partitions at
+    // once. Both block, so they run on their own thread; shutdown waits for them at most
+    // BROKER_TIMEOUT.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing was stored since the last commit.
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::NoOffset) => Ok(()),
+            other => other,
+        };
+        drop(consumer);
+        let _ = tx.send(committed);
+    });
+    match tokio::time::timeout(BROKER_TIMEOUT, rx).await {
+        Ok(Ok(Ok(()))) => {
+            tracing::debug!(%event_source, %event_name, "Kafka offsets committed, group left")
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(%event_source, %event_name, error = %e, "final Kafka offset commit failed; records after the last commit will be delivered again")
+        }
+        Ok(Err(_)) | Err(_) => {
+            tracing::warn!(%event_source, %event_name, "final Kafka offset commit did not finish in time; records after the last commit may be delivered again")
+        }
+    }
+}
+
+struct Source {
+    labels: SourceLabels,
+    config: KafkaConfig,
+    ctx: SourceContext,
+}
+
+impl Source {
+    /// Builds the event of one record.
+    fn event(&self, m: &BorrowedMessage<'_>) -> Event {
+        let payload = m.payload().unwrap_or_default();
+        let text = || Value::String(String::from_utf8_lossy(payload).into_owned());
+        let value = if payload.is_empty() {
+            Value::Null
+        } else if self.config.json_body {
+            serde_json::from_slice(payload).unwrap_or_else(|e| {
+                tracing::warn!(event_source = %self.labels.event_source, event_name = %self.labels.event_name, error = %e, "jsonBody is set but the record is not JSON; kept as text");
+                text()
+            })
+        } else {
+            text()
+        };
+        let mut headers = Map::new();
+        for h in m.headers().into_iter().flat_map(|h| h.iter()) {
+            let v = h.value.map_or(Value::Null, |v| {
+                String::from_utf8_lossy(v).into_owned().into()
+            });
+            headers.insert(h.key.to_owned(), v);
+        }
+        let time = m
+            .timestamp()
+            .to_millis()
+            .and_then(DateTime::<Utc>::from_timestamp_millis);
+        let mut data = Map::new();
+        data.insert("topic".into(), m.topic().into());
+        data.insert("partition".into(), m.partition().into());
+        data.insert("offset".into(), m.offset().into());
+        data.insert(
+            "key".into(),
+            m.key().map_or(Value::Null, |k| {
+                String::from_utf8_lossy(k).into_owned().into()
+            }),
+        );
+        data.insert("headers".into(), Value::Object(headers));
+        data.insert(
+            "timestamp".into(),
+            time.map_or(Value::Null, |t| t.to_rfc3339().into()),
+        );
+        data.insert("value".into(), value);
+        data.insert(
+            "metadata".into(),
+            serde_json::to_value(&self.config.metadata).unwrap_or(Value::Null),
+        );
+        let mut event = Event::new(
+            &self.labels.event_source,
+            &self.labels.event_name,
+            "kafka",
+            Value::Object(data),
+            bytes::Bytes::copy_from_slice(payload),
+        );
+        event.id = format!("{}-{}-{}", m.topic(), m.partition(), m.offset());
+        if let Some(t) = time {
+            event.time = t;
+        }
+        event
+    }
+
+    /// Publishes with back-pressure; `Err` when the agent is shutting down.
+    async fn publish(&self, event: Event) -> Result<(), ()> {
+        if !self.ctx.passes(self.config.filter.as_ref(), &event) {
+            return Ok(());
+        }
+        let id = event.id.clone();
+        let published = tokio::select! {
+            r = self.ctx.bus.publish(event) => r,
+            () = self.ctx.shutdown.cancelled() => return Err(()),
+        };
+        let (es, en) = (&self.labels.event_source, &self.labels.event_name);
+        match published {
+            Ok(Published::Duplicate) => {
+                self.ctx
+                    .metrics
+                    .events_deduplicated
+                    .get_or_create(&self.labels)
+                    .inc();
+                tracing::debug!(event_source = %es, event_name = %en, event_id = %id, "redelivered Kafka record dropped as a duplicate");
+                Ok(())
+            }
+            Ok(Published::Accepted) => {
+                self.ctx
+                    .metrics
+                    .events_received
+                    .get_or_create(&self.labels)
+                    .inc();
+                tracing::debug!(event_source = %es, event_name = %en, event_id = %id, "Kafka record accepted");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(event_source = %es, event_name = %en, event_id = %id, error = %e, "Kafka record not published");
+                Err(())
+            }
+        }
+    }
+}
