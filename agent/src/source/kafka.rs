@@ -26,7 +26,6 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 
 use super::SourceContext;
-use crate::bus::Published;
 use crate::delivery::Backoff;
 use crate::event::Event;
 use crate::manifest::{KafkaEvent, Spanned};
@@ -436,40 +435,10 @@ impl Source {
         event
     }
 
-    /// Publishes with back-pressure; `Err` when the agent is shutting down.
-    async fn publish(&self, event: Event) -> Result<(), ()> {
-        if !self.ctx.passes(self.config.filter.as_ref(), &event) {
-            return Ok(());
-        }
-        let id = event.id.clone();
-        let published = tokio::select! {
-            r = self.ctx.bus.publish(event) => r,
-            () = self.ctx.shutdown.cancelled() => return Err(()),
-        };
-        let (es, en) = (&self.labels.event_source, &self.labels.event_name);
-        match published {
-            Ok(Published::Duplicate) => {
-                self.ctx
-                    .metrics
-                    .events_deduplicated
-                    .get_or_create(&self.labels)
-                    .inc();
-                tracing::debug!(event_source = %es, event_name = %en, event_id = %id, "redelivered Kafka record dropped as a duplicate");
-                Ok(())
-            }
-            Ok(Published::Accepted) => {
-                self.ctx
-                    .metrics
-                    .events_received
-                    .get_or_create(&self.labels)
-                    .inc();
-                tracing::debug!(event_source = %es, event_name = %en, event_id = %id, "Kafka record accepted");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(event_source = %es, event_name = %en, event_id = %id, error = %e, "Kafka record not published");
-                Err(())
-            }
-        }
+    /// Publishes with back-pressure (see [`SourceContext::publish_waiting`]).
+    async fn publish(&self, event: Event) -> Result<(), super::Stopped> {
+        self.ctx
+            .publish_waiting(&self.labels, self.config.filter.as_ref(), event)
+            .await
     }
 }

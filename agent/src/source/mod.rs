@@ -93,6 +93,10 @@ impl SourceSpec {
     }
 }
 
+/// The agent is shutting down (or its bus closed): a source stops taking events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
 /// What a source needs when it is started.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
@@ -113,6 +117,43 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
+    /// Publishes an event that passed its source's filter, waiting for room on the bus
+    /// (back-pressure for sources that can wait: NATS, Kafka), and counts it as received or
+    /// deduplicated. An event the filter drops counts as handled. `Err` when the agent is
+    /// shutting down or the bus refused the event: the caller stops and does not acknowledge.
+    pub async fn publish_waiting(
+        &self,
+        labels: &crate::telemetry::SourceLabels,
+        filter: Option<&EventSourceFilter>,
+        event: crate::event::Event,
+    ) -> Result<(), Stopped> {
+        if !self.passes(filter, &event) {
+            return Ok(());
+        }
+        let id = event.id.clone();
+        let published = tokio::select! {
+            r = self.bus.publish(event) => r,
+            () = self.shutdown.cancelled() => return Err(Stopped),
+        };
+        let (es, en) = (&labels.event_source, &labels.event_name);
+        match published {
+            Ok(crate::bus::Published::Duplicate) => {
+                self.metrics.events_deduplicated.get_or_create(labels).inc();
+                tracing::debug!(event_source = %es, event_name = %en, event_id = %id, "redelivered event dropped as a duplicate");
+                Ok(())
+            }
+            Ok(crate::bus::Published::Accepted) => {
+                self.metrics.events_received.get_or_create(labels).inc();
+                tracing::debug!(event_source = %es, event_name = %en, event_id = %id, "event accepted");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(event_source = %es, event_name = %en, event_id = %id, error = %e, "event not published");
+                Err(Stopped)
+            }
+        }
+    }
+
     /// Whether an event passes its source's filter; failures are logged and drop the event.
     pub fn passes(&self, filter: Option<&EventSourceFilter>, event: &crate::event::Event) -> bool {
         let Some(f) = filter else { return true };

@@ -22,7 +22,6 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use super::SourceContext;
-use crate::bus::Published;
 use crate::delivery::{parse_duration, Backoff};
 use crate::event::Event;
 use crate::manifest::{NatsEvent, Spanned};
@@ -354,7 +353,7 @@ pub(super) async fn run(
             let ack = match accepted {
                 Ok(()) => m.ack().await,
                 // Shutting down: hand the message back for another replica or the next run.
-                Err(()) => m.ack_with(AckKind::Nak(None)).await,
+                Err(super::Stopped) => m.ack_with(AckKind::Nak(None)).await,
             };
             if let Err(e) = ack {
                 tracing::warn!(%event_source, %event_name, error = %e, "JetStream acknowledgement failed; the message will be redelivered");
@@ -432,39 +431,10 @@ impl Source {
         event
     }
 
-    /// Publishes with back-pressure; `Err` when the agent is shutting down.
-    async fn publish(&self, event: Event) -> Result<(), ()> {
-        if !self.ctx.passes(self.config.filter.as_ref(), &event) {
-            return Ok(());
-        }
-        let id = event.id.clone();
-        let published = tokio::select! {
-            r = self.ctx.bus.publish(event) => r,
-            () = self.ctx.shutdown.cancelled() => return Err(()),
-        };
-        match published {
-            Ok(Published::Duplicate) => {
-                self.ctx
-                    .metrics
-                    .events_deduplicated
-                    .get_or_create(&self.labels)
-                    .inc();
-                tracing::debug!(event_source = %self.labels.event_source, event_name = %self.labels.event_name, event_id = %id, "redelivered NATS message dropped as a duplicate");
-                Ok(())
-            }
-            Ok(Published::Accepted) => {
-                self.ctx
-                    .metrics
-                    .events_received
-                    .get_or_create(&self.labels)
-                    .inc();
-                tracing::debug!(event_source = %self.labels.event_source, event_name = %self.labels.event_name, event_id = %id, "NATS message accepted");
-                Ok(())
-            }
-            Err(e) => {
-                tracing::warn!(event_source = %self.labels.event_source, event_name = %self.labels.event_name, event_id = %id, error = %e, "NATS message not published");
-                Err(())
-            }
-        }
+    /// Publishes with back-pressure (see [`SourceContext::publish_waiting`]).
+    async fn publish(&self, event: Event) -> Result<(), super::Stopped> {
+        self.ctx
+            .publish_waiting(&self.labels, self.config.filter.as_ref(), event)
+            .await
     }
 }
