@@ -109,24 +109,24 @@ impl StubResponse {
     }
 
     /// The response as JSON, for reports: `{status, headers?, body?}`,
-    /// `{status, functionError?, payload?}` or `{error}`.
+    /// `{status, functionError?, payload?}`, `{}` (nats, kafka) or `{error}`.
     pub fn to_json(&self) -> Value {
         if let Some(e) = &self.error {
             return json!({ "error": e });
         }
-        if matches!(self.shape, StubShape::Nats | StubShape::Kafka) {
-            return json!({});
-        }
         let mut out = serde_json::Map::new();
-        out.insert("status".into(), self.status.into());
         let body_key = match self.shape {
+            // Acknowledgements only: the live broker gives the subject or position.
+            StubShape::Nats | StubShape::Kafka => return json!({}),
             StubShape::Http => {
+                out.insert("status".into(), self.status.into());
                 if !self.headers.is_empty() {
                     out.insert("headers".into(), json!(self.headers));
                 }
                 "body"
             }
-            StubShape::Lambda | StubShape::Nats | StubShape::Kafka => {
+            StubShape::Lambda => {
+                out.insert("status".into(), self.status.into());
                 if let Some(f) = &self.function_error {
                     out.insert("functionError".into(), f.clone().into());
                 }
