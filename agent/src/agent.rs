@@ -9,13 +9,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tokio::sync::OnceCell;
+
 use crate::bus::BusBuilder;
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::delivery::DeliveryContext;
 use crate::plan::Plan;
 use crate::script::ScriptHost;
 use crate::sensor::SensorContext;
 use crate::source::{start_sources, Clock, SourceContext};
 use crate::telemetry::{Metrics, Readiness};
+use crate::trigger::PrepareContext;
 
 /// Run-time settings of the agent.
 #[derive(Debug, Clone)]
@@ -34,6 +38,8 @@ pub struct AgentOptions {
     pub secrets_dir: Option<PathBuf>,
     /// How long shutdown waits for in-flight triggers.
     pub drain_timeout: Duration,
+    /// How to reach the Kubernetes API, when a plan needs it.
+    pub cluster: ClusterOptions,
 }
 
 /// What outlives one plan: metrics and readiness.
@@ -43,6 +49,35 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Readiness flag served on `/readyz`.
     pub ready: Arc<Readiness>,
+    /// The Kubernetes API connection, made when the first plan that needs it starts.
+    pub cluster: Arc<OnceCell<Cluster>>,
+}
+
+impl Shared {
+    /// Metrics and readiness for a new process; no cluster connection yet.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ready: Arc::new(Readiness::default()),
+            cluster: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// The cluster connection if `plan` needs one (made on first use).
+    async fn cluster_for(
+        &self,
+        plan: &Plan,
+        options: &ClusterOptions,
+    ) -> anyhow::Result<Option<Cluster>> {
+        if !plan.needs_cluster() {
+            return Ok(None);
+        }
+        let cluster = self
+            .cluster
+            .get_or_try_init(|| Cluster::connect(options, self.metrics.clone()))
+            .await?;
+        Ok(Some(cluster.clone()))
+    }
 }
 
 /// Runs one plan until `stop` is cancelled, then stops its sources and drains: events the
@@ -70,11 +105,16 @@ pub async fn run_plan(
         abort: abort.clone(),
         clock: Clock::System,
     };
+    let cluster = shared.cluster_for(&plan, &options.cluster).await?;
     // Clients that need secrets (awsLambda) are built before any event arrives, so a
     // missing secret stops the start as a missing webhook token does.
+    let prepare = PrepareContext {
+        secrets_dir: options.secrets_dir.as_deref(),
+        cluster: cluster.as_ref(),
+    };
     for sensor in &plan.sensors {
         for t in &sensor.triggers {
-            t.trigger.prepare(options.secrets_dir.as_deref()).await?;
+            t.trigger.prepare(&prepare).await?;
         }
     }
     let mut sensor_tasks = Vec::new();
@@ -90,6 +130,7 @@ pub async fn run_plan(
         secrets_dir: options.secrets_dir.clone(),
         bind_host: options.bind_host,
         host,
+        cluster,
     };
     let started = start_sources(&plan.sources, &source_ctx).await;
     // From here on the sources hold the only bus handles: when they stop, sensor queues

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod bus;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod delivery;
 pub mod event;
 pub mod manifest;

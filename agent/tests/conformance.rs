@@ -27,7 +27,7 @@ use triggerd::script::{to_dynamic, Limits, ScriptHost};
 use triggerd::sensor::{CompiledFilters, CompiledTransform, FiredEvents, Logic};
 use triggerd::source::{expand, request_body, EventSourceFilter};
 use triggerd::trigger::params::{apply_all, CompiledParameter};
-use triggerd::trigger::{HttpReply, HttpRequestSpec, Reply, Response};
+use triggerd::trigger::{HttpReply, HttpRequestSpec, K8sReply, Reply, Response};
 
 #[test]
 fn argo_conformance_cases() {
@@ -808,6 +808,7 @@ impl Runner {
         ) {
             Ok(Outcome::Success) => None,
             Ok(Outcome::Fail { reason } | Outcome::Retry { reason, .. }) => Some(reason),
+            Ok(Outcome::Wait) => Some("the policy waits".into()),
             Err(e) => Some(e.to_string()),
         };
         verdict_of(errors.check(error.as_deref()))
@@ -821,14 +822,41 @@ impl Runner {
             serde_json::from_value::<BTreeMap<String, String>>(v.clone())
                 .map_err(|e| format!("{what} is not a map of strings: {e}"))
         };
-        let want = case
-            .spec_field("policy")?
+        let spec = case.spec_field("policy")?;
+        let want = spec
             .pointer("/k8s/labels")
             .ok_or("spec.policy has no k8s.labels")?;
         let want = labels(want, "spec.policy.k8s.labels")?;
         let live = labels(case.require("live_object_labels")?, "live_object_labels")?;
-        let error =
-            (!labels_satisfied(&want, &live)).then_some("wait.Interrupted (backoff timeout)");
+        // The policy as the agent compiles it, judging a live object with those labels: it
+        // waits (and, with errorOnBackoffTimeout, fails when the backoff runs out) unless
+        // they match.
+        let compiled = compile::<Policy, _>(&self.host, spec, |ctx, p| {
+            CompiledPolicy::compile(ctx, "policy", Some(p))
+        });
+        let policy = match compiled {
+            Ok(p) => p,
+            Err(why) => return errors.rejected_at_load(expect, why),
+        };
+        let object = json!({"metadata": {"labels": live}});
+        let response = Response::replied(
+            Reply::K8s(K8sReply::stub("create", 200, object)),
+            std::time::Duration::ZERO,
+        );
+        let verdict = policy.judge(
+            &self.host,
+            &response,
+            1,
+            1,
+            &triggerd::sensor::FiredEvents::new(Default::default()),
+        );
+        let waits = matches!(verdict, Ok(Outcome::Wait));
+        if waits == labels_satisfied(&want, &live) {
+            return Err(format!(
+                "policy verdict {verdict:?} disagrees with the labels check"
+            ));
+        }
+        let error = waits.then_some("wait.Interrupted (backoff timeout)");
         verdict_of(errors.check(error))
     }
 

@@ -21,6 +21,7 @@ use crate::script::{from_dynamic, Limits, ScriptError, ScriptHost, ScriptKind};
 use crate::sensor::{CompiledSensor, Condition, FiredEvents, Logic};
 use crate::testing::matcher::render;
 use crate::testing::{read_document, EventInput};
+use crate::trigger::{K8sOperation, WorkflowOperation};
 
 const LONG_ABOUT: &str = "\
 Evaluates one script, or one dependency of a sensor, against one event, and prints the
@@ -267,6 +268,7 @@ fn outcome_json(o: &Outcome) -> Value {
             v
         }
         Outcome::Fail { reason } => json!({ "outcome": "fail", "reason": reason }),
+        Outcome::Wait => json!({ "outcome": "wait" }),
     }
 }
 
@@ -283,13 +285,40 @@ fn response_of(doc: Value) -> Result<StubResponse, String> {
             "payload",
             "error",
             "retryable",
+            "operation",
+            "object",
         ]
         .contains(&k.as_str())
     }) {
         return Err(format!(
             "response: unknown field {k:?} (fields: status, headers, body, error, retryable; \
-             awsLambda: status, functionError, payload)"
+             awsLambda: status, functionError, payload; k8s: operation, status, object)"
         ));
+    }
+    // `object` makes it a Kubernetes reply.
+    if let Some(object) = obj.get("object") {
+        let operation = obj
+            .get("operation")
+            .and_then(Value::as_str)
+            .unwrap_or("create");
+        let operation = K8sOperation::NAMES
+            .iter()
+            .chain(WorkflowOperation::NAMES.iter())
+            .find(|n| **n == operation)
+            .ok_or_else(|| format!("response.operation: unknown operation {operation:?}"))?;
+        let status = match obj.get("status") {
+            None => 200,
+            Some(s) => s
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or("response.status must be a number")?,
+        };
+        return Ok(StubResponse {
+            shape: StubShape::K8s(operation),
+            status,
+            body: object.clone(),
+            ..StubResponse::default()
+        });
     }
     // `functionError` or `payload` make it an awsLambda reply.
     let lambda = obj.contains_key("functionError") || obj.contains_key("payload");
@@ -330,6 +359,7 @@ fn response_of(doc: Value) -> Result<StubResponse, String> {
         status,
         headers,
         body: body.cloned().unwrap_or(Value::Null),
+        objects: Vec::new(),
         function_error,
         error,
         retryable: obj

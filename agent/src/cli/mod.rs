@@ -78,6 +78,9 @@ impl SourceArgs {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> std::process::ExitCode {
+    // Several crates build TLS clients (kube, reqwest, the AWS SDK, async-nats); rustls
+    // wants exactly one process-wide provider, or the first handshake panics.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {

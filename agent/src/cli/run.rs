@@ -12,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 use super::watch::Fingerprint;
 use super::SourceArgs;
 use crate::agent::{run_plan, AgentOptions, Shared};
+use crate::cluster::ClusterOptions;
 use crate::delivery::parse_duration;
 use crate::manifest::{load_paths, ManifestError};
 use crate::plan::{build_plan, Plan};
 use crate::script::{Limits, ScriptHost};
-use crate::telemetry::{serve_ops, LogFormat, Metrics, Readiness};
+use crate::telemetry::{serve_ops, LogFormat, Metrics};
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
@@ -53,6 +54,19 @@ pub struct RunArgs {
     /// configuration stays.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     watch_interval: Duration,
+    /// Kubeconfig for Kubernetes triggers and sources (default: KUBECONFIG,
+    /// ~/.kube/config, then the in-cluster service account). Only read when a manifest
+    /// needs the Kubernetes API.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The agent's namespace: where Kubernetes triggers act and resource sources watch
+    /// (default: the kubeconfig context's namespace, or the service account's).
+    #[arg(long, env = "TRIGGERD_NAMESPACE", value_name = "NS")]
+    namespace: Option<String>,
+    /// Another namespace Kubernetes triggers may act in (repeatable; `*` allows any).
+    /// Without it, a trigger aimed outside the agent's namespace is refused.
+    #[arg(long = "allow-namespace", value_name = "NS")]
+    allow_namespaces: Vec<String>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -99,6 +113,11 @@ impl RunArgs {
             max_inflight: self.max_inflight,
             secrets_dir: self.secrets_dir.clone(),
             drain_timeout: self.drain_timeout,
+            cluster: ClusterOptions {
+                kubeconfig: self.kubeconfig.clone(),
+                namespace: self.namespace.clone(),
+                allow_namespaces: self.allow_namespaces.clone(),
+            },
         }
     }
 }
@@ -130,10 +149,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         report(&errors);
         anyhow::anyhow!("{} error(s) in manifests; not starting", errors.len())
     })?;
-    let shared = Shared {
-        metrics,
-        ready: Arc::new(Readiness::default()),
-    };
+    let shared = Shared::new(metrics);
     let ops_stop = CancellationToken::new();
     let ops = serve_ops(
         args.ops_addr,

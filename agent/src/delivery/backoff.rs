@@ -98,6 +98,14 @@ impl Backoff {
         Duration::from_secs_f64(secs.min(3600.0))
     }
 
+    /// The sum of `steps` delays (no jitter): how long Argo's `policy.k8s` polls with
+    /// this backoff before giving up.
+    pub fn total_delay(&self) -> Duration {
+        (2..=self.steps.saturating_add(1))
+            .map(|n| self.base_delay(n))
+            .sum()
+    }
+
     /// Delay before attempt `next`, with jitter.
     pub fn delay(&self, next: u32) -> Duration {
         let base = self.base_delay(next);

@@ -17,7 +17,11 @@ use crate::policy::Outcome;
 use crate::script::ScriptHost;
 use crate::sensor::FiredEvents;
 use crate::telemetry::{trigger_labels, Metrics, OutcomeLabels, ScriptLabels};
-use crate::trigger::{CompiledTrigger, DeadLetter, Invocation, Response};
+use futures::StreamExt;
+
+use crate::trigger::{
+    CompiledTrigger, DeadLetter, Invocation, ObjectChanges, Reply, Response, TriggerKind,
+};
 
 /// What every execution needs.
 #[derive(Debug, Clone)]
@@ -75,6 +79,23 @@ impl Run {
     async fn pace(&self, trigger: &CompiledTrigger) {
         if let (Run::Live, Some(limiter)) = (self, &trigger.rate_limit) {
             limiter.until_ready().await;
+        }
+    }
+
+    /// The object's later states for a policy that answered "wait": a watch (live), or the
+    /// stub's `objects`. `None` when the trigger has no object to watch.
+    fn changes(
+        &self,
+        trigger: &CompiledTrigger,
+        response: &Response,
+        attempt: u32,
+    ) -> Option<ObjectChanges> {
+        match (self, &trigger.kind, &response.reply) {
+            (Run::Live, TriggerKind::K8s(target), Ok(Reply::K8s(reply))) => target.watch(reply),
+            (Run::Stub(r), TriggerKind::K8s(_), Ok(Reply::K8s(_))) => {
+                Some(r.changes(trigger, attempt))
+            }
+            _ => None,
         }
     }
 
@@ -226,15 +247,23 @@ async fn attempt_all(
             .trigger_attempt_seconds
             .get_or_create(&labels)
             .observe(response.duration.as_secs_f64());
-        let outcome = trigger
-            .policy
-            .judge(&ctx.host, &response, attempt, max, events)
-            .unwrap_or_else(|e| {
-                count_script_error(ctx, trigger, "policy");
-                Outcome::Fail {
-                    reason: format!("policy script: {e}"),
-                }
-            });
+        let judge = |response: &Response| {
+            trigger
+                .policy
+                .judge(&ctx.host, response, attempt, max, events)
+                .unwrap_or_else(|e| {
+                    count_script_error(ctx, trigger, "policy");
+                    Outcome::Fail {
+                        reason: format!("policy script: {e}"),
+                    }
+                })
+        };
+        let mut outcome = judge(&response);
+        let mut response = response;
+        if outcome == Outcome::Wait {
+            (outcome, response) =
+                wait_for_verdict(run, trigger, response, attempt, events, &judge).await;
+        }
         run.judged(&outcome, dead_letter.is_some());
         match outcome {
             Outcome::Success => {
@@ -267,6 +296,73 @@ async fn attempt_all(
                 return Err((format!("{reason} (after {attempt} attempts)"), attempt));
             }
             Outcome::Fail { reason } => return Err((reason, attempt)),
+            // wait_for_verdict answers every "wait" with another verdict.
+            Outcome::Wait => return Err(("the policy kept waiting".into(), attempt)),
+        }
+    }
+}
+
+/// A policy answered "wait": judge the object again each time it changes until the policy
+/// gives another answer or its time runs out. Returns the verdict and the response it was
+/// given on (the last state seen).
+async fn wait_for_verdict(
+    run: &Run,
+    trigger: &CompiledTrigger,
+    response: Response,
+    attempt: u32,
+    events: &FiredEvents,
+    judge: &impl Fn(&Response) -> Outcome,
+) -> (Outcome, Response) {
+    let Some(mut changes) = run.changes(trigger, &response, attempt) else {
+        let reason = "the policy answered \"wait\", which only Kubernetes triggers with a live object can do".to_owned();
+        return (Outcome::Fail { reason }, response);
+    };
+    let limit = trigger.policy.wait_limit();
+    tracing::info!(
+        sensor = %trigger.sensor,
+        trigger = %trigger.name,
+        events = %events.ids(),
+        attempt,
+        response = %response.summary(),
+        timeout_ms = limit.timeout.as_millis() as u64,
+        "policy waits for the object to change"
+    );
+    let deadline = tokio::time::Instant::now() + limit.timeout;
+    let mut last = response;
+    loop {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Ok(Some(next)) => {
+                let outcome = judge(&next);
+                last = next;
+                if outcome != Outcome::Wait {
+                    return (outcome, last);
+                }
+                tracing::debug!(trigger = %trigger.name, response = %last.summary(), "policy still waiting");
+            }
+            Ok(None) => {
+                let reason = format!(
+                    "the policy was still waiting when the object stopped changing: {}",
+                    last.summary()
+                );
+                return (Outcome::Fail { reason }, last);
+            }
+            Err(_) if limit.fail_on_timeout => {
+                let reason = format!(
+                    "the policy was still waiting after {:?}: {}",
+                    limit.timeout,
+                    last.summary()
+                );
+                return (Outcome::Fail { reason }, last);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    sensor = %trigger.sensor,
+                    trigger = %trigger.name,
+                    timeout_ms = limit.timeout.as_millis() as u64,
+                    "policy labels not seen before the backoff ran out; counted as success (errorOnBackoffTimeout is false)"
+                );
+                return (Outcome::Success, last);
+            }
         }
     }
 }

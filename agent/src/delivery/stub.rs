@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use crate::policy::Outcome;
 use crate::sensor::FiredEvents;
 use crate::trigger::{
-    CompiledTrigger, HttpReply, Invocation, KafkaReply, LambdaReply, NatsReply, Reply, Response,
-    TriggerError, TriggerKind,
+    CompiledTrigger, HttpReply, Invocation, K8sReply, KafkaReply, LambdaReply, NatsReply,
+    ObjectBase, ObjectChanges, Reply, Response, TriggerError, TriggerKind,
 };
 
 /// Which reply shape a stub plays: the one of the trigger it answers.
@@ -30,6 +30,8 @@ pub enum StubShape {
     Nats,
     /// `{}` (acknowledged) or `{error}` (kafka triggers).
     Kafka,
+    /// `{status, object, objects}` (k8s and argoWorkflow triggers; the operation's name).
+    K8s(&'static str),
 }
 
 impl StubShape {
@@ -39,6 +41,7 @@ impl StubShape {
             TriggerKind::Lambda(_) => StubShape::Lambda,
             TriggerKind::Nats(_) => StubShape::Nats,
             TriggerKind::Kafka(_) => StubShape::Kafka,
+            TriggerKind::K8s(t) => StubShape::K8s(t.action().name()),
             TriggerKind::Http(_) | TriggerKind::Log(_) => StubShape::Http,
         }
     }
@@ -53,8 +56,11 @@ pub struct StubResponse {
     pub status: u16,
     /// Response headers (http).
     pub headers: BTreeMap<String, String>,
-    /// Response body (http) or the function's payload (awsLambda).
+    /// Response body (http), the function's payload (awsLambda) or the live object after
+    /// the action (k8s).
     pub body: Value,
+    /// k8s: the object's later states, one per change a policy that answered "wait" sees.
+    pub objects: Vec<Value>,
     /// `X-Amz-Function-Error` (awsLambda): the function ran and failed.
     pub function_error: Option<String>,
     /// A transport error instead of a response (connection refused, timeout, ...).
@@ -71,6 +77,7 @@ impl Default for StubResponse {
             status: 200,
             headers: BTreeMap::new(),
             body: Value::Null,
+            objects: Vec::new(),
             function_error: None,
             error: None,
             retryable: true,
@@ -104,6 +111,9 @@ impl StubResponse {
             StubShape::Nats => Reply::Nats(NatsReply::default()),
             // Partition 0, offset 0: the live broker's to give.
             StubShape::Kafka => Reply::Kafka(KafkaReply::default()),
+            StubShape::K8s(operation) => {
+                Reply::K8s(K8sReply::stub(operation, self.status, self.body.clone()))
+            }
         };
         Response::replied(reply, Duration::ZERO)
     }
@@ -131,6 +141,13 @@ impl StubResponse {
                     out.insert("functionError".into(), f.clone().into());
                 }
                 "payload"
+            }
+            StubShape::K8s(_) => {
+                out.insert("status".into(), self.status.into());
+                if !self.objects.is_empty() {
+                    out.insert("objects".into(), self.objects.clone().into());
+                }
+                "object"
             }
         };
         if !self.body.is_null() {
@@ -305,12 +322,33 @@ impl Recording {
             Outcome::Success => "success".to_owned(),
             Outcome::Retry { reason, .. } => format!("retry: {reason}"),
             Outcome::Fail { reason } => format!("fail: {reason}"),
+            Outcome::Wait => "wait".to_owned(),
         };
         self.with(dead_letter, |r| {
             if let Some(a) = r.attempts.last_mut() {
                 a.verdict = Some(verdict);
             }
         });
+    }
+
+    /// The object states a waiting policy sees after attempt `attempt` (its stub's `objects`).
+    pub(super) fn changes(&self, trigger: &CompiledTrigger, attempt: u32) -> ObjectChanges {
+        let stub = self.stubs.response(&trigger.sensor, &trigger.name, attempt);
+        let operation = match StubShape::of(&trigger.kind) {
+            StubShape::K8s(op) => op,
+            _ => "",
+        };
+        let states: Vec<Response> = stub
+            .objects
+            .into_iter()
+            .map(|object| {
+                Response::replied(
+                    Reply::K8s(K8sReply::stub(operation, stub.status, object)),
+                    Duration::ZERO,
+                )
+            })
+            .collect();
+        Box::pin(futures::stream::iter(states))
     }
 
     /// Records that the request or payload could not be built, so no attempt was made (the
@@ -365,6 +403,25 @@ pub fn invocation_json(invocation: &Invocation) -> Value {
             "topic": spec.topic,
             "partitioningKey": spec.key(),
         }),
+        Invocation::K8s(spec) => {
+            let mut out = json!({ "type": "k8s" });
+            match &spec.base {
+                ObjectBase::Object(object) => {
+                    let mut resource = object.clone();
+                    for p in &spec.params {
+                        let _ = p.apply(&mut resource);
+                    }
+                    out["resource"] = resource;
+                }
+                ObjectBase::ConfigMap { name, key } => {
+                    out["configmap"] = json!({ "name": name, "key": key });
+                }
+            }
+            if let Some(ops) = &spec.json_patch {
+                out["jsonPatch"] = ops.clone();
+            }
+            out
+        }
         Invocation::Log => json!({ "type": "log" }),
     }
 }

@@ -83,11 +83,7 @@ impl std::error::Error for ManifestErrors {}
 /// The message and a one-line hint for a field we know about but do not accept.
 /// `in_event_source` tells event source kinds (`spec.kafka` of an EventSource) from trigger
 /// types of the same name.
-pub fn hint_for_field(
-    field: &str,
-    parent: &str,
-    in_event_source: bool,
-) -> Option<(String, &'static str)> {
+pub fn hint_for_field(field: &str, in_event_source: bool) -> Option<(String, &'static str)> {
     const SOURCE_KINDS: &[&str] = &[
         "github",
         "gitlab",
@@ -118,8 +114,6 @@ pub fn hint_for_field(
         "pulsar",
     ];
     const TRIGGER_TYPES: &[&str] = &[
-        "k8s",
-        "argoWorkflow",
         "slack",
         "custom",
         "openWhisk",
@@ -130,12 +124,6 @@ pub fn hint_for_field(
         "email",
     ];
     let unsupported = |what: &str| format!("{what} {field:?} is not supported");
-    if parent == "policy" && field == "k8s" {
-        return Some((
-            unsupported("policy kind"),
-            "Kubernetes resource policies come with the k8s trigger (not supported yet); use `policy.script`",
-        ));
-    }
     if in_event_source && SOURCE_KINDS.contains(&field) {
         return Some((
             unsupported("event source kind"),
@@ -151,7 +139,7 @@ pub fn hint_for_field(
     if !in_event_source && TRIGGER_TYPES.contains(&field) {
         return Some((
             unsupported("trigger type"),
-            "supported trigger types: http, awsLambda, nats, kafka, log",
+            "supported trigger types: http, awsLambda, nats, kafka, k8s, argoWorkflow, log",
         ));
     }
     let hint = match field {

@@ -4,6 +4,7 @@
 mod common;
 mod error;
 mod eventsource;
+mod k8s;
 mod sensor;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{
     CalendarEvent, EventSourceSpec, JetStreamConsumer, KafkaConsumerGroup, KafkaEvent, NatsEvent,
     SourceFilter, WebhookEvent, WebhookSignature,
+};
+pub use k8s::{
+    ArgoWorkflowTrigger, ArtifactLocation, ConfigMapKey, FileArtifact, K8sPolicy, K8sTrigger,
 };
 pub use sensor::{
     AwsLambdaTrigger, Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter,
@@ -365,10 +369,9 @@ fn yaml_error(origin: &Origin, path: &str, e: &serde_saphyr::Error) -> ManifestE
     let mut segments = path.rsplit('.');
     let field = segments.next().unwrap_or("");
     let field = field.split('[').next().unwrap_or(field);
-    let parent = segments.next().unwrap_or("");
     if message.starts_with("unknown field") {
         let in_event_source = body_is_event_source(path);
-        match hint_for_field(field, parent, in_event_source) {
+        match hint_for_field(field, in_event_source) {
             Some((message, hint)) => {
                 err.message = message;
                 err = err.with_hint(hint);

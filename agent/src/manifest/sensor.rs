@@ -7,6 +7,7 @@ use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use super::common::{Amount, ClientTls, IntOrString, NatsAuth, ScriptSource, SecretRef};
+use super::k8s::{ArgoWorkflowTrigger, K8sPolicy, K8sTrigger};
 
 /// `spec` of a Sensor.
 #[derive(Debug, Clone, Deserialize)]
@@ -239,6 +240,12 @@ pub struct TriggerTemplate {
     /// Log trigger, for debugging.
     #[serde(default)]
     pub log: Option<LogTrigger>,
+    /// Any Kubernetes resource: create, update, patch or delete.
+    #[serde(default)]
+    pub k8s: Option<K8sTrigger>,
+    /// Argo Workflow operations through the Kubernetes API.
+    #[serde(default)]
+    pub argo_workflow: Option<ArgoWorkflowTrigger>,
 }
 
 /// When to forget dependencies that arrived but did not complete a condition.
@@ -504,6 +511,13 @@ pub struct Policy {
     /// File holding that script.
     #[serde(default)]
     pub script_file: Option<Spanned<String>>,
+    /// Kubernetes triggers: labels the live object must get.
+    #[serde(default)]
+    pub k8s: Option<K8sPolicy>,
+    /// Kubernetes triggers: how long a script returning "wait" may keep waiting for the
+    /// live object to change (Go duration, default 10m).
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
 }
 
 /// Allowed HTTP status codes.

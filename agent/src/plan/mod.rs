@@ -23,6 +23,15 @@ pub struct Plan {
     pub warnings: Vec<ManifestError>,
 }
 
+impl Plan {
+    /// Whether any trigger or source talks to the Kubernetes API.
+    pub fn needs_cluster(&self) -> bool {
+        self.sensors
+            .iter()
+            .any(|s| s.triggers.iter().any(|t| t.trigger.needs_cluster()))
+    }
+}
+
 /// What a compile step needs: the script host, where the document came from, and the place
 /// to put errors.
 pub struct CompileContext<'a> {

@@ -28,13 +28,32 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Kubernetes triggers: judge the live object again when it changes (bounded by the
+    /// policy's timeout).
+    Wait,
 }
+
+/// How long a waiting policy may wait, and what running out of time means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitLimit {
+    /// The longest wait after an attempt.
+    pub timeout: Duration,
+    /// Whether running out of time fails the trigger (else it counts as success, as for
+    /// Argo's `policy.k8s` without `errorOnBackoffTimeout`).
+    pub fail_on_timeout: bool,
+}
+
+/// How long a policy script's "wait" may last when `policy.timeout` is not set.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A compiled policy: allowed statuses and/or a script; defaults per DESIGN section 5.
 #[derive(Debug, Clone, Default)]
 pub struct CompiledPolicy {
     allow: Option<Vec<u16>>,
     script: Option<CompiledScript>,
+    /// `policy.k8s.labels`: the live object must carry them.
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    wait: Option<WaitLimit>,
 }
 
 impl CompiledPolicy {
@@ -51,9 +70,46 @@ impl CompiledPolicy {
             Some(s) => Some(ctx.script(&format!("{field}.script"), ScriptKind::Policy, &s)?),
             None => None,
         };
+        let timeout = match &p.timeout {
+            None => None,
+            Some(t) => match crate::delivery::parse_duration(&t.value) {
+                Ok(d) if !d.is_zero() => Some(d),
+                _ => {
+                    ctx.error_with_hint(
+                        Some(&t.referenced),
+                        format!("{field}.timeout"),
+                        format!("invalid timeout {:?}", t.value),
+                        "a Go duration such as 30m or 1h",
+                    );
+                    return None;
+                }
+            },
+        };
+        let k8s_wait = match &p.k8s {
+            Some(k) => {
+                let backoff = crate::delivery::Backoff::compile(
+                    ctx,
+                    &format!("{field}.k8s.backoff"),
+                    k.backoff.as_ref(),
+                )?;
+                Some(WaitLimit {
+                    timeout: timeout.unwrap_or_else(|| backoff.total_delay()),
+                    fail_on_timeout: k.error_on_backoff_timeout,
+                })
+            }
+            None => None,
+        };
+        let wait = k8s_wait.or_else(|| {
+            script.as_ref().map(|_| WaitLimit {
+                timeout: timeout.unwrap_or(DEFAULT_WAIT_TIMEOUT),
+                fail_on_timeout: true,
+            })
+        });
         Some(Self {
             allow: p.status.as_ref().map(|s| s.allow.clone()),
             script,
+            labels: p.k8s.as_ref().map(|k| k.labels.clone()),
+            wait,
         })
     }
 
@@ -84,7 +140,23 @@ impl CompiledPolicy {
                 // A bare "fail" or "retry" still says what the response was.
                 .and_then(|v| outcome_from_script(&v, &format!("policy: {}", response.summary())));
         }
-        Ok(default_outcome(response, self.allow.as_deref()))
+        let outcome = default_outcome(response, self.allow.as_deref());
+        if let (Outcome::Success, Some(expected), Ok(crate::trigger::Reply::K8s(reply))) =
+            (&outcome, &self.labels, &response.reply)
+        {
+            if !labels_satisfied(expected, &reply.labels()) {
+                return Ok(Outcome::Wait);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// How long an answer of "wait" may keep waiting; `None` when this policy never waits.
+    pub fn wait_limit(&self) -> WaitLimit {
+        self.wait.clone().unwrap_or(WaitLimit {
+            timeout: DEFAULT_WAIT_TIMEOUT,
+            fail_on_timeout: true,
+        })
     }
 }
 
@@ -174,12 +246,10 @@ fn named_outcome(
         "fail" => Outcome::Fail {
             reason: reason.to_owned(),
         },
-        "wait" => Outcome::Fail {
-            reason: "\"wait\" is only meaningful for Kubernetes triggers".into(),
-        },
+        "wait" => Outcome::Wait,
         other => {
             return Err(ScriptError::Type {
-                expected: "\"success\", \"retry\" or \"fail\"",
+                expected: "\"success\", \"retry\", \"fail\" or \"wait\"",
                 got: format!("{other:?}"),
             })
         }
@@ -228,8 +298,8 @@ mod tests {
         let judge = |src: &str, r: &Response| {
             let script = host.compile(ScriptKind::Policy, src).unwrap();
             CompiledPolicy {
-                allow: None,
                 script: Some(script),
+                ..CompiledPolicy::default()
             }
             .judge(&host, r, 1, 3, &FiredEvents::new(Default::default()))
             .unwrap_or_else(|e| Outcome::Fail {

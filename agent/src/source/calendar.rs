@@ -265,6 +265,7 @@ mod tests {
             shutdown,
             clock,
             secrets_dir: None,
+            cluster: None,
             bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
             host: Arc::new(crate::script::ScriptHost::new(Default::default(), vec![])),
         }

@@ -114,6 +114,8 @@ pub struct SourceContext {
     pub bind_host: std::net::IpAddr,
     /// The script engine, for EventSource filters.
     pub host: Arc<crate::script::ScriptHost>,
+    /// The Kubernetes API, when a source of the plan needs it.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl SourceContext {

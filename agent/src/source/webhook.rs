@@ -543,6 +543,7 @@ mod tests {
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 clock: super::super::Clock::System,
                 secrets_dir: None,
+                cluster: None,
                 bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
                 host: std::sync::Arc::new(crate::script::ScriptHost::new(
                     Default::default(),

@@ -60,6 +60,17 @@ pub struct ReloadLabels {
     pub outcome: String,
 }
 
+/// Labels of namespace-guard refusals.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceRefusalLabels {
+    /// Sensor name.
+    pub sensor: String,
+    /// Trigger name.
+    pub trigger: String,
+    /// The namespace that was refused.
+    pub namespace: String,
+}
+
 /// Labels of script timings.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScriptKindLabels {
@@ -107,6 +118,8 @@ pub struct Metrics {
     pub script_errors: Family<ScriptLabels, Counter>,
     /// Configuration reloads after manifest or script changes, by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Kubernetes trigger executions refused because of their target namespace.
+    pub namespace_refusals: Family<NamespaceRefusalLabels, Counter>,
     /// Duration of one script evaluation, by script kind.
     pub script_seconds: ScriptTimings,
     /// Duration of one trigger attempt.
@@ -139,6 +152,7 @@ impl Metrics {
             dead_letters: Family::default(),
             script_errors: Family::default(),
             reloads: Family::default(),
+            namespace_refusals: Family::default(),
             script_seconds: Family::new_with_constructor(script_histogram),
             trigger_attempt_seconds: Family::new_with_constructor(latency_histogram),
             trigger_execution_seconds: Family::new_with_constructor(latency_histogram),
@@ -208,6 +222,11 @@ impl Metrics {
             "reloads",
             "Configuration reloads after file changes, by outcome",
             m.reloads.clone(),
+        );
+        registry.register(
+            "namespace_refusals",
+            "Kubernetes trigger executions refused because their namespace is not allowed",
+            m.namespace_refusals.clone(),
         );
         registry.register(
             "script_seconds",

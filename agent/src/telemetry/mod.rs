@@ -6,7 +6,7 @@ mod ops;
 
 pub use logging::{init_logging, LogFormat};
 pub use metrics::{
-    trigger_labels, DependencyLabels, Metrics, OutcomeLabels, ReloadLabels, ScriptKindLabels,
-    ScriptLabels, ScriptTimings, SourceLabels, TriggerLabels,
+    trigger_labels, DependencyLabels, Metrics, NamespaceRefusalLabels, OutcomeLabels, ReloadLabels,
+    ScriptKindLabels, ScriptLabels, ScriptTimings, SourceLabels, TriggerLabels,
 };
 pub use ops::{serve_ops, Readiness};

@@ -677,14 +677,31 @@ impl Resolver<'_> {
                 );
                 return None;
             }
+            StubShape::K8s(_)
+                if !v.body.is_null()
+                    || !v.headers.is_empty()
+                    || v.function_error.is_some()
+                    || v.payload.is_some() =>
+            {
+                self.error_with_hint(
+                    at,
+                    field,
+                    "a Kubernetes trigger's stub is {status, object, objects} or {error}",
+                    "object: the live object after the action; objects: its later states, seen by a policy that answers \"wait\"",
+                );
+                return None;
+            }
+            StubShape::K8s(_) => {
+                return self.k8s_response(field, s, shape);
+            }
             _ => {}
         }
         if v.object.is_some() || v.objects.is_some() {
             self.error_with_hint(
                 at,
                 &format!("{field}.object"),
-                "Kubernetes object states are not supported yet",
-                "they come with the k8s and argoWorkflow triggers (issue 4); http and log triggers take status, body, headers or error",
+                "`object` and `objects` are for k8s and argoWorkflow triggers",
+                "http and log triggers take status, body, headers or error",
             );
             return None;
         }
@@ -726,12 +743,52 @@ impl Resolver<'_> {
                     status: status.unwrap_or(0),
                     headers: v.headers.clone(),
                     body: v.payload.clone().unwrap_or_else(|| v.body.clone()),
+                    objects: Vec::new(),
                     function_error: v.function_error.clone(),
                     error: error.clone(),
                     retryable: v.retryable.unwrap_or(true),
                 })
             }
         }
+    }
+
+    /// A Kubernetes stub: `{status?, object?, objects?}` (status defaults to 200) or `{error}`.
+    fn k8s_response(
+        &mut self,
+        field: &str,
+        s: &Spanned<ResponseSpec>,
+        shape: StubShape,
+    ) -> Option<StubResponse> {
+        let (at, v) = (&s.referenced, &s.value);
+        if v.error.is_some() && (v.status.is_some() || v.object.is_some() || v.objects.is_some()) {
+            self.error(
+                at,
+                field,
+                "set either status/object (a reply) or error (no reply), not both",
+            );
+            return None;
+        }
+        let objects = match &v.objects {
+            None => Vec::new(),
+            Some(Value::Array(list)) => list.clone(),
+            Some(_) => {
+                self.error(
+                    at,
+                    &format!("{field}.objects"),
+                    "objects is a list of object states",
+                );
+                return None;
+            }
+        };
+        Some(StubResponse {
+            shape,
+            status: v.status.unwrap_or(200),
+            body: v.object.clone().unwrap_or(Value::Null),
+            objects,
+            error: v.error.clone(),
+            retryable: v.retryable.unwrap_or(true),
+            ..StubResponse::default()
+        })
     }
 
     fn event(&mut self, field: &str, step: EventStep) -> Option<ResolvedEvent> {

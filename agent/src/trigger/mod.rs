@@ -1,7 +1,10 @@
 //! Triggers: what a sensor does when its dependencies are met. One file per trigger type,
 //! one arm of [`TriggerKind`] each.
 
+mod argo_workflow;
 mod http;
+mod k8s;
+mod k8s_compile;
 mod kafka;
 mod lambda;
 mod log;
@@ -14,7 +17,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use argo_workflow::WorkflowOperation;
 pub use http::{HttpReply, HttpRequestSpec, HttpTarget};
+pub use k8s::{
+    parse_resource, K8sAction, K8sOperation, K8sReply, K8sRequestSpec, K8sTarget, ObjectBase,
+    ObjectChanges, PatchStrategy,
+};
 pub use kafka::{KafkaReply, KafkaRequestSpec, KafkaSettings, KafkaTarget};
 pub use lambda::{LambdaReply, LambdaRequestSpec, LambdaSettings, LambdaSetupError, LambdaTarget};
 pub use log::LogTarget;
@@ -41,6 +49,8 @@ pub enum TriggerKind {
     Nats(Box<NatsTarget>),
     /// Kafka write (boxed, like Lambda).
     Kafka(Box<KafkaTarget>),
+    /// A Kubernetes resource or Argo Workflow action (boxed, like Lambda).
+    K8s(Box<K8sTarget>),
     /// Log line.
     Log(LogTarget),
 }
@@ -56,6 +66,8 @@ pub enum Invocation {
     Nats(NatsRequestSpec),
     /// A Kafka write.
     Kafka(KafkaRequestSpec),
+    /// A Kubernetes action.
+    K8s(K8sRequestSpec),
     /// A log line.
     Log,
 }
@@ -188,8 +200,46 @@ impl CompiledTrigger {
                 }
                 Ok(Invocation::Kafka(spec))
             }
+            TriggerKind::K8s(target) => {
+                let key = match target.action() {
+                    K8sAction::Resource { .. } => "k8s",
+                    K8sAction::Workflow(_) => "argoWorkflow",
+                };
+                let spec = template.get(key).cloned().unwrap_or(Value::Null);
+                let base = match spec.pointer("/source/configmap") {
+                    Some(cm) => ObjectBase::ConfigMap {
+                        name: cm
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                        key: cm
+                            .get("key")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    },
+                    None => ObjectBase::Object(
+                        spec.pointer("/source/resource")
+                            .or(target.source())
+                            .cloned()
+                            .unwrap_or(Value::Null),
+                    ),
+                };
+                Ok(Invocation::K8s(K8sRequestSpec {
+                    base,
+                    params: params::resolve_all(&self.type_params, host, events)?,
+                    json_patch: spec.get("jsonPatch").cloned(),
+                }))
+            }
             TriggerKind::Log(_) => Ok(Invocation::Log),
         }
+    }
+
+    /// Whether the trigger (or its dead-letter trigger) talks to the Kubernetes API.
+    pub fn needs_cluster(&self) -> bool {
+        matches!(self.kind, TriggerKind::K8s(_))
+            || self.dlq.as_ref().is_some_and(|d| d.needs_cluster())
     }
 
     /// The payload for these events.
@@ -243,12 +293,14 @@ impl CompiledTrigger {
             (TriggerKind::Kafka(target), Invocation::Kafka(spec)) => {
                 target.execute(spec, payload).await
             }
+            (TriggerKind::K8s(target), Invocation::K8s(spec)) => target.execute(spec).await,
             (TriggerKind::Log(target), _) => target.execute(&self.sensor, &self.name, payload),
             (
                 TriggerKind::Http(_)
                 | TriggerKind::Lambda(_)
                 | TriggerKind::Nats(_)
-                | TriggerKind::Kafka(_),
+                | TriggerKind::Kafka(_)
+                | TriggerKind::K8s(_),
                 _,
             ) => Response::failed(
                 TriggerError::permanent("internal: invocation does not match trigger type"),
@@ -260,7 +312,8 @@ impl CompiledTrigger {
     /// Readies the trigger's client before the first event (and its dead-letter trigger's):
     /// resolves secrets and builds SDK clients. Nothing to do for http, kafka (its producer
     /// is made at the first attempt) and log.
-    pub async fn prepare(&self, secrets_dir: Option<&std::path::Path>) -> Result<(), PrepareError> {
+    pub async fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareError> {
+        let secrets_dir = ctx.secrets_dir;
         let failed = |source| PrepareError {
             sensor: self.sensor.clone(),
             trigger: self.name.clone(),
@@ -274,13 +327,26 @@ impl CompiledTrigger {
             TriggerKind::Nats(target) => target
                 .prepare(secrets_dir)
                 .map_err(|e| failed(PrepareFailure::Nats(e)))?,
+            TriggerKind::K8s(target) => match ctx.cluster {
+                Some(cluster) => target.prepare(cluster),
+                None => return Err(failed(PrepareFailure::NoCluster)),
+            },
             TriggerKind::Http(_) | TriggerKind::Kafka(_) | TriggerKind::Log(_) => {}
         }
         if let Some(dlq) = &self.dlq {
-            Box::pin(dlq.prepare(secrets_dir)).await?;
+            Box::pin(dlq.prepare(ctx)).await?;
         }
         Ok(())
     }
+}
+
+/// What readying a trigger may need.
+#[derive(Debug, Clone, Copy)]
+pub struct PrepareContext<'a> {
+    /// Directory of mounted secrets (`<dir>/<name>/<key>`).
+    pub secrets_dir: Option<&'a std::path::Path>,
+    /// The Kubernetes API, when the plan has Kubernetes triggers.
+    pub cluster: Option<&'a crate::cluster::Cluster>,
 }
 
 /// A trigger could not be readied when the plan started (e.g. a missing secret).
@@ -304,6 +370,9 @@ pub enum PrepareFailure {
     /// A NATS credential could not be read.
     #[error("nats {0}")]
     Nats(#[from] crate::nats_client::NatsConnectError),
+    /// A Kubernetes trigger without a connection to the API server (internal).
+    #[error("no Kubernetes API connection was made for this plan")]
+    NoCluster,
 }
 
 /// Compiles one trigger of a sensor; `field` is its path (e.g. `spec.triggers[0]`).
@@ -375,6 +444,8 @@ pub fn compile_trigger(
         t.aws_lambda.as_ref().map(|_| "awsLambda"),
         t.nats.as_ref().map(|_| "nats"),
         t.kafka.as_ref().map(|_| "kafka"),
+        t.k8s.as_ref().map(|_| "k8s"),
+        t.argo_workflow.as_ref().map(|_| "argoWorkflow"),
         t.log.as_ref().map(|_| "log"),
     ]
     .into_iter()
@@ -449,6 +520,14 @@ pub fn compile_trigger(
             format!("triggerd/{sensor}/{}", t.name),
         )?;
         (kind, Some(type_params), payload, fixed)
+    } else if let Some(k) = &t.k8s {
+        let (kind, type_params, payload, fixed) =
+            k8s_compile::compile_k8s(ctx, &tfield, k, sensor, &t.name, dependencies)?;
+        (kind, Some(type_params), payload, fixed)
+    } else if let Some(w) = &t.argo_workflow {
+        let (kind, type_params, payload, fixed) =
+            k8s_compile::compile_argo_workflow(ctx, &tfield, w, sensor, &t.name, dependencies)?;
+        (kind, Some(type_params), payload, fixed)
     } else if t.log.is_some() {
         (
             TriggerKind::Log(LogTarget),
@@ -461,7 +540,7 @@ pub fn compile_trigger(
             None,
             tfield,
             "no trigger type given",
-            "add one of: http, awsLambda, nats, kafka, log",
+            "add one of: http, awsLambda, nats, kafka, k8s, argoWorkflow, log",
         );
         return None;
     };
@@ -483,7 +562,7 @@ pub fn compile_trigger(
 
 /// What compiling a trigger type yields: its kind, type-level parameters, payload builder
 /// (`None` after an error) and the invocation when parameters never change it.
-type TypeParts = (
+pub(crate) type TypeParts = (
     TriggerKind,
     Vec<CompiledParameter>,
     Option<PayloadBuilder>,
@@ -601,7 +680,7 @@ fn compile_lambda(
 
 /// Compiles a list of parameters at `field` (`...parameters`); every one is checked, so all
 /// their errors are reported, and `None` if any failed.
-fn compile_params(
+pub(crate) fn compile_params(
     ctx: &mut CompileContext<'_>,
     field: &str,
     list: &[crate::manifest::Parameter],

@@ -259,6 +259,46 @@ impl CompiledParameter {
     }
 }
 
+/// A parameter whose value was taken from the events, to be written later into an object
+/// that is only known at execution (a ConfigMap's content, a live object).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedParameter {
+    dest: String,
+    value: Value,
+    operation: Operation,
+}
+
+impl ResolvedParameter {
+    /// Writes the value into `target` at its `dest`.
+    pub fn apply(&self, target: &mut Value) -> Result<(), ParamError> {
+        set_path(target, &self.dest, self.value.clone(), self.operation).map_err(|reason| {
+            ParamError::Dest {
+                dest: self.dest.clone(),
+                reason,
+            }
+        })
+    }
+}
+
+/// Resolves parameters in order (unresolved ones are left out), for [`ResolvedParameter::apply`].
+pub fn resolve_all(
+    params: &[CompiledParameter],
+    host: &ScriptHost,
+    events: &FiredEvents,
+) -> Result<Vec<ResolvedParameter>, ParamError> {
+    let mut out = Vec::with_capacity(params.len());
+    for p in params {
+        if let Some(value) = p.resolve(host, events)? {
+            out.push(ResolvedParameter {
+                dest: p.dest.clone(),
+                value,
+                operation: p.operation,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// Applies parameters in order.
 pub fn apply_all(
     params: &[CompiledParameter],

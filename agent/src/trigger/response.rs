@@ -11,6 +11,7 @@ use rhai::{Dynamic, Map};
 use thiserror::Error;
 
 use super::http::HttpReply;
+use super::k8s::K8sReply;
 use super::kafka::KafkaReply;
 use super::lambda::LambdaReply;
 use super::nats::NatsReply;
@@ -76,6 +77,8 @@ pub enum Reply {
     Nats(NatsReply),
     /// `kafka`: `#{topic, partition, offset, duration_ms}`.
     Kafka(KafkaReply),
+    /// `k8s` and `argoWorkflow`: `#{operation, status, object, reason, message, deleted}`.
+    K8s(K8sReply),
 }
 
 impl Reply {
@@ -86,6 +89,7 @@ impl Reply {
             Reply::Lambda(r) => r,
             Reply::Nats(r) => r,
             Reply::Kafka(r) => r,
+            Reply::K8s(r) => r,
         }
     }
 }

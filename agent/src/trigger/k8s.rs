@@ -1,0 +1,823 @@
+//! The `k8s` and `argoWorkflow` triggers: act on any Kubernetes resource through the API
+//! server — create, update, patch or delete it, or carry out an Argo Workflow operation
+//! (see [`super::argo_workflow`] for how each maps to the API).
+//!
+//! The kind's plural and scope come from discovery. Every action is checked against the
+//! namespace guard first. The policy sees `#{operation, status, object, reason, message}`,
+//! where `object` is the live resource after the action; a policy that answers `"wait"` gets
+//! it again on every change, from a watch on that one object ([`K8sTarget::watch`]).
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use rhai::{Dynamic, Map};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::argo_workflow::{self, WorkflowOperation};
+use super::params::ResolvedParameter;
+use super::response::status_outcome;
+use super::{Reply, ReplyShape, Response, TriggerError};
+use crate::cluster::{Cluster, ResolvedKind};
+use crate::policy::Outcome;
+
+/// The field manager triggerd writes as (server-side apply, audit logs).
+pub const FIELD_MANAGER: &str = "triggerd";
+/// Label naming the sensor on every object a trigger creates.
+pub const SENSOR_LABEL: &str = "triggerd.io/sensor";
+/// Label naming the trigger on every object a trigger creates.
+pub const TRIGGER_LABEL: &str = "triggerd.io/trigger";
+
+/// What a `k8s` trigger does with its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum K8sOperation {
+    /// POST the resource (with `generateName` support).
+    Create,
+    /// Replace the live object (created when missing), as Argo does.
+    Update,
+    /// Patch the live object with the resource, using a [`PatchStrategy`].
+    Patch,
+    /// Delete the named object.
+    Delete,
+}
+
+impl K8sOperation {
+    /// The manifest's names, for errors.
+    pub const NAMES: [&'static str; 4] = ["create", "update", "patch", "delete"];
+
+    /// Parses `operation` (default `create`).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "" | "create" => Self::Create,
+            "update" => Self::Update,
+            "patch" => Self::Patch,
+            "delete" => Self::Delete,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Patch => "patch",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// How a patch is sent (`patchStrategy`, the content types the API server takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchStrategy {
+    /// `application/merge-patch+json` (RFC 7386), the default.
+    Merge,
+    /// `application/json-patch+json` (RFC 6902), from `jsonPatch`.
+    Json,
+    /// `application/strategic-merge-patch+json` (built-in kinds only).
+    Strategic,
+    /// `application/apply-patch+yaml`: server-side apply as field manager `triggerd`, forced.
+    Apply,
+}
+
+impl PatchStrategy {
+    /// The content types accepted in `patchStrategy`.
+    pub const NAMES: [&'static str; 4] = [
+        "application/merge-patch+json",
+        "application/json-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
+
+    /// Parses `patchStrategy` (default merge); the short names `merge`, `json`,
+    /// `strategic` and `apply` are accepted too.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "" | "merge" | "application/merge-patch+json" => Self::Merge,
+            "json" | "application/json-patch+json" => Self::Json,
+            "strategic" | "application/strategic-merge-patch+json" => Self::Strategic,
+            "apply" | "application/apply-patch+yaml" => Self::Apply,
+            _ => return None,
+        })
+    }
+}
+
+/// The action a target carries out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum K8sAction {
+    /// A `k8s` trigger.
+    Resource {
+        /// The operation.
+        operation: K8sOperation,
+        /// How patches are sent.
+        patch: PatchStrategy,
+        /// `update` parameterizes the live object instead of the source.
+        live_object: bool,
+    },
+    /// An `argoWorkflow` trigger.
+    Workflow(WorkflowOperation),
+}
+
+impl K8sAction {
+    /// The operation's name, as the policy's `response.operation`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Resource { operation, .. } => operation.name(),
+            Self::Workflow(op) => op.name(),
+        }
+    }
+}
+
+/// Where the resource of one execution comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ObjectBase {
+    /// Given in the manifest (`resource`, `inline` or `file`).
+    Object(Value),
+    /// A key of a ConfigMap in the agent's namespace, read at execution.
+    ConfigMap {
+        /// ConfigMap name.
+        name: String,
+        /// Key.
+        key: String,
+    },
+}
+
+/// The request of one execution: the resource and the parameters to write into it once it
+/// is known (after reading a ConfigMap, or the live object for `liveObject`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct K8sRequestSpec {
+    /// The resource.
+    pub base: ObjectBase,
+    /// Parameters resolved from the events.
+    pub params: Vec<ResolvedParameter>,
+    /// RFC 6902 operations for a JSON patch.
+    pub json_patch: Option<Value>,
+}
+
+/// A Kubernetes trigger and the cluster it acts on (set when the plan starts).
+#[derive(Debug, Clone)]
+pub struct K8sTarget {
+    action: K8sAction,
+    source: Option<Value>,
+    sensor: String,
+    trigger: String,
+    cluster: Arc<OnceLock<Cluster>>,
+}
+
+/// Responses to a policy that waits: the object each time it changes.
+pub type ObjectChanges = Pin<Box<dyn Stream<Item = Response> + Send>>;
+
+/// The reply of the API server to one action.
+#[derive(Debug, Clone)]
+pub struct K8sReply {
+    /// `create`, `patch`, `submit`, ...
+    pub operation: &'static str,
+    /// HTTP status of the API call (201 for a create).
+    pub status: u16,
+    /// The live object after the action (the deleted one for a delete); null on an error.
+    pub object: Value,
+    /// The API server's reason on an error (`AlreadyExists`, `Forbidden`, ...).
+    pub reason: String,
+    /// The API server's message on an error.
+    pub message: String,
+    /// The object was deleted (a watch saw it go).
+    pub deleted: bool,
+    /// The API resource, so a waiting policy can watch the object.
+    resource: Option<(ResolvedKind, String)>,
+}
+
+impl K8sReply {
+    fn ok(
+        operation: &'static str,
+        status: u16,
+        object: Value,
+        resource: (ResolvedKind, String),
+    ) -> Self {
+        Self {
+            operation,
+            status,
+            object,
+            reason: String::new(),
+            message: String::new(),
+            deleted: false,
+            resource: Some(resource),
+        }
+    }
+
+    /// A canned reply, for offline tests (no resource to watch).
+    pub fn stub(operation: &'static str, status: u16, object: Value) -> Self {
+        Self {
+            operation,
+            status,
+            object,
+            reason: String::new(),
+            message: String::new(),
+            deleted: false,
+            resource: None,
+        }
+    }
+
+    /// The live object's labels.
+    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
+        self.object
+            .pointer("/metadata/labels")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+    }
+}
+
+impl ReplyShape for K8sReply {
+    fn to_dynamic(&self, duration: Duration) -> Dynamic {
+        let mut map = Map::new();
+        map.insert("operation".into(), self.operation.into());
+        map.insert("status".into(), i64::from(self.status).into());
+        map.insert(
+            "object".into(),
+            rhai::serde::to_dynamic(&self.object).unwrap_or(Dynamic::UNIT),
+        );
+        map.insert("reason".into(), self.reason.clone().into());
+        map.insert("message".into(), self.message.clone().into());
+        map.insert("deleted".into(), self.deleted.into());
+        map.insert(
+            "duration_ms".into(),
+            super::response::duration_ms(duration).into(),
+        );
+        map.into()
+    }
+
+    /// API success succeeds; 409 and 422 fail; 5xx and 429 retry; other errors fail.
+    fn default_outcome(&self, allow: Option<&[u16]>) -> Outcome {
+        status_outcome(self.status, allow, &self.message, None)
+    }
+
+    fn summary(&self) -> String {
+        if !(200..300).contains(&self.status) {
+            return format!(
+                "{} failed: {} {}: {}",
+                self.operation, self.status, self.reason, self.message
+            );
+        }
+        let name = self.name().unwrap_or("?");
+        let phase = self
+            .object
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .map(|p| format!(", phase {p}"))
+            .unwrap_or_default();
+        let gone = if self.deleted { ", deleted" } else { "" };
+        format!("{} {name}: {}{phase}{gone}", self.operation, self.status)
+    }
+}
+
+/// What an action needs besides its object: the cluster and who is acting.
+pub(super) struct ActionContext<'a> {
+    pub(super) cluster: &'a Cluster,
+    pub(super) sensor: &'a str,
+    pub(super) trigger: &'a str,
+    /// Labels put on created objects.
+    pub(super) labels: Vec<(&'static str, String)>,
+}
+
+/// Why an action could not be carried out; says whether trying again may help.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ActionError {
+    /// The API server answered with an error status.
+    #[error("{}", .0.message)]
+    Api(Box<kube::core::Status>),
+    /// No answer or an unusable one.
+    #[error("{0}")]
+    Trigger(#[from] TriggerError),
+}
+
+impl From<kube::Error> for ActionError {
+    fn from(e: kube::Error) -> Self {
+        match e {
+            kube::Error::Api(status) => ActionError::Api(status),
+            // Connection refused or reset, timeouts, a stream cut short: transient.
+            e @ (kube::Error::HyperError(_)
+            | kube::Error::Service(_)
+            | kube::Error::ReadEvents(_)
+            | kube::Error::Auth(_)) => {
+                TriggerError::retryable(format!("Kubernetes API: {e}")).into()
+            }
+            e => TriggerError::permanent(format!("Kubernetes API: {e}")).into(),
+        }
+    }
+}
+
+impl K8sTarget {
+    /// A target for `sensor`'s `trigger`.
+    pub fn new(action: K8sAction, sensor: &str, trigger: &str) -> Self {
+        Self {
+            action,
+            source: None,
+            sensor: sensor.to_owned(),
+            trigger: trigger.to_owned(),
+            cluster: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// The resource parsed at load (`resource`, `inline` or `file`).
+    pub fn with_source(mut self, source: Option<Value>) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The resource parsed at load, if it was given in the manifest.
+    pub fn source(&self) -> Option<&Value> {
+        self.source.as_ref()
+    }
+
+    /// The action.
+    pub fn action(&self) -> K8sAction {
+        self.action
+    }
+
+    /// Remembers the cluster when the plan starts.
+    pub fn prepare(&self, cluster: &Cluster) {
+        let _ = self.cluster.set(cluster.clone());
+    }
+
+    /// Carries out one attempt.
+    pub async fn execute(&self, spec: &K8sRequestSpec) -> Response {
+        let started = Instant::now();
+        let Some(cluster) = self.cluster.get() else {
+            return Response::failed(
+                TriggerError::permanent(
+                    "internal: Kubernetes trigger used before the plan started",
+                ),
+                started.elapsed(),
+            );
+        };
+        let result = self.act(cluster, spec).await;
+        let elapsed = started.elapsed();
+        match result {
+            Ok(reply) => Response::replied(Reply::K8s(reply), elapsed),
+            Err(ActionError::Api(status)) => Response::replied(
+                Reply::K8s(K8sReply {
+                    operation: self.action.name(),
+                    status: status.code,
+                    object: Value::Null,
+                    reason: status.reason.clone(),
+                    message: status.message.clone(),
+                    deleted: false,
+                    resource: None,
+                }),
+                elapsed,
+            ),
+            Err(ActionError::Trigger(e)) => Response::failed(e, elapsed),
+        }
+    }
+
+    async fn act(&self, cluster: &Cluster, spec: &K8sRequestSpec) -> Result<K8sReply, ActionError> {
+        let mut object = match &spec.base {
+            ObjectBase::Object(v) => v.clone(),
+            ObjectBase::ConfigMap { name, key } => read_configmap(cluster, name, key).await?,
+        };
+        let live_update = matches!(
+            self.action,
+            K8sAction::Resource {
+                operation: K8sOperation::Update,
+                live_object: true,
+                ..
+            }
+        );
+        if live_update {
+            let ctx = ActionContext {
+                cluster,
+                sensor: &self.sensor,
+                trigger: &self.trigger,
+                labels: Vec::new(),
+            };
+            let source = Target::of(&ctx, &object).await?;
+            object = source.get(&source.name(&object)?).await?;
+        }
+        for p in &spec.params {
+            p.apply(&mut object)
+                .map_err(|e| TriggerError::permanent(e.to_string()))?;
+        }
+        let ctx = ActionContext {
+            cluster,
+            sensor: &self.sensor,
+            trigger: &self.trigger,
+            labels: self.labels(),
+        };
+        let target = Target::of(&ctx, &object).await?;
+        match self.action {
+            K8sAction::Resource {
+                operation, patch, ..
+            } => resource_action(&ctx, &target, operation, patch, object, spec).await,
+            K8sAction::Workflow(op) => argo_workflow::execute(op, &ctx, &target, object).await,
+        }
+    }
+}
+
+async fn resource_action(
+    ctx: &ActionContext<'_>,
+    target: &Target,
+    operation: K8sOperation,
+    patch: PatchStrategy,
+    mut object: Value,
+    spec: &K8sRequestSpec,
+) -> Result<K8sReply, ActionError> {
+    let op = operation.name();
+    match operation {
+        K8sOperation::Create => {
+            add_labels(&mut object, &ctx.labels);
+            target.create(op, &object).await
+        }
+        K8sOperation::Update => target.update(op, object).await,
+        K8sOperation::Patch => {
+            let name = target.name(&object)?;
+            let params = PatchParams::default();
+            let patched = match patch {
+                PatchStrategy::Merge => {
+                    target
+                        .api
+                        .patch(&name, &params, &Patch::Merge(&object))
+                        .await
+                }
+                PatchStrategy::Strategic => {
+                    target
+                        .api
+                        .patch(&name, &params, &Patch::Strategic(&object))
+                        .await
+                }
+                PatchStrategy::Apply => {
+                    let params = PatchParams::apply(FIELD_MANAGER).force();
+                    target
+                        .api
+                        .patch(&name, &params, &Patch::Apply(&object))
+                        .await
+                }
+                PatchStrategy::Json => {
+                    let ops = spec.json_patch.clone().unwrap_or(Value::Array(Vec::new()));
+                    let ops: json_patch::Patch = serde_json::from_value(ops).map_err(|e| {
+                        TriggerError::permanent(format!("jsonPatch is not an RFC 6902 patch: {e}"))
+                    })?;
+                    target
+                        .api
+                        .patch(&name, &params, &Patch::<()>::Json(ops))
+                        .await
+                }
+            };
+            Ok(target.reply(op, 200, to_value(patched?)?))
+        }
+        K8sOperation::Delete => {
+            let name = target.name(&object)?;
+            let deleted = target.api.delete(&name, &DeleteParams::default()).await?;
+            let object = deleted
+                .either(serde_json::to_value, serde_json::to_value)
+                .unwrap_or_default();
+            let mut reply = target.reply(op, 200, object);
+            reply.deleted = true;
+            Ok(reply)
+        }
+    }
+}
+
+impl K8sTarget {
+    /// Labels naming the sensor and trigger, put on every object the trigger creates.
+    fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (SENSOR_LABEL, label_value(&self.sensor)),
+            (TRIGGER_LABEL, label_value(&self.trigger)),
+        ]
+    }
+
+    /// The object of `reply` each time it changes, for a policy that answered `"wait"`:
+    /// a watch on that one object (its first item is the current state, so a change between
+    /// the action and the watch is not missed). `None` when the reply names no object.
+    pub fn watch(&self, reply: &K8sReply) -> Option<ObjectChanges> {
+        let cluster = self.cluster.get()?;
+        let (kind, namespace) = reply.resource.clone()?;
+        let name = reply.name()?.to_owned();
+        let api: Api<DynamicObject> = api_for(cluster, &kind, &namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let operation = reply.operation;
+        let started = Instant::now();
+        let changes = watcher::watcher(api, config).filter_map(move |event| {
+            let kind = kind.clone();
+            let namespace = namespace.clone();
+            let name = name.clone();
+            async move {
+                let (object, deleted) = match event {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+                    Ok(watcher::Event::Delete(o)) => (o, true),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => return None,
+                    Err(e) => {
+                        tracing::warn!(object = %name, error = %e, "watch of a triggered object failed; retrying");
+                        return None;
+                    }
+                };
+                let object = serde_json::to_value(object).ok()?;
+                let mut reply = K8sReply::ok(operation, 200, object, (kind, namespace));
+                reply.deleted = deleted;
+                Some(Response::replied(Reply::K8s(reply), started.elapsed()))
+            }
+        });
+        // The watcher retries failed requests itself, backing off between them.
+        Some(Box::pin(changes.boxed()))
+    }
+}
+
+/// One object's API endpoint: kind resolved, namespace checked against the guard.
+pub(super) struct Target {
+    pub(super) api: Api<DynamicObject>,
+    pub(super) kind: ResolvedKind,
+    pub(super) namespace: String,
+}
+
+impl Target {
+    /// Resolves `object`'s kind and checks its namespace (default: the agent's).
+    pub(super) async fn of(ctx: &ActionContext<'_>, object: &Value) -> Result<Self, ActionError> {
+        let cluster = ctx.cluster;
+        let field = |name: &str| {
+            object
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| TriggerError::permanent(format!("the resource has no {name}")))
+        };
+        let (api_version, kind) = (field("apiVersion")?, field("kind")?);
+        let resolved = cluster.resolve(api_version, kind).await.map_err(|e| {
+            let retryable = e.is_retryable();
+            TriggerError::new(e.to_string(), retryable)
+        })?;
+        let namespace = object
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(cluster.namespace())
+            .to_owned();
+        if resolved.namespaced {
+            cluster
+                .guard()
+                .check(ctx.sensor, ctx.trigger, &namespace)
+                .map_err(|e| TriggerError::permanent(e.to_string()))?;
+        } else if !cluster.guard().allows("*") {
+            return Err(TriggerError::permanent(format!(
+                "{kind} is cluster-scoped: the agent acts only in namespaces (start it with \
+                 --allow-namespace '*' to permit cluster-scoped resources)"
+            ))
+            .into());
+        }
+        Ok(Self {
+            api: api_for(cluster, &resolved, &namespace),
+            kind: resolved,
+            namespace,
+        })
+    }
+
+    /// `metadata.name`, which every action but a create needs.
+    pub(super) fn name(&self, object: &Value) -> Result<String, ActionError> {
+        object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                TriggerError::permanent(format!(
+                    "the {} resource has no metadata.name",
+                    self.kind.resource.kind
+                ))
+                .into()
+            })
+    }
+
+    pub(super) fn reply(&self, operation: &'static str, status: u16, object: Value) -> K8sReply {
+        K8sReply::ok(
+            operation,
+            status,
+            object,
+            (self.kind.clone(), self.namespace.clone()),
+        )
+    }
+
+    pub(super) async fn get(&self, name: &str) -> Result<Value, ActionError> {
+        to_value(self.api.get(name).await?)
+    }
+
+    pub(super) async fn create(
+        &self,
+        operation: &'static str,
+        object: &Value,
+    ) -> Result<K8sReply, ActionError> {
+        let created = self
+            .api
+            .create(&PostParams::default(), &to_dynamic(object)?)
+            .await?;
+        Ok(self.reply(operation, 201, to_value(created)?))
+    }
+
+    /// Argo's update: replace the live object (carrying its resourceVersion), or create it
+    /// when it does not exist. A conflict (someone wrote in between) re-reads and tries again.
+    pub(super) async fn update(
+        &self,
+        operation: &'static str,
+        object: Value,
+    ) -> Result<K8sReply, ActionError> {
+        let name = self.name(&object)?;
+        const CONFLICT_TRIES: usize = 3;
+        for _ in 1..CONFLICT_TRIES {
+            match self.replace_live(operation, &name, object.clone()).await {
+                Err(ActionError::Api(s)) if s.code == 409 => continue,
+                other => return other,
+            }
+        }
+        self.replace_live(operation, &name, object).await
+    }
+
+    async fn replace_live(
+        &self,
+        operation: &'static str,
+        name: &str,
+        mut object: Value,
+    ) -> Result<K8sReply, ActionError> {
+        let live = match self.api.get_opt(name).await? {
+            Some(live) => live,
+            None => return self.create(operation, &object).await,
+        };
+        if let Some(rv) = live.metadata.resource_version {
+            params_set(&mut object, "/metadata/resourceVersion", Value::String(rv));
+        }
+        let replaced = self
+            .api
+            .replace(name, &PostParams::default(), &to_dynamic(&object)?)
+            .await?;
+        Ok(self.reply(operation, 200, to_value(replaced)?))
+    }
+}
+
+fn api_for(cluster: &Cluster, kind: &ResolvedKind, namespace: &str) -> Api<DynamicObject> {
+    if kind.namespaced {
+        Api::namespaced_with(cluster.client().clone(), namespace, &kind.resource)
+    } else {
+        Api::all_with(cluster.client().clone(), &kind.resource)
+    }
+}
+
+/// Reads a resource (YAML or JSON) from a ConfigMap key in the agent's namespace.
+async fn read_configmap(cluster: &Cluster, name: &str, key: &str) -> Result<Value, ActionError> {
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(cluster.client().clone(), cluster.namespace());
+    let cm = api.get(name).await?;
+    let text =
+        cm.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| {
+            TriggerError::permanent(format!("ConfigMap {name} has no key {key:?}"))
+        })?;
+    parse_resource(text)
+        .map_err(|e| TriggerError::permanent(format!("ConfigMap {name} key {key}: {e}")).into())
+}
+
+/// Parses a resource given as YAML (or JSON) text.
+pub fn parse_resource(text: &str) -> Result<Value, String> {
+    let value: Value = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err("the resource is not a YAML mapping".into())
+    }
+}
+
+pub(super) fn to_value(o: DynamicObject) -> Result<Value, ActionError> {
+    serde_json::to_value(o).map_err(|e| TriggerError::permanent(format!("API object: {e}")).into())
+}
+
+pub(super) fn to_dynamic(v: &Value) -> Result<DynamicObject, ActionError> {
+    serde_json::from_value(v.clone())
+        .map_err(|e| TriggerError::permanent(format!("not a Kubernetes object: {e}")).into())
+}
+
+/// Sets `labels` on `object`'s metadata, keeping the labels it has.
+pub(super) fn add_labels(object: &mut Value, labels: &[(&str, String)]) {
+    for (k, v) in labels {
+        params_set(
+            object,
+            &format!("/metadata/labels/{}", k.replace('/', "~1")),
+            Value::String(v.clone()),
+        );
+    }
+}
+
+/// Writes `value` at a JSON pointer, creating objects on the way.
+pub(super) fn params_set(object: &mut Value, pointer: &str, value: Value) {
+    let mut cur = object;
+    let parts: Vec<String> = pointer
+        .split('/')
+        .skip(1)
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let Value::Object(map) = cur else { return };
+        if i + 1 == parts.len() {
+            map.insert(part.clone(), value);
+            return;
+        }
+        cur = map.entry(part.clone()).or_insert_with(|| json!({}));
+    }
+}
+
+/// A label value from a name: at most 63 characters of `[A-Za-z0-9._-]`, starting and
+/// ending alphanumeric.
+fn label_value(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_and_strategies_parse_with_defaults() {
+        assert_eq!(K8sOperation::parse(""), Some(K8sOperation::Create));
+        assert_eq!(K8sOperation::parse("patch"), Some(K8sOperation::Patch));
+        assert_eq!(K8sOperation::parse("apply"), None);
+        assert_eq!(PatchStrategy::parse(""), Some(PatchStrategy::Merge));
+        assert_eq!(
+            PatchStrategy::parse("application/strategic-merge-patch+json"),
+            Some(PatchStrategy::Strategic)
+        );
+        assert_eq!(PatchStrategy::parse("apply"), Some(PatchStrategy::Apply));
+        assert_eq!(PatchStrategy::parse("application/yaml"), None);
+    }
+
+    #[test]
+    fn labels_are_added_without_losing_existing_ones() {
+        let mut o = json!({"metadata": {"labels": {"app": "x"}}});
+        add_labels(&mut o, &[(SENSOR_LABEL, "s".into())]);
+        assert_eq!(
+            o["metadata"]["labels"],
+            json!({"app": "x", "triggerd.io/sensor": "s"})
+        );
+        let mut bare = json!({"kind": "ConfigMap"});
+        add_labels(&mut bare, &[(TRIGGER_LABEL, "t".into())]);
+        assert_eq!(bare["metadata"]["labels"]["triggerd.io/trigger"], "t");
+    }
+
+    #[test]
+    fn label_values_are_valid() {
+        assert_eq!(label_value("my sensor/x"), "my-sensor-x");
+        assert_eq!(label_value("-a-"), "a");
+        assert_eq!(label_value(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn default_outcome_follows_the_design() {
+        let reply = |status| K8sReply {
+            operation: "create",
+            status,
+            object: Value::Null,
+            reason: String::new(),
+            message: String::new(),
+            deleted: false,
+            resource: None,
+        };
+        assert_eq!(reply(201).default_outcome(None), Outcome::Success);
+        assert!(matches!(
+            reply(409).default_outcome(None),
+            Outcome::Fail { .. }
+        ));
+        assert!(matches!(
+            reply(422).default_outcome(None),
+            Outcome::Fail { .. }
+        ));
+        assert!(matches!(
+            reply(500).default_outcome(None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            reply(429).default_outcome(None),
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            reply(403).default_outcome(None),
+            Outcome::Fail { .. }
+        ));
+    }
+}

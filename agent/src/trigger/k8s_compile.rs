@@ -1,0 +1,254 @@
+//! Load-time checks of the `k8s` and `argoWorkflow` triggers: operation, patch strategy,
+//! where the resource comes from (an `inline` string or a `file` is parsed now, so a typo is
+//! a load error), and the fields that only make sense together.
+
+use serde_json::Value;
+
+use super::k8s::{K8sAction, K8sOperation, K8sTarget, PatchStrategy};
+use super::{
+    compile_params, parse_resource, Invocation, K8sRequestSpec, ObjectBase, PayloadBuilder,
+    TriggerKind, TypeParts, WorkflowOperation,
+};
+use crate::manifest::{ArgoWorkflowTrigger, ArtifactLocation, K8sTrigger, Spanned};
+use crate::plan::CompileContext;
+
+/// Compiles a `k8s` trigger.
+pub(super) fn compile_k8s(
+    ctx: &mut CompileContext<'_>,
+    tfield: &str,
+    k: &K8sTrigger,
+    sensor: &str,
+    trigger: &str,
+    dependencies: &[String],
+) -> Option<TypeParts> {
+    let f = format!("{tfield}.k8s");
+    let before = ctx.errors.len();
+    let operation = parse_choice(
+        ctx,
+        &f,
+        "operation",
+        k.operation.as_ref(),
+        K8sOperation::parse,
+        &K8sOperation::NAMES,
+    );
+    let patch = parse_choice(
+        ctx,
+        &f,
+        "patchStrategy",
+        k.patch_strategy.as_ref(),
+        PatchStrategy::parse,
+        &PatchStrategy::NAMES,
+    );
+    if let (Some(op), Some(p)) = (operation, patch) {
+        if p == PatchStrategy::Json && op == K8sOperation::Patch {
+            match &k.json_patch {
+                Some(ops) if ops.value.is_array() => {}
+                Some(ops) => ctx.error(
+                    Some(&ops.referenced),
+                    format!("{f}.jsonPatch"),
+                    "jsonPatch must be a list of RFC 6902 operations",
+                ),
+                None => ctx.error_with_hint(
+                    None,
+                    format!("{f}.jsonPatch"),
+                    "patchStrategy application/json-patch+json needs jsonPatch",
+                    "e.g. jsonPatch: [{op: replace, path: /spec/replicas, value: 3}]; the source resource names the object",
+                ),
+            }
+        } else if let Some(ops) = &k.json_patch {
+            ctx.error(
+                Some(&ops.referenced),
+                format!("{f}.jsonPatch"),
+                "jsonPatch is only used by operation patch with patchStrategy application/json-patch+json",
+            );
+        }
+        if k.live_object && op != K8sOperation::Update {
+            ctx.error(
+                None,
+                format!("{f}.liveObject"),
+                "liveObject is only valid for operation update",
+            );
+        }
+    }
+    let base = source(ctx, &f, &k.source);
+    let params = compile_params(ctx, &format!("{f}.parameters"), &k.parameters, dependencies);
+    if ctx.errors.len() > before {
+        return None;
+    }
+    let action = K8sAction::Resource {
+        operation: operation?,
+        patch: patch?,
+        live_object: k.live_object,
+    };
+    let json_patch = k.json_patch.as_ref().map(|p| p.value.clone());
+    parts(action, sensor, trigger, base?, params?, json_patch)
+}
+
+/// Compiles an `argoWorkflow` trigger.
+pub(super) fn compile_argo_workflow(
+    ctx: &mut CompileContext<'_>,
+    tfield: &str,
+    w: &ArgoWorkflowTrigger,
+    sensor: &str,
+    trigger: &str,
+    dependencies: &[String],
+) -> Option<TypeParts> {
+    let f = format!("{tfield}.argoWorkflow");
+    let before = ctx.errors.len();
+    let operation = parse_choice(
+        ctx,
+        &f,
+        "operation",
+        w.operation.as_ref(),
+        WorkflowOperation::parse,
+        &WorkflowOperation::NAMES,
+    );
+    if let Some(args) = &w.args {
+        ctx.error_with_hint(
+            Some(&args.referenced),
+            format!("{f}.args"),
+            "args (extra `argo` CLI arguments) are not supported: triggerd talks to the Kubernetes API, not the argo CLI",
+            "set the equivalent fields in the Workflow itself, e.g. spec.arguments.parameters",
+        );
+    }
+    let base = source(ctx, &f, &w.source);
+    let params = compile_params(ctx, &format!("{f}.parameters"), &w.parameters, dependencies);
+    if ctx.errors.len() > before {
+        return None;
+    }
+    parts(
+        K8sAction::Workflow(operation?),
+        sensor,
+        trigger,
+        base?,
+        params?,
+        None,
+    )
+}
+
+fn parts(
+    action: K8sAction,
+    sensor: &str,
+    trigger: &str,
+    base: ObjectBase,
+    params: Vec<super::CompiledParameter>,
+    json_patch: Option<Value>,
+) -> Option<TypeParts> {
+    let target = K8sTarget::new(action, sensor, trigger).with_source(match &base {
+        ObjectBase::Object(v) => Some(v.clone()),
+        ObjectBase::ConfigMap { .. } => None,
+    });
+    let fixed = params.is_empty().then(|| {
+        Invocation::K8s(K8sRequestSpec {
+            base,
+            params: Vec::new(),
+            json_patch,
+        })
+    });
+    // A Kubernetes trigger sends its resource, not a payload.
+    Some((
+        TriggerKind::K8s(Box::new(target)),
+        params,
+        Some(PayloadBuilder::Events),
+        fixed,
+    ))
+}
+
+fn parse_choice<T>(
+    ctx: &mut CompileContext<'_>,
+    f: &str,
+    name: &str,
+    given: Option<&Spanned<String>>,
+    parse: fn(&str) -> Option<T>,
+    names: &[&str],
+) -> Option<T> {
+    let text = given.map_or("", |g| g.value.as_str());
+    let parsed = parse(text);
+    if parsed.is_none() {
+        ctx.error_with_hint(
+            given.map(|g| &g.referenced),
+            format!("{f}.{name}"),
+            format!("unknown {name} {text:?}"),
+            format!("one of: {}", names.join(", ")),
+        );
+    }
+    parsed
+}
+
+/// The resource: given (`resource`), parsed now (`inline`, `file`), or read at execution
+/// (`configmap`). Exactly one must be set.
+fn source(
+    ctx: &mut CompileContext<'_>,
+    f: &str,
+    s: &Spanned<ArtifactLocation>,
+) -> Option<ObjectBase> {
+    let at = Some(&s.referenced);
+    let field = format!("{f}.source");
+    let loc = &s.value;
+    for (name, given) in [("url", &loc.url), ("s3", &loc.s3), ("git", &loc.git)] {
+        if given.is_some() {
+            ctx.error_with_hint(
+                at,
+                format!("{field}.{name}"),
+                format!("source.{name} is not supported"),
+                "give the resource inline (resource or inline), as a file next to the manifest, or in a ConfigMap",
+            );
+            return None;
+        }
+    }
+    let given = [
+        loc.resource.is_some(),
+        loc.inline.is_some(),
+        loc.file.is_some(),
+        loc.configmap.is_some(),
+    ]
+    .iter()
+    .filter(|g| **g)
+    .count();
+    if given != 1 {
+        ctx.error_with_hint(
+            at,
+            field,
+            if given == 0 {
+                "no resource given"
+            } else {
+                "more than one resource given"
+            },
+            "set exactly one of source.resource, source.inline, source.file, source.configmap",
+        );
+        return None;
+    }
+    let parsed = if let Some(r) = &loc.resource {
+        if r.value.is_object() {
+            Ok(r.value.clone())
+        } else {
+            Err((
+                Some(&r.referenced),
+                "resource",
+                "the resource is not a mapping".to_owned(),
+            ))
+        }
+    } else if let Some(text) = &loc.inline {
+        parse_resource(&text.value).map_err(|e| (Some(&text.referenced), "inline", e))
+    } else if let Some(file) = &loc.file {
+        let path = ctx.origin.dir().join(&file.path.value);
+        std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| parse_resource(&text).map_err(|e| format!("{}: {e}", path.display())))
+            .map_err(|e| (Some(&file.path.referenced), "file.path", e))
+    } else if let Some(cm) = &loc.configmap {
+        return Some(ObjectBase::ConfigMap {
+            name: cm.name.clone(),
+            key: cm.key.clone(),
+        });
+    } else {
+        return None;
+    };
+    match parsed {
+        Ok(object) => Some(ObjectBase::Object(object)),
+        Err((loc, name, message)) => {
+            ctx.error(loc, format!("{field}.{name}"), message);
+            None
+        }
+    }
+}
