@@ -94,7 +94,7 @@ fn workflow_succeeded_waits_for_the_phase() {
     let p = |phase: &str| {
         outcome(&policy(
             "workflow-succeeded.rhai",
-            json!({"operation": "create", "object": {"status": {"phase": phase}}}),
+            json!({"operation": "create", "status": 201, "object": {"status": {"phase": phase}}}),
         ))
     };
     assert_eq!(p("Running"), "wait");
@@ -102,9 +102,26 @@ fn workflow_succeeded_waits_for_the_phase() {
     assert_eq!(p("Failed"), "fail");
     let no_status = policy(
         "workflow-succeeded.rhai",
-        json!({"operation": "create", "object": {}}),
+        json!({"operation": "create", "status": 201, "object": {}}),
     );
     assert_eq!(outcome(&no_status), "wait");
+    let refused = |status: i64| {
+        outcome(&policy(
+            "workflow-succeeded.rhai",
+            json!({"operation": "create", "status": status, "reason": "r", "message": "m", "object": null}),
+        ))
+    };
+    assert_eq!(refused(409), "fail");
+    assert_eq!(refused(403), "fail");
+    assert_eq!(refused(500), "retry");
+    assert_eq!(refused(429), "retry");
+    assert_eq!(
+        outcome(&policy(
+            "workflow-succeeded.rhai",
+            json!({"error": "connection refused"})
+        )),
+        "retry"
+    );
 }
 
 #[test]

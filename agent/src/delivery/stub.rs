@@ -413,8 +413,15 @@ pub fn invocation_json(invocation: &Invocation) -> Value {
                     }
                     out["resource"] = resource;
                 }
-                ObjectBase::ConfigMap { name, key } => {
-                    out["configmap"] = json!({ "name": name, "key": key });
+                ObjectBase::ConfigMap {
+                    name,
+                    key,
+                    namespace,
+                } => {
+                    out["configmap"] = json!({ "name": name, "key": key, "namespace": namespace });
+                }
+                ObjectBase::File(path) => {
+                    out["file"] = json!(path.display().to_string());
                 }
             }
             if let Some(ops) = &spec.json_patch {

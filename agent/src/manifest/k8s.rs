@@ -64,7 +64,7 @@ pub struct ArtifactLocation {
     /// The object as a YAML or JSON string.
     #[serde(default)]
     pub inline: Option<Spanned<String>>,
-    /// A YAML or JSON file, relative to the manifest's directory; read at load.
+    /// A YAML or JSON file, relative to the manifest's directory; read at each execution.
     #[serde(default)]
     pub file: Option<FileArtifact>,
     /// A key of a ConfigMap in the agent's namespace; read at each execution.
@@ -97,6 +97,9 @@ pub struct ConfigMapKey {
     pub name: String,
     /// Key holding the resource.
     pub key: String,
+    /// Namespace of the ConfigMap (default: the agent's; another one must be allowed).
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// Accepted for compatibility; a missing ConfigMap always fails the attempt.
     #[serde(default)]
     pub optional: Option<bool>,

@@ -402,6 +402,7 @@ fn user_path(path: &str) -> String {
         let prev = i.checked_sub(1).map(|j| segments[j]).unwrap_or("");
         let before = i.checked_sub(2).map(|j| segments[j]).unwrap_or("");
         let spanned_parent = SPANNED_LEAVES.contains(&prev)
+            || (prev == "source" && (before == "k8s" || before == "argoWorkflow"))
             || before == "webhook"
             || before == "calendar"
             || (prev.starts_with("data[") && before == "filters");

@@ -104,6 +104,10 @@ impl CompileContext<'_> {
                 let position = self.origin.script_position(&s.referenced, line, column);
                 let mut err = script_manifest_error(position, field, kind, &e);
                 if looks_like_lua(&s.value) {
+                    err.message = format!(
+                        "Lua is not supported; this script does not compile as Rhai ({})",
+                        err.message.trim_start_matches("Rhai: ")
+                    );
                     err = err.with_hint(
                         "this looks like Lua (Argo); triggerd scripts are Rhai: write `event.body.a == \"b\"` for `if event.body.a == \"b\" then return true end`",
                     );
@@ -165,6 +169,16 @@ fn looks_like_lua(source: &str) -> bool {
     (words.contains(&"then") && words.contains(&"end"))
         || source.contains("~=")
         || source.contains("local ")
+        || has_single_quoted_string(source)
+}
+
+/// Lua quotes strings with `'…'`; in Rhai that is a character literal, one character long.
+fn has_single_quoted_string(source: &str) -> bool {
+    source
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .any(|inside| inside.chars().count() > 1 && !inside.contains('\n'))
 }
 
 fn script_error_position(e: &ScriptError) -> (usize, usize) {

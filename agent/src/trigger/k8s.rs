@@ -136,12 +136,16 @@ impl K8sAction {
 pub enum ObjectBase {
     /// Given in the manifest (`resource`, `inline` or `file`).
     Object(Value),
-    /// A key of a ConfigMap in the agent's namespace, read at execution.
+    /// A YAML or JSON file, read at execution.
+    File(std::path::PathBuf),
+    /// A key of a ConfigMap, read at execution.
     ConfigMap {
         /// ConfigMap name.
         name: String,
         /// Key.
         key: String,
+        /// Its namespace (default: the agent's).
+        namespace: Option<String>,
     },
 }
 
@@ -161,7 +165,7 @@ pub struct K8sRequestSpec {
 #[derive(Debug, Clone)]
 pub struct K8sTarget {
     action: K8sAction,
-    source: Option<Value>,
+    base: ObjectBase,
     sensor: String,
     trigger: String,
     cluster: Arc<OnceLock<Cluster>>,
@@ -319,22 +323,22 @@ impl K8sTarget {
     pub fn new(action: K8sAction, sensor: &str, trigger: &str) -> Self {
         Self {
             action,
-            source: None,
+            base: ObjectBase::Object(Value::Null),
             sensor: sensor.to_owned(),
             trigger: trigger.to_owned(),
             cluster: Arc::new(OnceLock::new()),
         }
     }
 
-    /// The resource parsed at load (`resource`, `inline` or `file`).
-    pub fn with_source(mut self, source: Option<Value>) -> Self {
-        self.source = source;
+    /// Where the resource comes from, as compiled (`inline` parsed at load).
+    pub fn with_base(mut self, base: ObjectBase) -> Self {
+        self.base = base;
         self
     }
 
-    /// The resource parsed at load, if it was given in the manifest.
-    pub fn source(&self) -> Option<&Value> {
-        self.source.as_ref()
+    /// Where the resource comes from, as compiled.
+    pub fn base(&self) -> &ObjectBase {
+        &self.base
     }
 
     /// The action.
@@ -381,7 +385,19 @@ impl K8sTarget {
     async fn act(&self, cluster: &Cluster, spec: &K8sRequestSpec) -> Result<K8sReply, ActionError> {
         let mut object = match &spec.base {
             ObjectBase::Object(v) => v.clone(),
-            ObjectBase::ConfigMap { name, key } => read_configmap(cluster, name, key).await?,
+            ObjectBase::File(path) => read_file(path).await?,
+            ObjectBase::ConfigMap {
+                name,
+                key,
+                namespace,
+            } => {
+                let namespace = namespace.as_deref().unwrap_or(cluster.namespace());
+                cluster
+                    .guard()
+                    .check(&self.sensor, &self.trigger, namespace)
+                    .map_err(|e| TriggerError::permanent(e.to_string()))?;
+                read_configmap(cluster, namespace, name, key).await?
+            }
         };
         let live_update = matches!(
             self.action,
@@ -666,10 +682,25 @@ fn api_for(cluster: &Cluster, kind: &ResolvedKind, namespace: &str) -> Api<Dynam
     }
 }
 
-/// Reads a resource (YAML or JSON) from a ConfigMap key in the agent's namespace.
-async fn read_configmap(cluster: &Cluster, name: &str, key: &str) -> Result<Value, ActionError> {
+/// Reads a resource (YAML or JSON) from a file.
+async fn read_file(path: &std::path::Path) -> Result<Value, ActionError> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        // A volume that is not mounted yet may appear: worth another attempt.
+        TriggerError::retryable(format!("cannot read {}: {e}", path.display()))
+    })?;
+    parse_resource(&text)
+        .map_err(|e| TriggerError::permanent(format!("{}: {e}", path.display())).into())
+}
+
+/// Reads a resource (YAML or JSON) from a ConfigMap key.
+async fn read_configmap(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Value, ActionError> {
     let api: Api<k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(cluster.client().clone(), cluster.namespace());
+        Api::namespaced(cluster.client().clone(), namespace);
     let cm = api.get(name).await?;
     let text =
         cm.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| {

@@ -107,7 +107,7 @@ pub(super) fn compile_argo_workflow(
         ctx.error_with_hint(
             Some(&args.referenced),
             format!("{f}.args"),
-            "args (extra `argo` CLI arguments) are not supported: triggerd talks to the Kubernetes API, not the argo CLI",
+            "args is not supported: triggerd talks to the Kubernetes API, not the argo CLI, so there are no CLI arguments",
             "set the equivalent fields in the Workflow itself, e.g. spec.arguments.parameters",
         );
     }
@@ -134,10 +134,7 @@ fn parts(
     params: Vec<super::CompiledParameter>,
     json_patch: Option<Value>,
 ) -> Option<TypeParts> {
-    let target = K8sTarget::new(action, sensor, trigger).with_source(match &base {
-        ObjectBase::Object(v) => Some(v.clone()),
-        ObjectBase::ConfigMap { .. } => None,
-    });
+    let target = K8sTarget::new(action, sensor, trigger).with_base(base.clone());
     let fixed = params.is_empty().then(|| {
         Invocation::K8s(K8sRequestSpec {
             base,
@@ -231,15 +228,25 @@ fn source(
     } else if let Some(text) = &loc.inline {
         parse_resource(&text.value).map_err(|e| (Some(&text.referenced), "inline", e))
     } else if let Some(file) = &loc.file {
+        // Read at each execution, as Argo does (the file may be a volume mounted later);
+        // one that is there now must parse.
         let path = ctx.origin.dir().join(&file.path.value);
-        std::fs::read_to_string(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|text| parse_resource(&text).map_err(|e| format!("{}: {e}", path.display())))
-            .map_err(|e| (Some(&file.path.referenced), "file.path", e))
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Err(e) = parse_resource(&text) {
+                ctx.error(
+                    Some(&file.path.referenced),
+                    format!("{field}.file.path"),
+                    format!("{}: {e}", path.display()),
+                );
+                return None;
+            }
+        }
+        return Some(ObjectBase::File(path));
     } else if let Some(cm) = &loc.configmap {
         return Some(ObjectBase::ConfigMap {
             name: cm.name.clone(),
             key: cm.key.clone(),
+            namespace: cm.namespace.clone(),
         });
     } else {
         return None;

@@ -206,25 +206,11 @@ impl CompiledTrigger {
                     K8sAction::Workflow(_) => "argoWorkflow",
                 };
                 let spec = template.get(key).cloned().unwrap_or(Value::Null);
-                let base = match spec.pointer("/source/configmap") {
-                    Some(cm) => ObjectBase::ConfigMap {
-                        name: cm
-                            .get("name")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                        key: cm
-                            .get("key")
-                            .and_then(Value::as_str)
-                            .unwrap_or_default()
-                            .to_owned(),
-                    },
-                    None => ObjectBase::Object(
-                        spec.pointer("/source/resource")
-                            .or(target.source())
-                            .cloned()
-                            .unwrap_or(Value::Null),
-                    ),
+                // An inline resource may have been changed by template-level parameters
+                // (`dest: k8s.source.resource.…`); other sources are as compiled.
+                let base = match spec.pointer("/source/resource") {
+                    Some(resource) => ObjectBase::Object(resource.clone()),
+                    None => target.base().clone(),
                 };
                 Ok(Invocation::K8s(K8sRequestSpec {
                     base,
