@@ -634,6 +634,21 @@ async fn server_side_apply_creates_then_merges() {
         .await
         .expect("apply creates a custom resource");
     assert_eq!(applied.data["spec"]["entrypoint"], "main");
+
+    // kube refuses to send an apply without a field manager; the server refuses it too.
+    let request = axum::http::Request::patch(format!(
+        "/api/v1/namespaces/{}/configmaps/applied",
+        env.namespace()
+    ))
+    .header("Content-Type", "application/apply-patch+yaml")
+    .body(config(json!({"c": "3"})).to_string().into_bytes())
+    .expect("request");
+    let err = status_of(env.client().request::<ConfigMap>(request).await);
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        err.message,
+        "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -94,7 +94,7 @@ pub(crate) fn apply(
         PatchKind::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            json_patch::patch(target, &ops).map_err(|e| ApiError::unprocessable(e.to_string()))
+            json_patch::patch(target, &ops).map_err(|e| ApiError::patch_rejected(e.to_string()))
         }
         PatchKind::Strategic => strategic_merge(target, patch).map_err(ApiError::bad_request),
         PatchKind::Apply => {

@@ -107,9 +107,36 @@ impl ApiError {
         err
     }
 
-    /// 422 without a resource (e.g. a failed JSON-patch `test`).
+    /// 422 without a resource.
     pub fn unprocessable(message: impl Into<String>) -> ApiError {
         ApiError::new(422, "Invalid", message)
+    }
+
+    /// 422 for a JSON patch that does not apply (e.g. a failed `test` op), worded like the
+    /// real server; the patch library's error is the cause.
+    pub fn patch_rejected(cause: impl Into<String>) -> ApiError {
+        ApiError::new(
+            422,
+            "Invalid",
+            "the server rejected our request due to an error in our request",
+        )
+        .with_raw_details(
+            json!({"causes": [{"reason": "UnexpectedServerResponse", "message": cause.into()}]}),
+        )
+    }
+
+    /// 422 for invalid request options, e.g. `PatchOptions` `fieldManager` missing on apply.
+    pub fn invalid_options(options: &str, field: &str, what: &str) -> ApiError {
+        ApiError::new(
+            422,
+            "Invalid",
+            format!("{options}.meta.k8s.io \"\" is invalid: {field}: {what}"),
+        )
+        .with_raw_details(json!({
+            "group": "meta.k8s.io",
+            "kind": options,
+            "causes": [{"reason": "FieldValueRequired", "message": what, "field": field}],
+        }))
     }
 
     /// 400 BadRequest.

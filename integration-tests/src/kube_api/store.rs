@@ -377,7 +377,11 @@ impl Store {
         let parsed = patch::parse_body(kind, body)?;
         if kind == PatchKind::Apply {
             if field_manager.is_none_or(str::is_empty) {
-                return Err(ApiError::bad_request("PATCH /apply requires fieldManager"));
+                return Err(ApiError::invalid_options(
+                    "PatchOptions",
+                    "fieldManager",
+                    "Required value: is required for apply patch",
+                ));
             }
             if let Some(applied) = parsed.pointer("/metadata/name").and_then(Value::as_str) {
                 if applied != name {
