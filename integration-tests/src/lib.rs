@@ -3,6 +3,8 @@
 //! The tests in `tests/` only see the built binary: they write manifests into a temp
 //! dir, start `triggerd run` ([`Agent`]), send events over HTTP, watch what the agent's
 //! triggers send to a recording server ([`Sink`]) and read `/metrics` ([`metric`]).
+//! Kubernetes tests get a fresh namespace from [`KubeEnv`]: on a real cluster when
+//! `TRIGGERD_TEST_KUBECONFIG` is set, else on the in-repo [`TestApiServer`] ([`kube_api`]).
 //!
 //! Rules the harness keeps so the suite stays fast and deterministic:
 //! - every wait is bounded and polls for a condition; a timeout fails the test with the
