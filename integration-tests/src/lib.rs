@@ -3,6 +3,8 @@
 //! The tests in `tests/` only see the built binary: they write manifests into a temp
 //! dir, start `triggerd run` ([`Agent`]), send events over HTTP, watch what the agent's
 //! triggers send to a recording server ([`Sink`]) and read `/metrics` ([`metric`]).
+//! Kubernetes tests get a fresh namespace from [`KubeEnv`]: on a real cluster when
+//! `TRIGGERD_TEST_KUBECONFIG` is set, else on the in-repo [`TestApiServer`] ([`kube_api`]).
 //!
 //! Rules the harness keeps so the suite stays fast and deterministic:
 //! - every wait is bounded and polls for a condition; a timeout fails the test with the
@@ -16,6 +18,7 @@ mod agent;
 mod binary;
 mod cli;
 mod kafka;
+pub mod kube_api;
 pub mod loadbench;
 mod manifests;
 mod metrics;
@@ -28,6 +31,7 @@ pub use agent::{Agent, AgentBuilder};
 pub use binary::{triggerd_bin, workspace_root};
 pub use cli::{run_cli, CliOutput};
 pub use kafka::{tansu_binary, Record, Tansu};
+pub use kube_api::{FaultSpec, KubeEnv, RecordedRequest, TestApiServer, CRD_LABEL, KUBECONFIG_ENV};
 pub use manifests::{line_of, webhook_source};
 pub use metrics::{metric, wait_for_metric};
 pub use moto::{Moto, MOTO_REGION};
