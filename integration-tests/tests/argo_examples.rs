@@ -47,6 +47,13 @@ fn error_lines(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Argo examples that are not valid as they stand, and the error that says so.
+const KNOWN_INVALID: [(&str, &str); 1] = [(
+    // A tutorial template whose parameter is a placeholder the reader fills in.
+    "tutorials/02-parameterization/sensor-05.yaml",
+    "unknown dependency \"THIS_WILL_BE_REPLACED\"",
+)];
+
 #[test]
 fn every_argo_example_loads_or_names_what_is_unsupported() {
     let dir = examples_dir();
@@ -71,6 +78,13 @@ fn every_argo_example_loads_or_names_what_is_unsupported() {
             .to_string();
         match out.code {
             Some(0) => loaded.push(name),
+            Some(1)
+                if KNOWN_INVALID
+                    .iter()
+                    .any(|(f, why)| name == *f && out.stderr.contains(why)) =>
+            {
+                rejected.push(name);
+            }
             Some(1) => {
                 let errors = error_lines(&out.stderr);
                 let named =
@@ -107,6 +121,10 @@ fn every_argo_example_loads_or_names_what_is_unsupported() {
         "sensors/log.yaml",
         "sensors/aws-lambda-trigger.yaml",
         "tutorials/10-aws-lambda-trigger/sensor.yaml",
+        "sensors/special-workflow-trigger-shortened.yaml",
+        "sensors/trigger-standard-k8s-resource.yaml",
+        "sensors/trigger-source-configmap.yaml",
+        "tutorials/03-trigger-sources/sensor-cm.yaml",
     ] {
         assert!(
             loaded.iter().any(|l| l == must),

@@ -19,6 +19,7 @@ pub(super) fn compile_k8s(
     k: &K8sTrigger,
     sensor: &str,
     trigger: &str,
+    template_params: bool,
     dependencies: &[String],
 ) -> Option<TypeParts> {
     let f = format!("{tfield}.k8s");
@@ -81,7 +82,15 @@ pub(super) fn compile_k8s(
         live_object: k.live_object,
     };
     let json_patch = k.json_patch.as_ref().map(|p| p.value.clone());
-    parts(action, sensor, trigger, base?, params?, json_patch)
+    parts(
+        action,
+        sensor,
+        trigger,
+        base?,
+        params?,
+        template_params,
+        json_patch,
+    )
 }
 
 /// Compiles an `argoWorkflow` trigger.
@@ -91,6 +100,7 @@ pub(super) fn compile_argo_workflow(
     w: &ArgoWorkflowTrigger,
     sensor: &str,
     trigger: &str,
+    template_params: bool,
     dependencies: &[String],
 ) -> Option<TypeParts> {
     let f = format!("{tfield}.argoWorkflow");
@@ -122,6 +132,7 @@ pub(super) fn compile_argo_workflow(
         trigger,
         base?,
         params?,
+        template_params,
         None,
     )
 }
@@ -132,10 +143,12 @@ fn parts(
     trigger: &str,
     base: ObjectBase,
     params: Vec<super::CompiledParameter>,
+    template_params: bool,
     json_patch: Option<Value>,
 ) -> Option<TypeParts> {
     let target = K8sTarget::new(action, sensor, trigger).with_base(base.clone());
-    let fixed = params.is_empty().then(|| {
+    // Parameters (the trigger's or the template's) make each invocation different.
+    let fixed = (params.is_empty() && !template_params).then(|| {
         Invocation::K8s(K8sRequestSpec {
             base,
             params: Vec::new(),

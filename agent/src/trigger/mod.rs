@@ -507,12 +507,26 @@ pub fn compile_trigger(
         )?;
         (kind, Some(type_params), payload, fixed)
     } else if let Some(k) = &t.k8s {
-        let (kind, type_params, payload, fixed) =
-            k8s_compile::compile_k8s(ctx, &tfield, k, sensor, &t.name, dependencies)?;
+        let (kind, type_params, payload, fixed) = k8s_compile::compile_k8s(
+            ctx,
+            &tfield,
+            k,
+            sensor,
+            &t.name,
+            !trigger.parameters.is_empty(),
+            dependencies,
+        )?;
         (kind, Some(type_params), payload, fixed)
     } else if let Some(w) = &t.argo_workflow {
-        let (kind, type_params, payload, fixed) =
-            k8s_compile::compile_argo_workflow(ctx, &tfield, w, sensor, &t.name, dependencies)?;
+        let (kind, type_params, payload, fixed) = k8s_compile::compile_argo_workflow(
+            ctx,
+            &tfield,
+            w,
+            sensor,
+            &t.name,
+            !trigger.parameters.is_empty(),
+            dependencies,
+        )?;
         (kind, Some(type_params), payload, fixed)
     } else if t.log.is_some() {
         (
