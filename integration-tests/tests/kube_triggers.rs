@@ -22,9 +22,7 @@ const OBJECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One webhook EventSource `hooks` with a POST event per name, all on one port.
 fn hooks(port: u16, events: &[&str]) -> String {
-    let mut out = format!(
-        "apiVersion: argoproj.io/v1alpha1\nkind: EventSource\nmetadata:\n  name: hooks\nspec:\n  webhook:\n"
-    );
+    let mut out = "apiVersion: argoproj.io/v1alpha1\nkind: EventSource\nmetadata:\n  name: hooks\nspec:\n  webhook:\n".to_owned();
     for e in events {
         out.push_str(&format!(
             "    {e}:\n      port: \"{port}\"\n      endpoint: /{e}\n      method: POST\n"
