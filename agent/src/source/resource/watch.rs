@@ -289,9 +289,10 @@ impl Health {
 
     fn error(&mut self, labels: &SourceLabels, e: &watcher::Error) {
         let (es, en) = (&labels.event_source, &labels.event_name);
-        // 410 Gone: the watch fell too far behind; kube relists, which is routine.
+        // 410 Gone: the watch fell too far behind; kube relists, which is routine (the
+        // relist itself is logged).
         if matches!(e, watcher::Error::WatchError(s) if s.code == 410) {
-            tracing::info!(event_source = %es, event_name = %en, "resource watch expired (410 Gone); relisting");
+            tracing::debug!(event_source = %es, event_name = %en, "resource watch expired (410 Gone)");
             return;
         }
         self.failures += 1;
