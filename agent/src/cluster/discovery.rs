@@ -7,7 +7,7 @@ use std::collections::HashMap;
 #[allow(clippy::disallowed_types)]
 use std::sync::Mutex;
 
-use kube::core::GroupVersionKind;
+use kube::core::{GroupVersion, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::Client;
 
@@ -33,6 +33,16 @@ pub enum ResolveError {
         /// `kind` asked for.
         kind: String,
         /// The server's answer.
+        detail: String,
+    },
+    /// The API server does not serve the resource (plural) in the group/version: permanent.
+    #[error("the API server does not serve resource {resource:?} in {api_version}: {detail}")]
+    UnknownResource {
+        /// Group/version asked for (`v1` for the core group).
+        api_version: String,
+        /// The plural asked for.
+        resource: String,
+        /// The server's answer, or the resources it does serve.
         detail: String,
     },
     /// Discovery itself failed (connection, 5xx): may work on the next attempt.
@@ -94,6 +104,57 @@ impl KindCache {
         self.kinds
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Resolves a resource by group, version and plural (how the resource source names it),
+/// from the group/version's resource list (`/api/v1` for the core group `""`).
+pub(super) async fn resolve_resource(
+    client: &Client,
+    group: &str,
+    version: &str,
+    plural: &str,
+) -> Result<ResolvedKind, ResolveError> {
+    let gv = GroupVersion::gv(group, version);
+    let api_version = gv.api_version();
+    let unknown = |detail: String| ResolveError::UnknownResource {
+        api_version: api_version.clone(),
+        resource: plural.to_owned(),
+        detail,
+    };
+    let found = match kube::discovery::pinned_group(client, &gv).await {
+        Ok(g) => g,
+        Err(kube::Error::Api(status)) if status.code == 404 => return Err(unknown(status.message)),
+        Err(kube::Error::Discovery(d)) => return Err(unknown(d.to_string())),
+        Err(source) => {
+            return Err(ResolveError::Unavailable {
+                api_version: api_version.clone(),
+                kind: plural.to_owned(),
+                source,
+            })
+        }
+    };
+    let resources = found.versioned_resources(version);
+    match resources.iter().find(|(r, _)| r.plural == plural) {
+        Some((resource, caps)) => Ok(ResolvedKind {
+            namespaced: matches!(caps.scope, Scope::Namespaced),
+            status_subresource: has_status(caps),
+            resource: resource.clone(),
+        }),
+        None => {
+            let mut served: Vec<&str> = resources.iter().map(|(r, _)| r.plural.as_str()).collect();
+            served.sort_unstable();
+            let more = served.len().saturating_sub(12);
+            served.truncate(12);
+            let mut detail = format!("it serves {}", served.join(", "));
+            if more > 0 {
+                detail.push_str(&format!(" and {more} more"));
+            }
+            if served.is_empty() {
+                detail = "it serves no resources there".to_owned();
+            }
+            Err(unknown(detail))
+        }
     }
 }
 

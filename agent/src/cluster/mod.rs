@@ -131,4 +131,15 @@ impl Cluster {
     ) -> Result<ResolvedKind, ResolveError> {
         self.kinds.resolve(&self.client, api_version, kind).await
     }
+
+    /// The kind and scope of a resource named by group, version and plural (`group` `""`
+    /// is the core group), from discovery.
+    pub async fn resolve_resource(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+    ) -> Result<ResolvedKind, ResolveError> {
+        discovery::resolve_resource(&self.client, group, version, plural).await
+    }
 }

@@ -95,7 +95,6 @@ pub fn hint_for_field(field: &str, in_event_source: bool) -> Option<(String, &'s
         "mqtt",
         "redis",
         "redisStream",
-        "resource",
         "file",
         "sftp",
         "hdfs",
@@ -127,7 +126,7 @@ pub fn hint_for_field(field: &str, in_event_source: bool) -> Option<(String, &'s
     if in_event_source && SOURCE_KINDS.contains(&field) {
         return Some((
             unsupported("event source kind"),
-            "supported event source kinds: webhook, calendar, nats, kafka",
+            "supported event source kinds: webhook, calendar, nats, kafka, resource",
         ));
     }
     if in_event_source && field == "type" {

@@ -25,6 +25,9 @@ pub struct EventSourceSpec {
     /// Kafka topics, read through a consumer group.
     #[serde(default)]
     pub kafka: BTreeMap<String, Spanned<KafkaEvent>>,
+    /// Kubernetes objects of one resource, watched for ADD, UPDATE and DELETE.
+    #[serde(default)]
+    pub resource: BTreeMap<String, Spanned<ResourceEvent>>,
     /// Argo's pod template; accepted and ignored.
     #[serde(default)]
     pub template: Option<Value>,
@@ -230,4 +233,80 @@ pub struct KafkaConsumerGroup {
     /// `range` (default), `roundrobin` or `sticky`.
     #[serde(default)]
     pub rebalance_strategy: Option<String>,
+}
+
+/// One watched Kubernetes resource (Argo's `ResourceEventSource`). Fields triggerd cannot
+/// honour are accepted by the parser only so the loader can reject them with a hint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceEvent {
+    /// Namespace to watch; empty or absent: the agent's namespace. Another namespace must be
+    /// on the agent's `--allow-namespace` list.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// API group; `""` (the default) is the core group (`/api/v1`).
+    #[serde(default)]
+    pub group: String,
+    /// API version, e.g. `v1`. Required.
+    #[serde(default)]
+    pub version: Option<Spanned<String>>,
+    /// The resource's plural name, e.g. `pods` or `configmaps`. Required.
+    #[serde(default)]
+    pub resource: Option<Spanned<String>>,
+    /// Which changes become events: `ADD`, `UPDATE`, `DELETE`. Required.
+    #[serde(default)]
+    pub event_types: Option<Vec<Spanned<String>>>,
+    /// Narrows the objects that produce events.
+    #[serde(default)]
+    pub filter: Option<ResourceFilter>,
+    /// Extra fields copied into the event data as `metadata` and onto the event as
+    /// extension attributes (names lower-cased).
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Rejected: a resource is watched in the cluster the agent is connected to.
+    #[serde(default)]
+    pub cluster: Option<Spanned<Value>>,
+}
+
+/// Argo's `ResourceFilter`, plus triggerd's `expression`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceFilter {
+    /// Only objects whose name starts with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Label requirements, sent to the API server as a label selector. `in`/`notin` take
+    /// comma-separated values.
+    #[serde(default)]
+    pub labels: Vec<Spanned<ResourceSelector>>,
+    /// Field requirements checked on each object: `key` is a gjson path into the object,
+    /// `value` a regular expression; operations `=`, `==` (match) and `!=` (no match).
+    #[serde(default)]
+    pub fields: Vec<Spanned<ResourceSelector>>,
+    /// An RFC 3339 time: only objects created at or before it produce events.
+    #[serde(default)]
+    pub created_by: Option<Spanned<String>>,
+    /// Only changes that happened after the source started (creation time for ADD, last
+    /// update for UPDATE, deletion for DELETE).
+    #[serde(default)]
+    pub after_start: bool,
+    /// Boolean expression over the top-level keys of the event data (triggerd only, as the
+    /// other kinds' `filter.expression`).
+    #[serde(default)]
+    pub expression: Option<Spanned<String>>,
+}
+
+/// One requirement of a label or field filter (Argo's `Selector`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSelector {
+    /// Label key, or gjson path for a field.
+    pub key: String,
+    /// `==` (default), `=`, `!=`; for labels also `in`, `notin`, `exists`, `!`, `gt`, `lt`.
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// The value (labels: comma-separated for `in`/`notin`, empty for `exists`/`!`;
+    /// fields: a regular expression).
+    #[serde(default)]
+    pub value: String,
 }

@@ -19,7 +19,7 @@ pub use common::{
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{
     CalendarEvent, EventSourceSpec, JetStreamConsumer, KafkaConsumerGroup, KafkaEvent, NatsEvent,
-    SourceFilter, WebhookEvent, WebhookSignature,
+    ResourceEvent, ResourceFilter, ResourceSelector, SourceFilter, WebhookEvent, WebhookSignature,
 };
 pub use k8s::{
     ArgoWorkflowTrigger, ArtifactLocation, ConfigMapKey, FileArtifact, K8sPolicy, K8sTrigger,
@@ -405,6 +405,7 @@ fn user_path(path: &str) -> String {
             || (prev == "source" && (before == "k8s" || before == "argoWorkflow"))
             || before == "webhook"
             || before == "calendar"
+            || (before == "resource" && i == 3 && segments[0] == "spec")
             || (prev.starts_with("data[") && before == "filters");
         if *seg == "value" && spanned_parent {
             continue;

@@ -26,9 +26,13 @@ pub struct Plan {
 impl Plan {
     /// Whether any trigger or source talks to the Kubernetes API.
     pub fn needs_cluster(&self) -> bool {
-        self.sensors
+        self.sources
             .iter()
-            .any(|s| s.triggers.iter().any(|t| t.trigger.needs_cluster()))
+            .any(|s| matches!(s.kind, crate::source::SourceKind::Resource(_)))
+            || self
+                .sensors
+                .iter()
+                .any(|s| s.triggers.iter().any(|t| t.trigger.needs_cluster()))
     }
 }
 

@@ -5,6 +5,7 @@ mod calendar;
 mod filter;
 mod kafka;
 mod nats;
+pub mod resource;
 mod secret;
 mod webhook;
 
@@ -18,6 +19,7 @@ pub use calendar::{CalendarConfig, Clock};
 pub use filter::{expand, EventSourceFilter};
 pub use kafka::{Assignment, KafkaConfig};
 pub use nats::{DeliverFrom, Delivery, JetStreamSettings, NatsConfig};
+pub use resource::{ResourceConfig, ResourceEventType};
 pub use secret::{resolve_secret, secret_file, SecretError};
 pub use webhook::{request_body, WebhookConfig};
 
@@ -37,6 +39,8 @@ pub enum SourceKind {
     Nats(Box<NatsConfig>),
     /// Kafka topic, through a consumer group.
     Kafka(Box<KafkaConfig>),
+    /// Kubernetes objects of one resource, through a watch.
+    Resource(Box<ResourceConfig>),
 }
 
 /// One event of an EventSource, ready to run.
@@ -58,6 +62,7 @@ impl SourceSpec {
             SourceKind::Calendar(_) => "calendar",
             SourceKind::Nats(_) => "nats",
             SourceKind::Kafka(_) => "kafka",
+            SourceKind::Resource(_) => "resource",
         }
     }
 
@@ -68,6 +73,7 @@ impl SourceSpec {
             SourceKind::Calendar(c) => c.filter.as_ref(),
             SourceKind::Nats(n) => n.filter.as_ref(),
             SourceKind::Kafka(k) => k.filter.as_ref(),
+            SourceKind::Resource(r) => r.filter.as_ref(),
         }
     }
 
@@ -88,7 +94,10 @@ impl SourceSpec {
     pub fn webhook_route(&self) -> Option<(u16, &str)> {
         match &self.kind {
             SourceKind::Webhook(w) => Some((w.port, w.endpoint.as_str())),
-            SourceKind::Calendar(_) | SourceKind::Nats(_) | SourceKind::Kafka(_) => None,
+            SourceKind::Calendar(_)
+            | SourceKind::Nats(_)
+            | SourceKind::Kafka(_)
+            | SourceKind::Resource(_) => None,
         }
     }
 }
@@ -222,24 +231,35 @@ pub fn compile_event_source(
             });
         }
     }
+    for (event, r) in &spec.resource {
+        if let Some(c) = ResourceConfig::compile(ctx, &format!("spec.resource.{event}"), r) {
+            out.push(SourceSpec {
+                event_source: name.to_owned(),
+                event_name: event.clone(),
+                kind: SourceKind::Resource(Box::new(c)),
+            });
+        }
+    }
     if spec.webhook.is_empty()
         && spec.calendar.is_empty()
         && spec.nats.is_empty()
         && spec.kafka.is_empty()
+        && spec.resource.is_empty()
     {
         ctx.error_with_hint(
             None,
             "spec",
             "the EventSource defines no events",
-            "add a webhook, calendar, nats or kafka section",
+            "add a webhook, calendar, nats, kafka or resource section",
         );
     }
     out
 }
 
-/// Starts every source. Webhook ports are bound, NATS subscriptions made and Kafka topics
-/// checked before this returns, so a port conflict, a missing secret, an unreachable server
-/// or a missing topic fails start-up instead of surfacing later.
+/// Starts every source. Webhook ports are bound, NATS subscriptions made, Kafka topics
+/// checked and watched resources resolved and listed before this returns, so a port
+/// conflict, a missing secret, an unreachable server, a missing topic or an unknown resource
+/// fails start-up instead of surfacing later.
 pub async fn start_sources(
     specs: &[SourceSpec],
     ctx: &SourceContext,
@@ -268,6 +288,11 @@ pub async fn start_sources(
                 let consumer = kafka::subscribe(c, &es, &ev).await?;
                 let c = KafkaConfig::clone(c);
                 handles.push(tokio::spawn(kafka::run(c, es, ev, consumer, ctx)));
+            }
+            SourceKind::Resource(c) => {
+                let watch = resource::start(c, &es, &ev, &ctx).await?;
+                let c = ResourceConfig::clone(c);
+                handles.push(tokio::spawn(resource::run(c, es, ev, watch, ctx)));
             }
         }
     }
