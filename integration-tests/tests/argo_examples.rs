@@ -121,6 +121,7 @@ fn every_argo_example_loads_or_names_what_is_unsupported() {
         "sensors/log.yaml",
         "sensors/aws-lambda-trigger.yaml",
         "tutorials/10-aws-lambda-trigger/sensor.yaml",
+        "event-sources/resource.yaml",
         "sensors/special-workflow-trigger-shortened.yaml",
         "sensors/trigger-standard-k8s-resource.yaml",
         "sensors/trigger-source-configmap.yaml",
