@@ -721,3 +721,303 @@ spec:
     let fresh = cms.get("fresh").await.expect("created after the retry");
     assert_eq!(data(Some(&fresh)), json!({"owner": "triggerd"}));
 }
+
+/// The `argoWorkflow` operations besides `submit`, each a webhook event and a trigger.
+const WORKFLOW_OPERATIONS: [&str; 7] = [
+    "submit-from",
+    "resubmit",
+    "suspend",
+    "resume",
+    "terminate",
+    "stop",
+    "retry",
+];
+
+/// A sensor with one `argoWorkflow` trigger per operation, each on its own webhook event;
+/// the Workflow (or template) is named by the event.
+fn workflow_operations_sensor() -> String {
+    let mut triggers = String::new();
+    for op in WORKFLOW_OPERATIONS {
+        let kind = if op == "submit-from" {
+            "WorkflowTemplate"
+        } else {
+            "Workflow"
+        };
+        triggers.push_str(&format!(
+            r#"    - template:
+        name: {op}
+        conditions: {op}
+        argoWorkflow:
+          operation: {op}
+          source:
+            resource:
+              apiVersion: argoproj.io/v1alpha1
+              kind: {kind}
+              metadata: {{name: placeholder}}
+              spec:
+                arguments:
+                  parameters: [{{name: env, value: staging}}]
+          parameters:
+            - src: {{dependencyName: {op}, dataKey: body.name}}
+              dest: metadata.name
+      retryStrategy: {{steps: 1}}
+"#
+        ));
+    }
+    let dependencies: String = WORKFLOW_OPERATIONS
+        .iter()
+        .map(|op| format!("    - {{name: {op}, eventSourceName: hooks, eventName: {op}}}\n"))
+        .collect();
+    format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Sensor\nmetadata:\n  name: ops\nspec:\n  dependencies:\n{dependencies}  triggers:\n{triggers}"
+    )
+}
+
+#[tokio::test]
+async fn workflow_operations_write_what_the_controller_acts_on() {
+    let env = KubeEnv::start().await;
+    env.install_crd("manifests/test/workflow-crd.yaml").await;
+    env.install_crd("manifests/test/workflowtemplate-crd.yaml")
+        .await;
+    let template_api = Api::<DynamicObject>::namespaced_with(
+        env.client(),
+        env.namespace(),
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("argoproj.io", "v1alpha1", "WorkflowTemplate"),
+            "workflowtemplates",
+        ),
+    );
+    let template: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "WorkflowTemplate",
+        "metadata": {"name": "deploy"},
+        "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "alpine"}}]},
+    }))
+    .expect("template");
+    template_api
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("create template");
+    let run: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": {"name": "nightly", "labels": {"team": "a"}},
+        "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "alpine"}}]},
+    }))
+    .expect("workflow");
+    let wfs = workflows(&env);
+    wfs.create(&PostParams::default(), &run)
+        .await
+        .expect("create workflow");
+
+    let port = free_port();
+    let agent = agent(
+        &env,
+        &[
+            &hooks(port, &WORKFLOW_OPERATIONS),
+            &workflow_operations_sensor(),
+        ],
+        &[],
+    )
+    .await;
+    let fire = |op: &'static str, name: &'static str, expect: &'static str| {
+        let (agent, url) = (&agent, agent.webhook_url(port, &format!("/{op}")));
+        async move {
+            agent.post_event(&url, &json!({"name": name})).await;
+            agent
+                .wait_for_metric(
+                    "triggerd_trigger_executions_total",
+                    &outcome("ops", op, expect),
+                    1.0,
+                    OBJECT_TIMEOUT,
+                )
+                .await;
+        }
+    };
+
+    fire("submit-from", "deploy", "success").await;
+    let from_template =
+        wait_for_objects(&wfs, "workflows.argoproj.io/workflow-template=deploy", 1).await;
+    let submitted = &from_template[0];
+    assert_eq!(
+        submitted.data["spec"]["workflowTemplateRef"]["name"],
+        "deploy"
+    );
+    assert_eq!(
+        submitted.data["spec"]["arguments"]["parameters"][0]["value"], "staging",
+        "the source's arguments go with the submission"
+    );
+
+    fire("resubmit", "nightly", "success").await;
+    let copies = wait_for_objects(
+        &wfs,
+        "workflows.argoproj.io/resubmitted-from-workflow=nightly",
+        1,
+    )
+    .await;
+    assert!(copies[0]
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .starts_with("nightly-"));
+    assert_eq!(copies[0].data["spec"]["entrypoint"], "main");
+
+    fire("suspend", "nightly", "success").await;
+    assert_eq!(
+        wfs.get("nightly").await.expect("get").data["spec"]["suspend"],
+        true
+    );
+    fire("resume", "nightly", "success").await;
+    assert!(wfs.get("nightly").await.expect("get").data["spec"]
+        .get("suspend")
+        .is_none());
+    fire("terminate", "nightly", "success").await;
+    assert_eq!(
+        wfs.get("nightly").await.expect("get").data["spec"]["shutdown"],
+        "Terminate"
+    );
+    fire("stop", "nightly", "success").await;
+    assert_eq!(
+        wfs.get("nightly").await.expect("get").data["spec"]["shutdown"],
+        "Stop"
+    );
+
+    // Retry: refused while the workflow has not failed; then its failed nodes are dropped.
+    fire("retry", "nightly", "failed").await;
+    wfs.patch_status(
+        "nightly",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Failed", "finishedAt": "2026-12-01T00:00:00Z",
+            "nodes": {"nightly": {"phase": "Failed"}, "nightly-1": {"phase": "Succeeded"}}}}),
+        ),
+    )
+    .await
+    .expect("fail the workflow");
+    fire("retry", "nightly", "success").await;
+    let retried = wfs.get("nightly").await.expect("get");
+    assert_eq!(retried.data["status"]["phase"], "Running");
+    assert!(retried.data["status"].get("finishedAt").is_none());
+    assert_eq!(
+        retried.data["status"]["nodes"],
+        json!({"nightly-1": {"phase": "Succeeded"}})
+    );
+}
+
+#[tokio::test]
+async fn policy_k8s_waits_for_labels_and_fails_when_the_backoff_runs_out() {
+    let env = KubeEnv::start().await;
+    let dlq = Sink::start().await;
+    let sensor = format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: labelled
+spec:
+  dependencies:
+    - {{name: make, eventSourceName: hooks, eventName: make}}
+  triggers:
+    - template:
+        name: make
+        k8s:
+          operation: create
+          source:
+            resource:
+              apiVersion: v1
+              kind: ConfigMap
+              metadata: {{name: placeholder}}
+          parameters:
+            - src: {{dependencyName: make, dataKey: body.name}}
+              dest: metadata.name
+      retryStrategy: {{steps: 1}}
+      policy:
+        k8s:
+          labels: {{ready: "true"}}
+          backoff: {{steps: 2, duration: 1s, factor: 1}}
+          errorOnBackoffTimeout: true
+      dlqTrigger:
+        template:
+          name: never-ready
+          http:
+            url: {dlq}
+            method: POST
+"#,
+        dlq = dlq.url("/dlq")
+    );
+    let port = free_port();
+    let agent = agent(&env, &[&hooks(port, &["make"]), &sensor], &[]).await;
+    let url = agent.webhook_url(port, "/make");
+    let cms: Api<ConfigMap> = Api::namespaced(env.client(), env.namespace());
+
+    // Labelled ready while the policy waits: success.
+    agent.post_event(&url, &json!({"name": "gets-ready"})).await;
+    wait_for_configmap(&cms, "gets-ready", "created", |c| c.is_some()).await;
+    cms.patch(
+        "gets-ready",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"ready": "true"}}})),
+    )
+    .await
+    .expect("label it ready");
+    agent
+        .wait_for_metric(
+            "triggerd_trigger_executions_total",
+            &outcome("labelled", "make", "success"),
+            1.0,
+            OBJECT_TIMEOUT,
+        )
+        .await;
+
+    // Never labelled: the backoff's 2 s run out and the trigger fails.
+    agent
+        .post_event(&url, &json!({"name": "never-ready"}))
+        .await;
+    let dead = agent
+        .expect_request(&dlq, Duration::from_secs(20))
+        .await
+        .json();
+    let error = dead["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("still waiting after 2s"),
+        "dead letter: {dead}"
+    );
+}
+
+#[test]
+fn a_missing_kubeconfig_stops_the_start_with_its_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sensor = r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: needs-cluster
+spec:
+  dependencies:
+    - {name: go, eventSourceName: hooks, eventName: go}
+  triggers:
+    - template:
+        name: make
+        k8s:
+          source:
+            resource: {apiVersion: v1, kind: ConfigMap, metadata: {name: x}}
+"#;
+    std::fs::write(dir.path().join("sensor.yaml"), sensor).expect("write sensor");
+    let ops = format!("127.0.0.1:{}", free_port());
+    let missing = dir.path().join("no-such-kubeconfig");
+    let out = integration_tests::run_cli(
+        &[
+            "run",
+            "-f",
+            "sensor.yaml",
+            "--ops-addr",
+            ops.as_str(),
+            "--kubeconfig",
+            missing.to_str().expect("utf-8 path"),
+        ],
+        dir.path(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(
+        out.stderr.contains("cannot read kubeconfig") && out.stderr.contains("no-such-kubeconfig"),
+        "{out}"
+    );
+}

@@ -820,35 +820,13 @@ mod tests {
 
     #[test]
     fn default_outcome_follows_the_design() {
-        let reply = |status| K8sReply {
-            operation: "create",
-            status,
-            object: Value::Null,
-            reason: String::new(),
-            message: String::new(),
-            deleted: false,
-            resource: None,
-        };
-        assert_eq!(reply(201).default_outcome(None), Outcome::Success);
-        assert!(matches!(
-            reply(409).default_outcome(None),
-            Outcome::Fail { .. }
-        ));
-        assert!(matches!(
-            reply(422).default_outcome(None),
-            Outcome::Fail { .. }
-        ));
-        assert!(matches!(
-            reply(500).default_outcome(None),
-            Outcome::Retry { .. }
-        ));
-        assert!(matches!(
-            reply(429).default_outcome(None),
-            Outcome::Retry { .. }
-        ));
-        assert!(matches!(
-            reply(403).default_outcome(None),
-            Outcome::Fail { .. }
-        ));
+        let outcome = |status| K8sReply::stub("create", status, Value::Null).default_outcome(None);
+        assert_eq!(outcome(201), Outcome::Success);
+        for status in [409, 422, 403, 404] {
+            assert!(matches!(outcome(status), Outcome::Fail { .. }), "{status}");
+        }
+        for status in [500, 503, 429] {
+            assert!(matches!(outcome(status), Outcome::Retry { .. }), "{status}");
+        }
     }
 }
