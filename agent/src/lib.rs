@@ -12,6 +12,7 @@ pub mod clock;
 pub mod cluster;
 pub mod delivery;
 pub mod event;
+pub mod kafka_client;
 pub mod manifest;
 pub mod nats_client;
 pub mod plan;

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedHeaders};
@@ -27,7 +29,22 @@ pub struct Tansu {
     port: u16,
     binary: PathBuf,
     log: TempDir,
+    /// librdkafka settings the test's own clients need (TLS, SASL).
+    client_settings: Vec<(&'static str, String)>,
 }
+
+/// How a test broker is secured.
+#[derive(Clone, Copy, Default)]
+pub struct TansuSecurity<'a> {
+    /// TLS on the listener, with a certificate for 127.0.0.1 from these test certificates.
+    pub tls: Option<&'a crate::TestCerts>,
+    /// Require SASL authentication (SCRAM users made with [`Tansu::create_user`]).
+    pub authentication: bool,
+}
+
+/// The SCRAM user the harness creates on a broker that requires authentication; the test's
+/// own clients log in as it.
+pub const ADMIN_USER: (&str, &str) = ("triggerd-test-admin", "admin-secret");
 
 /// One record as read back from a topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +91,16 @@ impl Tansu {
 
     /// Starts a broker on `port` (e.g. one a test's agent already points at).
     pub async fn start_on(port: u16) -> Tansu {
+        Self::start_secured_on(port, TansuSecurity::default()).await
+    }
+
+    /// Starts a broker with TLS and/or SASL on a free port. With authentication, a SCRAM user
+    /// [`ADMIN_USER`] is created for the test's own clients.
+    pub async fn start_secured(security: TansuSecurity<'_>) -> Tansu {
+        Self::start_secured_on(free_port(), security).await
+    }
+
+    async fn start_secured_on(port: u16, security: TansuSecurity<'_>) -> Tansu {
         let binary = tansu_binary();
         let log = tempfile::Builder::new()
             .prefix("triggerd-tansu-")
@@ -82,10 +109,34 @@ impl Tansu {
         let out = std::fs::File::create(log.path().join("broker.log")).expect("create log");
         let err = out.try_clone().expect("clone log handle");
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .args(["broker", "--listener-url", &url])
             .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", "memory://tansu/"]);
+        let mut client_settings = Vec::new();
+        if let Some(certs) = security.tls {
+            command
+                .arg("--cert")
+                .arg(&certs.server_cert)
+                .arg("--key")
+                .arg(&certs.server_key);
+            client_settings.push(("ssl.ca.location", certs.ca.to_string_lossy().into_owned()));
+        }
+        if security.authentication {
+            command.arg("--authentication");
+            client_settings.push(("sasl.mechanism", "SCRAM-SHA-512".into()));
+            client_settings.push(("sasl.username", ADMIN_USER.0.into()));
+            client_settings.push(("sasl.password", ADMIN_USER.1.into()));
+        }
+        let protocol = match (security.tls.is_some(), security.authentication) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        };
+        client_settings.push(("security.protocol", protocol.into()));
+        let child = command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -96,9 +147,44 @@ impl Tansu {
             port,
             binary,
             log,
+            client_settings,
         };
         broker.wait_accepting().await;
+        if security.authentication {
+            broker.create_user(ADMIN_USER.0, ADMIN_USER.1);
+        }
         broker
+    }
+
+    /// Creates a SCRAM-SHA-512 user (with the tansu CLI, as the broker's operator would).
+    pub fn create_user(&self, name: &str, password: &str) {
+        let out = Command::new(&self.binary)
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &format!("tcp://127.0.0.1:{}", self.port),
+            ])
+            .args(["--mechanism", "scram512", name, password])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tansu user create");
+        assert!(
+            out.status.success(),
+            "tansu user create {name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A client configuration for this broker: bootstrap servers plus its TLS and SASL.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap());
+        for (k, v) in &self.client_settings {
+            config.set(*k, v);
+        }
+        config
     }
 
     async fn wait_accepting(&mut self) {
@@ -151,6 +237,23 @@ impl Tansu {
         );
     }
 
+    /// Creates a topic through the Kafka admin API with the broker's TLS and SASL settings
+    /// (the tansu CLI speaks plaintext only).
+    pub async fn create_topic_admin(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("test admin client");
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+        for r in results {
+            if let Err((topic, code)) = r {
+                panic!("create topic {topic}: {code}");
+            }
+        }
+    }
+
     /// Writes one record and waits for the broker's acknowledgement; returns its offset.
     pub async fn produce(&self, topic: &str, key: &str, value: &str) -> i64 {
         self.produce_to(topic, None, key, value).await
@@ -165,8 +268,8 @@ impl Tansu {
         key: &str,
         value: &str,
     ) -> i64 {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let producer: FutureProducer = self
+            .client_config()
             .set("message.timeout.ms", "10000")
             .create()
             .expect("test producer");
@@ -188,8 +291,8 @@ impl Tansu {
     /// Commits `offset` (the next record to read) of one partition for `group`, as a member
     /// of that group would.
     pub fn commit(&self, group: &str, topic: &str, partition: i32, offset: i64) {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let consumer: BaseConsumer = self
+            .client_config()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()
@@ -204,8 +307,8 @@ impl Tansu {
 
     /// Reads the first `count` records of one partition, from the beginning.
     pub async fn read(&self, topic: &str, partition: i32, count: usize) -> Vec<Record> {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.bootstrap())
+        let consumer: StreamConsumer = self
+            .client_config()
             .set("group.id", "triggerd-test-reader")
             .set("enable.auto.commit", "false")
             .create()

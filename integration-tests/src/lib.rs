@@ -30,7 +30,7 @@ mod sink;
 pub use agent::{Agent, AgentBuilder};
 pub use binary::{triggerd_bin, workspace_root};
 pub use cli::{run_cli, CliOutput};
-pub use kafka::{tansu_binary, Record, Tansu};
+pub use kafka::{tansu_binary, Record, Tansu, TansuSecurity, ADMIN_USER};
 pub use kube_api::{FaultSpec, KubeEnv, RecordedRequest, TestApiServer, CRD_LABEL, KUBECONFIG_ENV};
 pub use manifests::{line_of, webhook_source};
 pub use metrics::{metric, wait_for_metric};

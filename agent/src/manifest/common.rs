@@ -168,3 +168,27 @@ pub struct ClientTls {
     #[serde(default)]
     pub insecure_skip_verify: bool,
 }
+
+/// Kafka SASL credentials (Argo's `SASLConfig`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaSasl {
+    /// `PLAIN` (Argo's default), `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    #[serde(default)]
+    pub mechanism: Option<String>,
+    /// User name.
+    pub user_secret: SecretRef,
+    /// Password.
+    pub password_secret: SecretRef,
+}
+
+impl KafkaSasl {
+    /// The mechanism, upper-cased; PLAIN when not given (Argo's default).
+    pub fn mechanism(&self) -> String {
+        self.mechanism
+            .as_deref()
+            .map(|m| m.trim().to_ascii_uppercase())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "PLAIN".to_owned())
+    }
+}

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::common::{ClientTls, IntOrString, NatsAuth, SecretRef};
+use super::common::{ClientTls, IntOrString, KafkaSasl, NatsAuth, SecretRef};
 use super::sensor::Backoff;
 
 /// `spec` of an EventSource: one map per kind, keyed by event name.
@@ -207,12 +207,12 @@ pub struct KafkaEvent {
     /// Rejected: Sarama's YAML configuration.
     #[serde(default)]
     pub config: Option<Spanned<Value>>,
-    /// Rejected: not supported yet.
+    /// TLS towards the brokers (CA, client certificate and key as files).
     #[serde(default)]
-    pub tls: Option<Spanned<Value>>,
-    /// Rejected: not supported yet.
+    pub tls: Option<Spanned<ClientTls>>,
+    /// SASL authentication (PLAIN or SCRAM).
     #[serde(default)]
-    pub sasl: Option<Spanned<Value>>,
+    pub sasl: Option<Spanned<KafkaSasl>>,
     /// Rejected: not supported yet.
     #[serde(default)]
     pub schema_registry: Option<Spanned<Value>>,

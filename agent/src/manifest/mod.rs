@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use common::{
-    Amount, BasicAuth, ClientTls, IntOrString, NatsAuth, ObjectMeta, ScriptSource, SecretRef,
+    Amount, BasicAuth, ClientTls, IntOrString, KafkaSasl, NatsAuth, ObjectMeta, ScriptSource,
+    SecretRef,
 };
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::common::{Amount, ClientTls, IntOrString, NatsAuth, ScriptSource, SecretRef};
+use super::common::{Amount, ClientTls, IntOrString, KafkaSasl, NatsAuth, ScriptSource, SecretRef};
 use super::k8s::{ArgoWorkflowTrigger, K8sPolicy, K8sTrigger};
 
 /// `spec` of a Sensor.
@@ -426,12 +426,12 @@ pub struct KafkaTrigger {
     /// File holding that script.
     #[serde(default)]
     pub payload_script_file: Option<Spanned<String>>,
-    /// Rejected: not supported yet.
+    /// TLS towards the brokers (CA, client certificate and key as files).
     #[serde(default)]
-    pub tls: Option<Spanned<Value>>,
-    /// Rejected: not supported yet.
+    pub tls: Option<Spanned<ClientTls>>,
+    /// SASL authentication (PLAIN or SCRAM).
     #[serde(default)]
-    pub sasl: Option<Spanned<Value>>,
+    pub sasl: Option<Spanned<KafkaSasl>>,
     /// Rejected: not supported yet.
     #[serde(default)]
     pub schema_registry: Option<Spanned<Value>>,

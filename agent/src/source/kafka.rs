@@ -69,6 +69,8 @@ pub struct KafkaConfig {
     pub metadata: BTreeMap<String, String>,
     /// Drops events that do not pass.
     pub filter: Option<super::EventSourceFilter>,
+    /// TLS and SASL towards the brokers.
+    pub security: crate::kafka_client::KafkaSecurity,
 }
 
 impl KafkaConfig {
@@ -93,11 +95,21 @@ impl KafkaConfig {
             ctx.error(loc, format!("{field}.topic"), "topic is empty");
         }
         let unsupported = [
-            ("limitEventsPerSecond", k.limit_events_per_second.as_ref(), "not supported yet; rate-limit the triggers instead (`rateLimit`)"),
-            ("config", k.config.as_ref(), "Sarama's YAML configuration does not apply to triggerd's client; remove it"),
-            ("tls", k.tls.as_ref(), "TLS is not supported yet; reach the broker over a plaintext listener or a local TLS proxy"),
-            ("sasl", k.sasl.as_ref(), "SASL is not supported yet; use a listener without authentication"),
-            ("schemaRegistry", k.schema_registry.as_ref(), "Avro/schema registry decoding is not supported; values are read as JSON or text"),
+            (
+                "limitEventsPerSecond",
+                k.limit_events_per_second.as_ref(),
+                "not supported yet; rate-limit the triggers instead (`rateLimit`)",
+            ),
+            (
+                "config",
+                k.config.as_ref(),
+                "Sarama's YAML configuration does not apply to triggerd's client; remove it",
+            ),
+            (
+                "schemaRegistry",
+                k.schema_registry.as_ref(),
+                "Avro/schema registry decoding is not supported; values are read as JSON or text",
+            ),
         ];
         for (name, value, hint) in unsupported {
             if let Some(v) = value {
@@ -108,6 +120,18 @@ impl KafkaConfig {
                     hint,
                 );
             }
+        }
+        let security = crate::kafka_client::KafkaSecurity {
+            tls: k.tls.as_ref().map(|t| t.value.clone()),
+            sasl: k.sasl.as_ref().map(|s| s.value.clone()),
+        };
+        for (sub, message, hint) in security.problems() {
+            let at = if sub.starts_with("tls") {
+                k.tls.as_ref().map(|t| &t.referenced)
+            } else {
+                k.sasl.as_ref().map(|s| &s.referenced)
+            };
+            ctx.error_with_hint(at, format!("{field}.{sub}"), message, hint);
         }
         let (group, oldest, assignment) = match (&k.consumer_group, &k.partition) {
             (Some(_), Some(p)) => {
@@ -195,6 +219,7 @@ impl KafkaConfig {
             json_body: k.json_body,
             metadata: k.metadata.clone(),
             filter,
+            security,
         })
     }
 
@@ -212,6 +237,7 @@ pub(super) async fn subscribe(
     config: &KafkaConfig,
     event_source: &str,
     event_name: &str,
+    secrets_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<StreamConsumer> {
     let what = format!("EventSource {event_source}, kafka event {event_name}");
     let group = config.group_id(event_source, event_name);
@@ -230,6 +256,10 @@ pub(super) async fn subscribe(
     if let Assignment::Group { strategy } = config.assignment {
         client.set("partition.assignment.strategy", strategy);
     }
+    config
+        .security
+        .apply(&mut client, secrets_dir)
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     let mut consumer: StreamConsumer = client
         .create()
         .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;

@@ -285,7 +285,7 @@ pub async fn start_sources(
                 handles.push(tokio::spawn(nats::run(c, es, ev, client, receiver, ctx)));
             }
             SourceKind::Kafka(c) => {
-                let consumer = kafka::subscribe(c, &es, &ev).await?;
+                let consumer = kafka::subscribe(c, &es, &ev, ctx.secrets_dir.as_deref()).await?;
                 let c = KafkaConfig::clone(c);
                 handles.push(tokio::spawn(kafka::run(c, es, ev, consumer, ctx)));
             }

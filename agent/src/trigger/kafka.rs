@@ -75,7 +75,7 @@ impl KafkaRequestSpec {
 }
 
 /// Producer settings fixed at load.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct KafkaSettings {
     /// Bootstrap servers.
     pub url: String,
@@ -89,6 +89,8 @@ pub struct KafkaSettings {
     pub timeout: Duration,
     /// Record headers.
     pub headers: BTreeMap<String, String>,
+    /// TLS and SASL towards the brokers.
+    pub security: crate::kafka_client::KafkaSecurity,
 }
 
 /// A Kafka cluster to write to, with its producer once made.
@@ -96,6 +98,7 @@ pub struct KafkaSettings {
 pub struct KafkaTarget {
     settings: KafkaSettings,
     client_id: String,
+    secrets_dir: Arc<OnceLock<Option<std::path::PathBuf>>>,
     producer: Arc<OnceLock<FutureProducer>>,
 }
 
@@ -114,8 +117,22 @@ impl KafkaTarget {
         Self {
             settings,
             client_id,
+            secrets_dir: Arc::new(OnceLock::new()),
             producer: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Resolves the TLS files and SASL credentials (a missing one stops the start) and
+    /// remembers where secrets live; the producer is made at the first attempt.
+    pub fn prepare(
+        &self,
+        secrets_dir: Option<&std::path::Path>,
+    ) -> Result<(), crate::source::SecretError> {
+        self.settings.security.check_secrets(secrets_dir)?;
+        let _ = self
+            .secrets_dir
+            .set(secrets_dir.map(std::path::Path::to_path_buf));
+        Ok(())
     }
 
     fn producer(&self) -> Result<&FutureProducer, KafkaError> {
@@ -138,6 +155,10 @@ impl KafkaTarget {
         if let Some(ms) = s.linger_ms {
             config.set("linger.ms", ms.to_string());
         }
+        let secrets_dir = self.secrets_dir.get().and_then(Option::as_deref);
+        s.security
+            .apply(&mut config, secrets_dir)
+            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
         let producer: FutureProducer = config.create()?;
         // Two first attempts may race; the loser's producer is dropped unused.
         Ok(self.producer.get_or_init(|| producer))

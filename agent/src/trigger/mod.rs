@@ -313,11 +313,14 @@ impl CompiledTrigger {
             TriggerKind::Nats(target) => target
                 .prepare(secrets_dir)
                 .map_err(|e| failed(PrepareFailure::Nats(e)))?,
+            TriggerKind::Kafka(target) => target
+                .prepare(secrets_dir)
+                .map_err(|e| failed(PrepareFailure::Kafka(e)))?,
             TriggerKind::K8s(target) => match ctx.cluster {
                 Some(cluster) => target.prepare(cluster),
                 None => return Err(failed(PrepareFailure::NoCluster)),
             },
-            TriggerKind::Http(_) | TriggerKind::Kafka(_) | TriggerKind::Log(_) => {}
+            TriggerKind::Http(_) | TriggerKind::Log(_) => {}
         }
         if let Some(dlq) = &self.dlq {
             Box::pin(dlq.prepare(ctx)).await?;
@@ -356,6 +359,9 @@ pub enum PrepareFailure {
     /// A NATS credential could not be read.
     #[error("nats {0}")]
     Nats(#[from] crate::nats_client::NatsConnectError),
+    /// A Kafka TLS file or SASL credential could not be read.
+    #[error("kafka {0}")]
+    Kafka(#[from] crate::source::SecretError),
     /// A Kubernetes trigger without a connection to the API server (internal).
     #[error("no Kubernetes API connection was made for this plan")]
     NoCluster,
@@ -879,10 +885,16 @@ fn compile_kafka(
         );
     }
     let unsupported = [
-        ("tls", k.tls.as_ref(), "TLS is not supported yet; reach the broker over a plaintext listener or a local TLS proxy"),
-        ("sasl", k.sasl.as_ref(), "SASL is not supported yet; use a listener without authentication"),
-        ("schemaRegistry", k.schema_registry.as_ref(), "Avro/schema registry encoding is not supported; the payload is written as JSON"),
-        ("secureHeaders", k.secure_headers.as_ref(), "not supported yet; use `headers`"),
+        (
+            "schemaRegistry",
+            k.schema_registry.as_ref(),
+            "Avro/schema registry encoding is not supported; the payload is written as JSON",
+        ),
+        (
+            "secureHeaders",
+            k.secure_headers.as_ref(),
+            "not supported yet; use `headers`",
+        ),
     ];
     for (name, value, hint) in unsupported {
         if let Some(v) = value {
@@ -893,6 +905,18 @@ fn compile_kafka(
                 hint,
             );
         }
+    }
+    let security = crate::kafka_client::KafkaSecurity {
+        tls: k.tls.as_ref().map(|t| t.value.clone()),
+        sasl: k.sasl.as_ref().map(|s| s.value.clone()),
+    };
+    for (sub, message, hint) in security.problems() {
+        let loc = if sub.starts_with("tls") {
+            k.tls.as_ref().map(|t| &t.referenced)
+        } else {
+            k.sasl.as_ref().map(|s| &s.referenced)
+        };
+        ctx.error_with_hint(loc, format!("{f}.{sub}"), message, hint);
     }
     let required_acks = match &k.required_acks {
         None => -1,
@@ -966,6 +990,7 @@ fn compile_kafka(
             linger_ms,
             timeout,
             headers: k.headers.clone(),
+            security,
         },
         client_id,
     );

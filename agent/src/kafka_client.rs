@@ -1,0 +1,149 @@
+//! What the Kafka source and trigger share about reaching a broker: TLS (Argo's `tls`:
+//! CA, client certificate and key as files) and SASL (Argo's `sasl`: PLAIN or SCRAM with a
+//! user and password from secrets), turned into librdkafka settings.
+
+use std::path::Path;
+
+use crate::manifest::{ClientTls, KafkaSasl, SecretRef};
+use crate::source::{resolve_secret, secret_file, SecretError};
+use rdkafka::config::ClientConfig;
+
+/// The SASL mechanisms librdkafka is built with here (GSSAPI needs Kerberos, OAUTHBEARER a
+/// token provider: neither is supported).
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// How a client reaches the broker: plaintext, TLS, SASL, or SASL over TLS.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSecurity {
+    /// TLS towards the broker.
+    pub tls: Option<ClientTls>,
+    /// SASL authentication.
+    pub sasl: Option<KafkaSasl>,
+}
+
+/// A setting that cannot work, found at load time: (field under the spec, message, hint).
+pub type SecurityProblem = (&'static str, String, &'static str);
+
+impl KafkaSecurity {
+    /// Problems a manifest can be told about at load time.
+    pub fn problems(&self) -> Vec<SecurityProblem> {
+        let mut out = Vec::new();
+        if let Some((field, message, hint)) =
+            self.tls.as_ref().and_then(crate::nats_client::tls_problem)
+        {
+            let field = match field {
+                "insecureSkipVerify" => "tls.insecureSkipVerify",
+                _ => "tls.clientCertSecret",
+            };
+            out.push((field, message.to_owned(), hint));
+        }
+        if let Some(sasl) = &self.sasl {
+            let mechanism = sasl.mechanism();
+            if !SASL_MECHANISMS.contains(&mechanism.as_str()) {
+                out.push((
+                    "sasl.mechanism",
+                    format!("SASL mechanism {mechanism:?} is not supported"),
+                    "one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+                ));
+            }
+        }
+        out
+    }
+
+    /// librdkafka's `security.protocol` for these settings.
+    pub fn protocol(&self) -> &'static str {
+        match (self.tls.is_some(), self.sasl.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        }
+    }
+
+    /// Resolves every secret now, so a missing one stops the start (the error names it).
+    pub fn check_secrets(&self, secrets_dir: Option<&Path>) -> Result<(), SecretError> {
+        self.apply(&mut ClientConfig::new(), secrets_dir)
+    }
+
+    /// Sets the protocol, TLS files and SASL credentials on `config`.
+    pub fn apply(
+        &self,
+        config: &mut ClientConfig,
+        secrets_dir: Option<&Path>,
+    ) -> Result<(), SecretError> {
+        config.set("security.protocol", self.protocol());
+        if let Some(tls) = &self.tls {
+            let file = |r: &SecretRef| {
+                secret_file(r, secrets_dir).map(|p| p.to_string_lossy().into_owned())
+            };
+            if let Some(ca) = &tls.ca_cert_secret {
+                config.set("ssl.ca.location", file(ca)?);
+            }
+            if let (Some(cert), Some(key)) = (&tls.client_cert_secret, &tls.client_key_secret) {
+                config.set("ssl.certificate.location", file(cert)?);
+                config.set("ssl.key.location", file(key)?);
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            config
+                .set("sasl.mechanism", sasl.mechanism())
+                .set(
+                    "sasl.username",
+                    resolve_secret(&sasl.user_secret, secrets_dir)?,
+                )
+                .set(
+                    "sasl.password",
+                    resolve_secret(&sasl.password_secret, secrets_dir)?,
+                );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(value: &str) -> SecretRef {
+        serde_json::from_value(serde_json::json!({ "name": value, "key": "k" })).unwrap()
+    }
+
+    #[test]
+    fn protocol_follows_what_is_given() {
+        let sasl = KafkaSasl {
+            mechanism: Some("scram-sha-512".into()),
+            user_secret: secret("u"),
+            password_secret: secret("p"),
+        };
+        assert_eq!(KafkaSecurity::default().protocol(), "plaintext");
+        let with_sasl = KafkaSecurity {
+            tls: None,
+            sasl: Some(sasl.clone()),
+        };
+        assert_eq!(with_sasl.protocol(), "sasl_plaintext");
+        assert_eq!(sasl.mechanism(), "SCRAM-SHA-512");
+        let tls: ClientTls = serde_json::from_value(serde_json::json!({})).unwrap();
+        let both = KafkaSecurity {
+            tls: Some(tls),
+            sasl: Some(sasl),
+        };
+        assert_eq!(both.protocol(), "sasl_ssl");
+        assert!(both.problems().is_empty());
+    }
+
+    #[test]
+    fn unsupported_settings_are_named() {
+        let sasl = KafkaSecurity {
+            tls: Some(
+                serde_json::from_value(serde_json::json!({"insecureSkipVerify": true})).unwrap(),
+            ),
+            sasl: Some(KafkaSasl {
+                mechanism: Some("GSSAPI".into()),
+                user_secret: secret("u"),
+                password_secret: secret("p"),
+            }),
+        };
+        let fields: Vec<_> = sasl.problems().into_iter().map(|p| p.0).collect();
+        assert_eq!(fields, ["tls.insecureSkipVerify", "sasl.mechanism"]);
+    }
+}
