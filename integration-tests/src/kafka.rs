@@ -31,20 +31,24 @@ pub struct Tansu {
     log: TempDir,
     /// librdkafka settings the test's own clients need (TLS, SASL).
     client_settings: Vec<(&'static str, String)>,
+    /// Where tansu itself listens (plaintext); `port` is the TLS front's when there is one.
+    listen_port: u16,
+    _tls: Option<crate::TlsProxy>,
 }
 
 /// How a test broker is secured.
 #[derive(Clone, Copy, Default)]
 pub struct TansuSecurity<'a> {
-    /// TLS on the listener, with a certificate for 127.0.0.1 from these test certificates.
+    /// TLS in front of the broker (a [`crate::TlsProxy`] with a certificate for 127.0.0.1
+    /// from these test certificates; tansu advertises the proxy's address).
     pub tls: Option<&'a crate::TestCerts>,
-    /// Require SASL authentication (SCRAM users made with [`Tansu::create_user`]).
+    /// Require SASL authentication (`--authentication`): connections that do not
+    /// authenticate are closed. tansu 0.6 offers SCRAM-SHA-256/512 and OAUTHBEARER, and
+    /// registers SCRAM users only over an authenticated connection, which its memory
+    /// storage cannot bootstrap: such a broker knows no user, and the harness's own clients
+    /// cannot use it.
     pub authentication: bool,
 }
-
-/// The SCRAM user the harness creates on a broker that requires authentication; the test's
-/// own clients log in as it.
-pub const ADMIN_USER: (&str, &str) = ("triggerd-test-admin", "admin-secret");
 
 /// One record as read back from a topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,13 +98,18 @@ impl Tansu {
         Self::start_secured_on(port, TansuSecurity::default()).await
     }
 
-    /// Starts a broker with TLS and/or SASL on a free port. With authentication, a SCRAM user
-    /// [`ADMIN_USER`] is created for the test's own clients.
+    /// Starts a broker with TLS and/or required authentication on a free port.
     pub async fn start_secured(security: TansuSecurity<'_>) -> Tansu {
         Self::start_secured_on(free_port(), security).await
     }
 
     async fn start_secured_on(port: u16, security: TansuSecurity<'_>) -> Tansu {
+        // With TLS, clients reach `port` through the proxy and tansu listens on another one.
+        let listen_port = if security.tls.is_some() {
+            free_port()
+        } else {
+            port
+        };
         let binary = tansu_binary();
         let log = tempfile::Builder::new()
             .prefix("triggerd-tansu-")
@@ -108,32 +117,28 @@ impl Tansu {
             .expect("create tansu log dir");
         let out = std::fs::File::create(log.path().join("broker.log")).expect("create log");
         let err = out.try_clone().expect("clone log handle");
-        let url = format!("tcp://127.0.0.1:{port}");
+        let url = format!("tcp://127.0.0.1:{listen_port}");
+        let advertised = format!("tcp://127.0.0.1:{port}");
         let mut command = Command::new(&binary);
         command
             .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
+            .args(["--advertised-listener-url", &advertised])
             .args(["--storage-engine", "memory://tansu/"]);
         let mut client_settings = Vec::new();
-        if let Some(certs) = security.tls {
-            command
-                .arg("--cert")
-                .arg(&certs.server_cert)
-                .arg("--key")
-                .arg(&certs.server_key);
-            client_settings.push(("ssl.ca.location", certs.ca.to_string_lossy().into_owned()));
-        }
+        let tls = match security.tls {
+            Some(certs) => {
+                client_settings.push(("ssl.ca.location", certs.ca.to_string_lossy().into_owned()));
+                Some(crate::TlsProxy::start(certs, port, listen_port).await)
+            }
+            None => None,
+        };
         if security.authentication {
             command.arg("--authentication");
-            client_settings.push(("sasl.mechanism", "SCRAM-SHA-512".into()));
-            client_settings.push(("sasl.username", ADMIN_USER.0.into()));
-            client_settings.push(("sasl.password", ADMIN_USER.1.into()));
         }
-        let protocol = match (security.tls.is_some(), security.authentication) {
-            (false, false) => "plaintext",
-            (true, false) => "ssl",
-            (false, true) => "sasl_plaintext",
-            (true, true) => "sasl_ssl",
+        let protocol = if security.tls.is_some() {
+            "ssl"
+        } else {
+            "plaintext"
         };
         client_settings.push(("security.protocol", protocol.into()));
         let child = command
@@ -148,33 +153,11 @@ impl Tansu {
             binary,
             log,
             client_settings,
+            listen_port,
+            _tls: tls,
         };
         broker.wait_accepting().await;
-        if security.authentication {
-            broker.create_user(ADMIN_USER.0, ADMIN_USER.1);
-        }
         broker
-    }
-
-    /// Creates a SCRAM-SHA-512 user (with the tansu CLI, as the broker's operator would).
-    pub fn create_user(&self, name: &str, password: &str) {
-        let out = Command::new(&self.binary)
-            .args([
-                "user",
-                "create",
-                "--broker",
-                &format!("tcp://127.0.0.1:{}", self.port),
-            ])
-            .args(["--mechanism", "scram512", name, password])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tansu user create");
-        assert!(
-            out.status.success(),
-            "tansu user create {name}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
     }
 
     /// A client configuration for this broker: bootstrap servers plus its TLS and SASL.
@@ -190,7 +173,7 @@ impl Tansu {
     async fn wait_accepting(&mut self) {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.listen_port))
                 .await
                 .is_ok()
             {
@@ -225,7 +208,7 @@ impl Tansu {
         let out = Command::new(&self.binary)
             .args(["topic", "create", name, "--partitions"])
             .arg(partitions.to_string())
-            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.listen_port)])
             .stdin(Stdio::null())
             .output()
             .expect("run tansu topic create");
@@ -246,7 +229,12 @@ impl Tansu {
         let results = admin
             .create_topics([&topic], &AdminOptions::new())
             .await
-            .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create topic {name}: {e}\n--- broker log ---\n{}",
+                    self.log_text()
+                )
+            });
         for r in results {
             if let Err((topic, code)) = r {
                 panic!("create topic {topic}: {code}");

@@ -26,11 +26,12 @@ mod moto;
 mod nats;
 mod net;
 mod sink;
+mod tls_proxy;
 
 pub use agent::{Agent, AgentBuilder};
 pub use binary::{triggerd_bin, workspace_root};
 pub use cli::{run_cli, CliOutput};
-pub use kafka::{tansu_binary, Record, Tansu, TansuSecurity, ADMIN_USER};
+pub use kafka::{tansu_binary, Record, Tansu, TansuSecurity};
 pub use kube_api::{FaultSpec, KubeEnv, RecordedRequest, TestApiServer, CRD_LABEL, KUBECONFIG_ENV};
 pub use manifests::{line_of, webhook_source};
 pub use metrics::{metric, wait_for_metric};
@@ -38,3 +39,4 @@ pub use moto::{Moto, MOTO_REGION};
 pub use nats::{NatsServer, TestCerts};
 pub use net::{free_port, http_client, DELIVERY_TIMEOUT};
 pub use sink::{Request, Sink};
+pub use tls_proxy::TlsProxy;

@@ -218,7 +218,9 @@ spec:
           topic: deploys
           requiredAcks: 2
           sasl:
-            mechanism: PLAIN
+            mechanism: GSSAPI
+            userSecret: {name: kafka, key: user}
+            passwordSecret: {name: kafka, key: password}
           parameters:
             - src: {dependencyName: release, dataKey: body.url}
               dest: url
@@ -250,8 +252,8 @@ spec:
             line("requiredAcks: 2"),
         ),
         (
-            "spec.triggers[0].template.kafka.sasl",
-            line("mechanism: PLAIN"),
+            "spec.triggers[0].template.kafka.sasl.mechanism",
+            line("mechanism: GSSAPI"),
         ),
         ("spec.kafka.release.partition", line("partition: \"0\"")),
         (
@@ -274,5 +276,9 @@ spec:
                 .contains("parameters may set: topic, partitioningKey"),
         "{out}"
     );
-    assert!(out.stderr.contains("SASL is not supported yet"), "{out}");
+    assert!(
+        out.stderr
+            .contains("SASL mechanism \"GSSAPI\" is not supported"),
+        "{out}"
+    );
 }
