@@ -8,6 +8,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rhai::Dynamic;
 use serde_json::{Map, Value};
 
+use crate::script::{CompiledScript, Reads};
+
 /// Views of an event computed at most once, however many dependencies, scripts and
 /// triggers look at it. A clone starts empty, so a changed copy never sees stale views.
 #[derive(Debug, Default)]
@@ -96,9 +98,11 @@ impl Event {
 
     /// The data as a Rhai value, converted from JSON once; each caller gets its own copy
     /// (strings inside are reference-counted), so no script can change what another sees.
+    /// Scripts get [`Self::data_for`], which copies only what they read.
     ///
-    /// Copies rather than Rhai shared values: a shared value nested in a map that a script
-    /// builds trips Rhai's size checks (an internal panic), see BENCHMARKS.md.
+    /// Copies rather than Rhai shared values: reading a property of a shared value takes its
+    /// write lock (scripts on other threads would wait, then fail), and a shared value
+    /// nested in a map trips Rhai's size checks (an internal panic); see `script::view`.
     pub fn data_view(&self) -> Dynamic {
         self.views
             .data
@@ -108,10 +112,35 @@ impl Event {
 
     /// The context attributes as a Rhai map, converted once; each caller gets a copy.
     pub fn context_view(&self) -> Dynamic {
+        self.context_cached().clone()
+    }
+
+    fn context_cached(&self) -> &Dynamic {
         self.views
             .context
             .get_or_init(|| crate::script::to_dynamic(&self.context_json()))
-            .clone()
+    }
+
+    /// `event` for `script`: a value of its own holding what the script reads of the data
+    /// (the paths it reads, all of it, or `()` when it reads none).
+    pub fn data_for(&self, script: &CompiledScript) -> Dynamic {
+        match script.reads("event") {
+            Reads::Nothing => Dynamic::UNIT,
+            Reads::Whole => self.data_view(),
+            Reads::Paths(paths) => match self.views.data.get() {
+                Some(whole) => paths.project(whole),
+                None => paths.project_json(&self.data),
+            },
+        }
+    }
+
+    /// `ctx` for `script`: what it reads of the context attributes, as for
+    /// [`Self::data_for`].
+    pub fn context_for(&self, script: &CompiledScript) -> Dynamic {
+        match script.reads("ctx") {
+            Reads::Nothing => Dynamic::UNIT,
+            reads => reads.project(self.context_cached()),
+        }
     }
 
     /// The context attributes as a JSON object (what scripts see as `ctx`).

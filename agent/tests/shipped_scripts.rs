@@ -28,7 +28,7 @@ fn policy(name: &str, response: serde_json::Value) -> Dynamic {
         ("max_attempts", Dynamic::from(3_i64)),
         ("events", Dynamic::UNIT),
     ];
-    h.eval(&script, &vars).unwrap()
+    h.eval(&script, vars).unwrap()
 }
 
 fn outcome(d: &Dynamic) -> String {
@@ -135,7 +135,7 @@ fn github_helpers_work() {
         .unwrap();
     let event = to_dynamic(&json!({"body": {"ref": "refs/heads/main", "after": "abcdef1234"}}));
     let r = h
-        .eval(&s, &[("event", event), ("ctx", Dynamic::UNIT)])
+        .eval(&s, [("event", event), ("ctx", Dynamic::UNIT)])
         .unwrap();
     assert!(r.as_bool().unwrap());
 }

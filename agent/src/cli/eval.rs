@@ -230,7 +230,7 @@ fn eval_script(args: &EvalArgs, path: &Path, lib: Vec<PathBuf>) -> Result<(), St
         vars.push(("max_attempts", Dynamic::from(i64::from(args.max_attempts))));
     }
     let value = host
-        .eval(&script, &vars)
+        .eval(&script, vars)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let output = match args.kind {
         Kind::Filter => {

@@ -124,19 +124,14 @@ impl CompiledPolicy {
         events: &FiredEvents,
     ) -> Result<Outcome, ScriptError> {
         if let Some(script) = &self.script {
-            let events = if script.uses("events") {
-                events.script_view()
-            } else {
-                Dynamic::UNIT
-            };
             let vars = [
                 ("response", response.to_dynamic()),
                 ("attempt", Dynamic::from(i64::from(attempt))),
                 ("max_attempts", Dynamic::from(i64::from(max_attempts))),
-                ("events", events),
+                ("events", events.view_for(script)),
             ];
             return host
-                .eval(script, &vars)
+                .eval(script, vars)
                 // A bare "fail" or "retry" still says what the response was.
                 .and_then(|v| outcome_from_script(&v, &format!("policy: {}", response.summary())));
         }

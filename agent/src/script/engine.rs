@@ -12,6 +12,7 @@ use std::time::Duration;
 use rhai::module_resolvers::ModuleResolver;
 use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared, AST};
 
+use super::view::{self, Reads};
 use super::ScriptError;
 use crate::telemetry::{ScriptKindLabels, ScriptTimings};
 
@@ -102,9 +103,10 @@ impl ScriptKind {
 pub struct CompiledScript {
     ast: Arc<AST>,
     kind: ScriptKind,
-    /// The kind's variables the script never reads: callers skip building them (an event's
-    /// Rhai view is a deep copy, too dear to make for nothing on every evaluation).
-    unused: Vec<&'static str>,
+    /// What the script reads of each of its kind's variables: callers build only that (an
+    /// event's Rhai view is a deep copy, too dear to make whole for a script that reads one
+    /// field of it, on every evaluation).
+    reads: Vec<(&'static str, Reads)>,
 }
 
 impl CompiledScript {
@@ -116,7 +118,16 @@ impl CompiledScript {
     /// Whether the script reads the variable `name` of its kind; an unused one may be given
     /// as `()`.
     pub fn uses(&self, name: &str) -> bool {
-        !self.unused.contains(&name)
+        !matches!(self.reads(name), Reads::Nothing)
+    }
+
+    /// What the script reads of its variable `name` (the whole of it when `name` is not one
+    /// of its kind's variables).
+    pub fn reads(&self, name: &str) -> &Reads {
+        self.reads
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(&Reads::Whole, |(_, r)| r)
     }
 }
 
@@ -215,40 +226,53 @@ impl ScriptHost {
             .engine
             .compile_into_self_contained(&scope, source)
             .map_err(|e| compile_error(&e))?;
-        // Strict variables: a script that compiles without a variable never reads it.
+        // Strict variables: a script that compiles without a variable never reads it. That
+        // proof stands on its own; the AST walk then narrows what a used variable needs.
         let vars = kind.variables();
-        let unused = vars
+        let walked = view::analyse(&ast, vars);
+        let reads = vars
             .iter()
-            .filter(|v| {
+            .zip(walked)
+            .map(|(v, walked)| {
                 let mut probe = Scope::new();
-                for other in vars.iter().chain(extra).filter(|o| o != v) {
+                for other in vars.iter().chain(extra).filter(|o| *o != v) {
                     probe.push_dynamic(*other, Dynamic::UNIT);
                 }
-                vars.len() > 1 && self.engine.compile_with_scope(&probe, source).is_ok()
+                let unused =
+                    vars.len() > 1 && self.engine.compile_with_scope(&probe, source).is_ok();
+                let reads = match walked {
+                    _ if unused => Reads::Nothing,
+                    // Used, yet the walk saw no read: assume the worst.
+                    Reads::Nothing => Reads::Whole,
+                    r => r,
+                };
+                (*v, reads)
             })
-            .copied()
             .collect();
         Ok(CompiledScript {
             ast: Arc::new(ast),
             kind,
-            unused,
+            reads,
         })
     }
 
-    /// Evaluates a compiled script with the given variables in scope, under the limits.
-    pub fn eval(
+    /// Evaluates a compiled script with the given variables in scope, under the limits. The
+    /// values are the script's own (moved into its scope, not copied again).
+    pub fn eval<'a>(
         &self,
         script: &CompiledScript,
-        vars: &[(&str, Dynamic)],
+        vars: impl IntoIterator<Item = (&'a str, Dynamic)>,
     ) -> Result<Dynamic, ScriptError> {
         // Only transforms may change what they are given (their own copy); everything else
-        // sees constants, so a script cannot alter an event that other scripts share.
-        let mut scope = Scope::with_capacity(vars.len());
+        // sees constants. Either way each evaluation has values of its own (views hold no
+        // Rhai shared values), so no script can alter what another script sees.
+        let vars = vars.into_iter();
+        let mut scope = Scope::with_capacity(vars.size_hint().0);
         for (name, value) in vars {
             if script.kind == ScriptKind::Transform {
-                scope.push_dynamic(*name, value.clone());
+                scope.push_dynamic(name, value);
             } else {
-                scope.push_constant_dynamic(*name, value.clone());
+                scope.push_constant_dynamic(name, value);
             }
         }
         #[allow(clippy::disallowed_types)]
@@ -441,7 +465,7 @@ mod tests {
         let h = host();
         let s = h.compile(ScriptKind::Filter, "loop { }").unwrap();
         let err = h
-            .eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)])
+            .eval(&s, [("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)])
             .unwrap_err();
         assert!(matches!(err, ScriptError::Limit(_)), "{err:?}");
     }
@@ -456,7 +480,7 @@ mod tests {
         let h = ScriptHost::new(limits, vec![]);
         let s = h.compile(ScriptKind::Filter, "loop { }").unwrap();
         let err = h
-            .eval(&s, &[("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)])
+            .eval(&s, [("event", Dynamic::UNIT), ("ctx", Dynamic::UNIT)])
             .unwrap_err();
         assert!(err.to_string().contains("deadline"), "{err}");
     }
@@ -473,7 +497,7 @@ mod tests {
             "event.a.clear(); true",
         ] {
             let s = h.compile(ScriptKind::Filter, src).unwrap();
-            let r = h.eval(&s, &[("event", shared.clone()), ("ctx", Dynamic::UNIT)]);
+            let r = h.eval(&s, [("event", shared.clone()), ("ctx", Dynamic::UNIT)]);
             assert!(
                 r.is_err() || r.unwrap().as_bool() == Ok(true),
                 "{src} must not modify its event"
@@ -481,7 +505,7 @@ mod tests {
         }
         let read = h.compile(ScriptKind::Filter, "event.a.b == 1").unwrap();
         let still = h
-            .eval(&read, &[("event", shared), ("ctx", Dynamic::UNIT)])
+            .eval(&read, [("event", shared), ("ctx", Dynamic::UNIT)])
             .unwrap();
         assert!(still.as_bool().unwrap(), "the shared value changed");
     }
@@ -506,7 +530,7 @@ mod tests {
             "event.s.len() == 1 && \"b\" in event.a",
         ] {
             let s = h.compile(ScriptKind::Filter, src).unwrap();
-            let r = h.eval(&s, &[("event", event.clone()), ("ctx", Dynamic::UNIT)]);
+            let r = h.eval(&s, [("event", event.clone()), ("ctx", Dynamic::UNIT)]);
             assert_eq!(
                 r.as_ref().map(|v| v.as_bool()).ok(),
                 Some(Ok(true)),
@@ -534,7 +558,7 @@ mod tests {
         let r = h
             .eval(
                 &h.compile(ScriptKind::Parameter, "event.n + 1").unwrap(),
-                &[
+                [
                     (
                         "event",
                         crate::script::to_dynamic(&serde_json::json!({"n": 1})),
@@ -565,7 +589,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            h.eval(&s, &[("events", Dynamic::UNIT)])
+            h.eval(&s, [("events", Dynamic::UNIT)])
                 .unwrap()
                 .as_int()
                 .unwrap(),

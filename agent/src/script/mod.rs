@@ -2,9 +2,11 @@
 
 mod engine;
 mod value;
+mod view;
 
 pub use engine::{CompiledScript, Limits, ScriptHost, ScriptKind};
 pub use value::{from_dynamic, to_dynamic};
+pub use view::{PathTree, Reads};
 
 use thiserror::Error;
 

@@ -7,6 +7,7 @@ use rhai::Dynamic;
 use serde_json::Value;
 
 use crate::event::Event;
+use crate::script::{CompiledScript, Reads};
 
 /// Events by dependency name, with the script view built at most once per firing, and only
 /// when a script reads `events`.
@@ -26,23 +27,34 @@ impl FiredEvents {
         }
     }
 
+    /// `events` for `script`: what it reads of [`Self::script_view`] (the paths it reads,
+    /// all of it, or `()` when it reads none), as a value of its own.
+    pub fn view_for(&self, script: &CompiledScript) -> Dynamic {
+        match script.reads("events") {
+            Reads::Nothing => Dynamic::UNIT,
+            reads => reads.project(self.cached_view()),
+        }
+    }
+
     /// `events` for scripts: dependency name → CloudEvent attributes with `data`; each
     /// caller gets its own copy.
     pub fn script_view(&self) -> Dynamic {
-        self.script_view
-            .get_or_init(|| {
-                let view: rhai::Map = self
-                    .by_dependency
-                    .iter()
-                    .map(|(k, e)| {
-                        let mut event = e.context_view().clone_cast::<rhai::Map>();
-                        event.insert("data".into(), e.data_view());
-                        (k.as_str().into(), Dynamic::from_map(event))
-                    })
-                    .collect();
-                Dynamic::from_map(view)
-            })
-            .clone()
+        self.cached_view().clone()
+    }
+
+    fn cached_view(&self) -> &Dynamic {
+        self.script_view.get_or_init(|| {
+            let view: rhai::Map = self
+                .by_dependency
+                .iter()
+                .map(|(k, e)| {
+                    let mut event = e.context_view().clone_cast::<rhai::Map>();
+                    event.insert("data".into(), e.data_view());
+                    (k.as_str().into(), Dynamic::from_map(event))
+                })
+                .collect();
+            Dynamic::from_map(view)
+        })
     }
 
     /// The events as CloudEvent JSON objects keyed by dependency.

@@ -255,10 +255,12 @@ impl CompiledSensor {
         dep: &CompiledDependency,
         event: &Arc<Event>,
     ) -> Result<Arc<Event>, Verdict> {
-        let ctx = event.context_view();
-        let event = match &dep.transform {
-            None => event.clone(),
+        // A transformed event is a new event with the same context: filters are given the
+        // original's context view (untransformed events have it cached already).
+        let (event, ctx) = match &dep.transform {
+            None => (event.clone(), None),
             Some(t) => {
+                let ctx = event.context_view();
                 let data = t.apply(host, event, ctx.clone()).map_err(|e| Verdict {
                     pass: false,
                     error: Some(e),
@@ -267,13 +269,13 @@ impl CompiledSensor {
                 let mut changed = (**event).clone();
                 changed.data = data;
                 changed.raw_is_data = false;
-                Arc::new(changed)
+                (Arc::new(changed), Some(ctx))
             }
         };
         if dep.filters.is_empty() {
             return Ok(event);
         }
-        let verdict = dep.filters.evaluate(host, Some(&event), Some(ctx));
+        let verdict = dep.filters.evaluate(host, Some(&event), ctx);
         if verdict.pass {
             Ok(event)
         } else {

@@ -95,7 +95,7 @@ impl CompiledTransform {
     ) -> Result<Value, String> {
         match self {
             CompiledTransform::Script(s) => host
-                .eval(s, &[("event", to_dynamic(&event.data)), ("ctx", ctx)])
+                .eval(s, [("event", to_dynamic(&event.data)), ("ctx", ctx)])
                 .and_then(|v| from_dynamic(&v))
                 .map_err(|e| format!("transform script: {e}")),
             CompiledTransform::Jq(jq) => jq.run(&event.data, host.limits().deadline),

@@ -71,7 +71,7 @@ impl EventSourceFilter {
                 )
             })
             .collect();
-        host.eval(&self.script, &vars)
+        host.eval(&self.script, vars)
             .map_err(|e| e.to_string())
             .and_then(|v| {
                 v.as_bool()

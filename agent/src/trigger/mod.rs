@@ -242,7 +242,7 @@ impl CompiledTrigger {
                 Ok(payload)
             }
             PayloadBuilder::Script(script) => {
-                let value = host.eval(script, &[("events", events.script_view())])?;
+                let value = host.eval(script, [("events", events.view_for(script))])?;
                 Ok(from_dynamic(&value)?)
             }
             PayloadBuilder::Events => Ok(match dead_letter {

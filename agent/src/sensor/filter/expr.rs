@@ -86,7 +86,7 @@ pub fn evaluate(
             vars.push((name.as_str(), to_dynamic(&value)));
         }
         let result = host
-            .eval(&e.script, &vars)
+            .eval(&e.script, vars)
             .map(|v| v.as_bool().unwrap_or(false));
         match (result, logic) {
             (Ok(true), Logic::Or) => return Verdict::of(true),

@@ -18,7 +18,7 @@ pub use time::CompiledTimeFilter;
 use crate::event::Event;
 use crate::manifest::{Filters, ScriptSource};
 use crate::plan::CompileContext;
-use crate::script::{CompiledScript, ScriptError, ScriptHost, ScriptKind};
+use crate::script::{CompiledScript, Reads, ScriptError, ScriptHost, ScriptKind};
 
 /// How several results combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,9 +283,14 @@ fn script_verdict(
     let Some(event) = event else {
         return Verdict::error("nil event");
     };
-    let ctx = ctx.unwrap_or_else(|| event.context_view());
+    let ctx = match (script.reads("ctx"), ctx) {
+        (Reads::Nothing, _) => Dynamic::UNIT,
+        (Reads::Whole, Some(ctx)) => ctx,
+        (reads, Some(ctx)) => reads.project(&ctx),
+        (_, None) => event.context_for(script),
+    };
     let result = host
-        .eval(script, &[("event", event.data_view()), ("ctx", ctx)])
+        .eval(script, [("event", event.data_for(script)), ("ctx", ctx)])
         .and_then(|v| {
             v.as_bool().map_err(|t| ScriptError::Type {
                 expected: "bool",
