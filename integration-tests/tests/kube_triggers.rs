@@ -137,6 +137,23 @@ async fn set_phase(env: &KubeEnv, name: &str, phase: &str) {
         .expect("patch workflow status");
 }
 
+/// Waits until `sensor`'s `trigger` has had one execution ending in `result`.
+async fn wait_outcome(
+    agent: &Agent,
+    sensor: &'static str,
+    trigger: &'static str,
+    result: &'static str,
+) {
+    agent
+        .wait_for_metric(
+            "triggerd_trigger_executions_total",
+            &outcome(sensor, trigger, result),
+            1.0,
+            OBJECT_TIMEOUT,
+        )
+        .await;
+}
+
 fn outcome(
     sensor: &'static str,
     trigger: &'static str,
@@ -231,14 +248,7 @@ async fn a_submitted_workflow_succeeds_or_dead_letters_on_its_phase() {
     // Running: the policy keeps waiting; Succeeded: success.
     set_phase(&env, &name, "Running").await;
     set_phase(&env, &name, "Succeeded").await;
-    agent
-        .wait_for_metric(
-            "triggerd_trigger_executions_total",
-            &outcome("ci", "run-tests", "success"),
-            1.0,
-            OBJECT_TIMEOUT,
-        )
-        .await;
+    wait_outcome(&agent, "ci", "run-tests", "success").await;
     assert_eq!(
         agent
             .metric(
@@ -270,14 +280,7 @@ async fn a_submitted_workflow_succeeds_or_dead_letters_on_its_phase() {
         error.contains("workflow Failed"),
         "dead letter names the phase: {dead}"
     );
-    agent
-        .wait_for_metric(
-            "triggerd_trigger_executions_total",
-            &outcome("ci", "run-tests", "failed"),
-            1.0,
-            OBJECT_TIMEOUT,
-        )
-        .await;
+    wait_outcome(&agent, "ci", "run-tests", "failed").await;
 }
 
 /// A sensor with one trigger per ConfigMap operation, each on its own webhook event.
@@ -410,14 +413,7 @@ async fn a_configmap_is_created_patched_each_way_updated_and_deleted() {
         let (agent, url) = (&agent, agent.webhook_url(port, &format!("/{event}")));
         async move {
             agent.post_event(&url, &body).await;
-            agent
-                .wait_for_metric(
-                    "triggerd_trigger_executions_total",
-                    &outcome("settings", event, "success"),
-                    1.0,
-                    OBJECT_TIMEOUT,
-                )
-                .await;
+            wait_outcome(agent, "settings", event, "success").await;
         }
     };
 
@@ -538,14 +534,7 @@ spec:
             &json!({"app": "shop", "revision": "v42", "status": "passed"}),
         )
         .await;
-    agent
-        .wait_for_metric(
-            "triggerd_trigger_executions_total",
-            &outcome("promotion", "promote", "success"),
-            1.0,
-            OBJECT_TIMEOUT,
-        )
-        .await;
+    wait_outcome(&agent, "promotion", "promote", "success").await;
     let live = rollouts(&env).get("shop").await.expect("get rollout");
     assert_eq!(live.data["spec"]["paused"], false);
     assert_eq!(
@@ -667,14 +656,7 @@ spec:
 
     // 409 AlreadyExists: failed at once, and the existing object is untouched.
     agent.post_event(&url, &json!({"name": "taken"})).await;
-    agent
-        .wait_for_metric(
-            "triggerd_trigger_executions_total",
-            &outcome("makers", "make", "failed"),
-            1.0,
-            OBJECT_TIMEOUT,
-        )
-        .await;
+    wait_outcome(&agent, "makers", "make", "failed").await;
     assert_eq!(
         agent
             .metric("triggerd_trigger_attempts_total", &attempts)
@@ -697,14 +679,7 @@ spec:
         ..FaultSpec::default()
     });
     agent.post_event(&url, &json!({"name": "fresh"})).await;
-    agent
-        .wait_for_metric(
-            "triggerd_trigger_executions_total",
-            &outcome("makers", "make", "success"),
-            1.0,
-            OBJECT_TIMEOUT,
-        )
-        .await;
+    wait_outcome(&agent, "makers", "make", "success").await;
     assert_eq!(
         agent
             .metric("triggerd_trigger_attempts_total", &attempts)
@@ -822,14 +797,7 @@ async fn workflow_operations_write_what_the_controller_acts_on() {
         let (agent, url) = (&agent, agent.webhook_url(port, &format!("/{op}")));
         async move {
             agent.post_event(&url, &json!({"name": name})).await;
-            agent
-                .wait_for_metric(
-                    "triggerd_trigger_executions_total",
-                    &outcome("ops", op, expect),
-                    1.0,
-                    OBJECT_TIMEOUT,
-                )
-                .await;
+            wait_outcome(agent, "ops", op, expect).await;
         }
     };
 
@@ -958,14 +926,7 @@ spec:
     )
     .await
     .expect("label it ready");
-    agent
-        .wait_for_metric(
-            "triggerd_trigger_executions_total",
-            &outcome("labelled", "make", "success"),
-            1.0,
-            OBJECT_TIMEOUT,
-        )
-        .await;
+    wait_outcome(&agent, "labelled", "make", "success").await;
 
     // Never labelled: the backoff's 2 s run out and the trigger fails.
     agent

@@ -201,13 +201,8 @@ impl K8sReply {
         resource: (ResolvedKind, String),
     ) -> Self {
         Self {
-            operation,
-            status,
-            object,
-            reason: String::new(),
-            message: String::new(),
-            deleted: false,
             resource: Some(resource),
+            ..Self::stub(operation, status, object)
         }
     }
 
