@@ -25,7 +25,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
 use super::k8s::{
-    add_labels, params_set, to_dynamic, to_value, ActionContext, ActionError, K8sReply, Target,
+    add_labels, set_field, to_dynamic, to_value, ActionContext, ActionError, K8sReply, Target,
 };
 use super::TriggerError;
 
@@ -112,7 +112,7 @@ pub(super) async fn execute(
     match op {
         WorkflowOperation::Submit => {
             expect_kind(&object, &["Workflow"], op)?;
-            add_labels(&mut object, labels);
+            add_labels(&mut object, labels)?;
             target.create(name, &object).await
         }
         WorkflowOperation::SubmitFrom => {
@@ -126,12 +126,12 @@ pub(super) async fn execute(
                 }
                 _ => from_cron(&target.get(&source_name).await?)?,
             };
-            params_set(
+            set_field(
                 &mut workflow,
-                "/metadata/namespace",
+                "metadata.namespace",
                 Value::String(target.namespace.clone()),
-            );
-            add_labels(&mut workflow, labels);
+            )?;
+            add_labels(&mut workflow, labels)?;
             let workflows = Target::of(ctx, &workflow).await?;
             workflows.create(name, &workflow).await
         }
@@ -139,7 +139,7 @@ pub(super) async fn execute(
             expect_kind(&object, &["Workflow"], op)?;
             let live = target.get(&target.name(&object)?).await?;
             let mut copy = resubmitted(&live);
-            add_labels(&mut copy, labels);
+            add_labels(&mut copy, labels)?;
             target.create(name, &copy).await
         }
         WorkflowOperation::Suspend => {
@@ -260,14 +260,14 @@ fn from_cron(cron: &Value) -> Result<Value, ActionError> {
         },
         "spec": spec,
     });
-    params_set(
+    set_field(
         &mut workflow,
         &format!(
-            "/metadata/labels/{}",
-            CRON_WORKFLOW_LABEL.replace('/', "~1")
+            "metadata.labels.{}",
+            CRON_WORKFLOW_LABEL.replace('.', "\\.")
         ),
         Value::String(name.to_owned()),
-    );
+    )?;
     Ok(workflow)
 }
 

@@ -15,11 +15,11 @@ use futures::{Stream, StreamExt};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use rhai::{Dynamic, Map};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::time::Instant;
 
 use super::argo_workflow::{self, WorkflowOperation};
-use super::params::ResolvedParameter;
+use super::params::{set_path, Operation, ResolvedParameter};
 use super::response::status_outcome;
 use super::{Reply, ReplyShape, Response, TriggerError};
 use crate::cluster::{Cluster, ResolvedKind};
@@ -443,7 +443,7 @@ async fn resource_action(
     let op = operation.name();
     match operation {
         K8sOperation::Create => {
-            add_labels(&mut object, &ctx.labels);
+            add_labels(&mut object, &ctx.labels)?;
             target.create(op, &object).await
         }
         K8sOperation::Update => target.update(op, object).await,
@@ -659,7 +659,7 @@ impl Target {
             None => return self.create(operation, &object).await,
         };
         if let Some(rv) = live.metadata.resource_version {
-            params_set(&mut object, "/metadata/resourceVersion", Value::String(rv));
+            set_field(&mut object, "metadata.resourceVersion", Value::String(rv))?;
         }
         let replaced = self
             .api
@@ -725,35 +725,22 @@ pub(super) fn to_dynamic(v: &Value) -> Result<DynamicObject, ActionError> {
 }
 
 /// Sets `labels` on `object`'s metadata, keeping the labels it has.
-pub(super) fn add_labels(object: &mut Value, labels: &[(&str, String)]) {
-    for (k, v) in labels {
-        params_set(
+pub(super) fn add_labels(object: &mut Value, labels: &[(&str, String)]) -> Result<(), ActionError> {
+    labels.iter().try_for_each(|(k, v)| {
+        set_field(
             object,
-            &format!("/metadata/labels/{}", k.replace('/', "~1")),
+            &format!("metadata.labels.{}", k.replace('.', "\\.")),
             Value::String(v.clone()),
-        );
-    }
+        )
+    })
 }
 
-/// Writes `value` at a JSON pointer, creating objects on the way.
-pub(super) fn params_set(object: &mut Value, pointer: &str, value: Value) {
-    let mut cur = object;
-    let parts: Vec<String> = pointer
-        .split('/')
-        .skip(1)
-        .map(|p| p.replace("~1", "/").replace("~0", "~"))
-        .collect();
-    for (i, part) in parts.iter().enumerate() {
-        if !cur.is_object() {
-            *cur = json!({});
-        }
-        let Value::Object(map) = cur else { return };
-        if i + 1 == parts.len() {
-            map.insert(part.clone(), value);
-            return;
-        }
-        cur = map.entry(part.clone()).or_insert_with(|| json!({}));
-    }
+/// Writes `value` at a dotted `path` of the resource, as parameters do (`\.` escapes a dot
+/// in a key), creating objects on the way.
+pub(super) fn set_field(object: &mut Value, path: &str, value: Value) -> Result<(), ActionError> {
+    set_path(object, path, value, Operation::Overwrite).map_err(|reason| {
+        TriggerError::permanent(format!("the resource's {path}: {reason}")).into()
+    })
 }
 
 /// A label value from a name: at most 63 characters of `[A-Za-z0-9._-]`, starting and
@@ -777,6 +764,8 @@ fn label_value(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -796,13 +785,13 @@ mod tests {
     #[test]
     fn labels_are_added_without_losing_existing_ones() {
         let mut o = json!({"metadata": {"labels": {"app": "x"}}});
-        add_labels(&mut o, &[(SENSOR_LABEL, "s".into())]);
+        add_labels(&mut o, &[(SENSOR_LABEL, "s".into())]).unwrap();
         assert_eq!(
             o["metadata"]["labels"],
             json!({"app": "x", "triggerd.io/sensor": "s"})
         );
         let mut bare = json!({"kind": "ConfigMap"});
-        add_labels(&mut bare, &[(TRIGGER_LABEL, "t".into())]);
+        add_labels(&mut bare, &[(TRIGGER_LABEL, "t".into())]).unwrap();
         assert_eq!(bare["metadata"]["labels"]["triggerd.io/trigger"], "t");
     }
 
