@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use crate::manifest::{ClientTls, KafkaSasl, SecretRef};
+use crate::manifest::{ClientTls, KafkaSasl, SecretRef, Spanned};
+use crate::plan::CompileContext;
 use crate::source::{resolve_secret, secret_file, SecretError};
 use rdkafka::config::ClientConfig;
 
@@ -25,6 +26,29 @@ pub struct KafkaSecurity {
 pub type SecurityProblem = (&'static str, String, &'static str);
 
 impl KafkaSecurity {
+    /// The `tls` and `sasl` of a Kafka source or trigger at `field`; what cannot work is
+    /// reported at the location of the part it is in.
+    pub fn compile(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        tls: Option<&Spanned<ClientTls>>,
+        sasl: Option<&Spanned<KafkaSasl>>,
+    ) -> Self {
+        let security = Self {
+            tls: tls.map(|t| t.value.clone()),
+            sasl: sasl.map(|s| s.value.clone()),
+        };
+        for (sub, message, hint) in security.problems() {
+            let at = if sub.starts_with("tls") {
+                tls.map(|t| &t.referenced)
+            } else {
+                sasl.map(|s| &s.referenced)
+            };
+            ctx.error_with_hint(at, format!("{field}.{sub}"), message, hint);
+        }
+        security
+    }
+
     /// Problems a manifest can be told about at load time.
     pub fn problems(&self) -> Vec<SecurityProblem> {
         let mut out = Vec::new();

@@ -121,18 +121,12 @@ impl KafkaConfig {
                 );
             }
         }
-        let security = crate::kafka_client::KafkaSecurity {
-            tls: k.tls.as_ref().map(|t| t.value.clone()),
-            sasl: k.sasl.as_ref().map(|s| s.value.clone()),
-        };
-        for (sub, message, hint) in security.problems() {
-            let at = if sub.starts_with("tls") {
-                k.tls.as_ref().map(|t| &t.referenced)
-            } else {
-                k.sasl.as_ref().map(|s| &s.referenced)
-            };
-            ctx.error_with_hint(at, format!("{field}.{sub}"), message, hint);
-        }
+        let security = crate::kafka_client::KafkaSecurity::compile(
+            ctx,
+            field,
+            k.tls.as_ref(),
+            k.sasl.as_ref(),
+        );
         let (group, oldest, assignment) = match (&k.consumer_group, &k.partition) {
             (Some(_), Some(p)) => {
                 ctx.error_with_hint(

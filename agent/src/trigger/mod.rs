@@ -906,18 +906,8 @@ fn compile_kafka(
             );
         }
     }
-    let security = crate::kafka_client::KafkaSecurity {
-        tls: k.tls.as_ref().map(|t| t.value.clone()),
-        sasl: k.sasl.as_ref().map(|s| s.value.clone()),
-    };
-    for (sub, message, hint) in security.problems() {
-        let loc = if sub.starts_with("tls") {
-            k.tls.as_ref().map(|t| &t.referenced)
-        } else {
-            k.sasl.as_ref().map(|s| &s.referenced)
-        };
-        ctx.error_with_hint(loc, format!("{f}.{sub}"), message, hint);
-    }
+    let security =
+        crate::kafka_client::KafkaSecurity::compile(ctx, &f, k.tls.as_ref(), k.sasl.as_ref());
     let required_acks = match &k.required_acks {
         None => -1,
         Some(a) if [-1, 0, 1].contains(&a.value) => a.value,
