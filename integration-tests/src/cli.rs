@@ -77,3 +77,16 @@ pub fn run_cli<S: AsRef<OsStr>>(args: &[S], cwd: &Path, timeout: Duration) -> Cl
     );
     output
 }
+
+/// Runs `triggerd run` on one `manifest` (plus `extra` arguments) in a fresh temp dir,
+/// expecting start-up to fail with exit code 1; returns what it printed.
+pub fn run_failing_to_start(manifest: &str, extra: &[&str]) -> CliOutput {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    std::fs::write(dir.path().join("manifest.yaml"), manifest).expect("write manifest");
+    let ops = format!("127.0.0.1:{}", crate::free_port());
+    let mut args = vec!["run", "-f", "manifest.yaml", "--ops-addr", ops.as_str()];
+    args.extend_from_slice(extra);
+    let out = run_cli(&args, dir.path(), Duration::from_secs(60));
+    assert_eq!(out.code, Some(1), "{out}");
+    out
+}

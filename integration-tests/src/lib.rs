@@ -30,7 +30,7 @@ mod tls_proxy;
 
 pub use agent::{Agent, AgentBuilder};
 pub use binary::{triggerd_bin, workspace_root};
-pub use cli::{run_cli, CliOutput};
+pub use cli::{run_cli, run_failing_to_start, CliOutput};
 pub use kafka::{tansu_binary, Record, Tansu, TansuSecurity};
 pub use kube_api::{FaultSpec, KubeEnv, RecordedRequest, TestApiServer, CRD_LABEL, KUBECONFIG_ENV};
 pub use manifests::{line_of, webhook_source};

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use integration_tests::{
-    free_port, run_cli, webhook_source, Agent, Sink, Tansu, TansuSecurity, TestCerts,
+    free_port, run_failing_to_start, webhook_source, Agent, Sink, Tansu, TansuSecurity, TestCerts,
     DELIVERY_TIMEOUT,
 };
 use serde_json::json;
@@ -122,18 +122,7 @@ async fn the_source_logs_in_with_scram_and_a_refused_login_stops_the_start() {
         file("user", "orders-reader"),
         file("password", "s3cret")
     );
-    std::fs::write(
-        dir.path().join("source.yaml"),
-        sasl_source(&broker.bootstrap(), &sasl),
-    )
-    .expect("write manifest");
-    let ops = format!("127.0.0.1:{}", free_port());
-    let out = run_cli(
-        &["run", "-f", "source.yaml", "--ops-addr", ops.as_str()],
-        dir.path(),
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.code, Some(1), "{out}");
+    let out = run_failing_to_start(&sasl_source(&broker.bootstrap(), &sasl), &[]);
     assert!(
         out.stderr
             .contains("EventSource stream, kafka event orders")

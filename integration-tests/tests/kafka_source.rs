@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{free_port, run_cli, Agent, Sink, Tansu, DELIVERY_TIMEOUT};
+use integration_tests::{run_failing_to_start, Agent, Sink, Tansu, DELIVERY_TIMEOUT};
 use serde_json::json;
 
 /// EventSource `stream` with one kafka event `orders` read by group `shop`.
@@ -129,22 +129,13 @@ async fn records_fire_the_sensor_and_a_restarted_agent_resumes_where_it_stopped(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_topic_fails_start_up_naming_the_event() {
     let broker = Tansu::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("source.yaml"),
-        kafka_source(&broker.bootstrap(), "nowhere").replace(
+    let out = run_failing_to_start(
+        &kafka_source(&broker.bootstrap(), "nowhere").replace(
             "      jsonBody: true\n",
             "      jsonBody: true\n      connectionBackoff: {steps: 2, duration: 10ms}\n",
         ),
-    )
-    .unwrap();
-    let ops = format!("127.0.0.1:{}", free_port());
-    let out = run_cli(
-        &["run", "-f", "source.yaml", "--ops-addr", ops.as_str()],
-        dir.path(),
-        Duration::from_secs(60),
+        &[],
     );
-    assert_eq!(out.code, Some(1), "{out}");
     assert!(
         out.stderr
             .contains("EventSource stream, kafka event orders")

@@ -960,23 +960,11 @@ spec:
           source:
             resource: {apiVersion: v1, kind: ConfigMap, metadata: {name: x}}
 "#;
-    std::fs::write(dir.path().join("sensor.yaml"), sensor).expect("write sensor");
-    let ops = format!("127.0.0.1:{}", free_port());
     let missing = dir.path().join("no-such-kubeconfig");
-    let out = integration_tests::run_cli(
-        &[
-            "run",
-            "-f",
-            "sensor.yaml",
-            "--ops-addr",
-            ops.as_str(),
-            "--kubeconfig",
-            missing.to_str().expect("utf-8 path"),
-        ],
-        dir.path(),
-        Duration::from_secs(60),
+    let out = integration_tests::run_failing_to_start(
+        sensor,
+        &["--kubeconfig", missing.to_str().expect("utf-8 path")],
     );
-    assert_eq!(out.code, Some(1), "{out}");
     assert!(
         out.stderr.contains("cannot read kubeconfig") && out.stderr.contains("no-such-kubeconfig"),
         "{out}"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, stream};
 use integration_tests::{
-    free_port, run_cli, Agent, CliOutput, NatsServer, Sink, TestCerts, DELIVERY_TIMEOUT,
+    free_port, run_failing_to_start, Agent, NatsServer, Sink, TestCerts, DELIVERY_TIMEOUT,
 };
 use serde_json::json;
 
@@ -134,30 +134,19 @@ async fn core_subject_with_token_auth_fires_the_sensor_with_argo_shaped_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_cannot_be_reached_fails_start_up_naming_the_event() {
     let port = free_port();
-    let out = run_failing_to_start(nats_source(
-        &format!("nats://127.0.0.1:{port}"),
-        "orders",
-        "      connectionBackoff: {steps: 2, duration: 10ms}\n",
-    ));
+    let out = run_failing_to_start(
+        &nats_source(
+            &format!("nats://127.0.0.1:{port}"),
+            "orders",
+            "      connectionBackoff: {steps: 2, duration: 10ms}\n",
+        ),
+        &[],
+    );
     assert!(
         out.stderr.contains("EventSource bus, nats event orders")
             && out.stderr.contains("after 2 attempt(s)"),
         "{out}"
     );
-}
-
-/// Runs `triggerd run` on one manifest, expecting start-up to fail with exit code 1.
-fn run_failing_to_start(manifest: String) -> CliOutput {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bus.yaml"), manifest).unwrap();
-    let ops = format!("127.0.0.1:{}", free_port());
-    let out = run_cli(
-        &["run", "-f", "bus.yaml", "--ops-addr", ops.as_str()],
-        dir.path(),
-        Duration::from_secs(60),
-    );
-    assert_eq!(out.code, Some(1), "{out}");
-    out
 }
 
 async fn orders_stream(server: &NatsServer) -> (jetstream::Context, stream::Stream) {
@@ -330,10 +319,13 @@ async fn tls_with_the_servers_ca_connects_and_without_it_start_up_fails() {
     assert_eq!(body["order"], "5", "{body}");
 
     // The system roots do not know the test CA: the server is not trusted.
-    let out = run_failing_to_start(nats_source(
-        &server.url(),
-        "orders.*",
-        "      tls: {}\n      connectionBackoff: {steps: 1}\n",
-    ));
+    let out = run_failing_to_start(
+        &nats_source(
+            &server.url(),
+            "orders.*",
+            "      tls: {}\n      connectionBackoff: {steps: 1}\n",
+        ),
+        &[],
+    );
     assert!(out.stderr.contains("cannot connect"), "{out}");
 }
