@@ -11,13 +11,14 @@ use tokio_util::task::TaskTracker;
 
 use tokio::sync::OnceCell;
 
-use crate::bus::BusBuilder;
+use crate::bus::jetstream::{JetStreamBus, JetStreamOptions};
+use crate::bus::{Bus, BusBuilder, Subscription};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::delivery::DeliveryContext;
 use crate::plan::Plan;
 use crate::script::ScriptHost;
 use crate::sensor::SensorContext;
-use crate::source::{start_sources, Clock, SourceContext};
+use crate::source::{start_sources, Clock, SourceContext, SourceSpec};
 use crate::telemetry::{Metrics, Readiness};
 use crate::trigger::PrepareContext;
 
@@ -40,6 +41,17 @@ pub struct AgentOptions {
     pub drain_timeout: Duration,
     /// How to reach the Kubernetes API, when a plan needs it.
     pub cluster: ClusterOptions,
+    /// Which bus carries events from sources to sensors.
+    pub bus: BusChoice,
+}
+
+/// The bus between sources and sensors.
+#[derive(Debug, Clone)]
+pub enum BusChoice {
+    /// In-process queues: nothing survives the process (file mode's default).
+    Embedded,
+    /// NATS JetStream: durable, at-least-once, shared by replicas.
+    JetStream(JetStreamOptions),
 }
 
 /// What outlives one plan: metrics and readiness.
@@ -51,6 +63,8 @@ pub struct Shared {
     pub ready: Arc<Readiness>,
     /// The Kubernetes API connection, made when the first plan that needs it starts.
     pub cluster: Arc<OnceCell<Cluster>>,
+    /// The JetStream bus connection, made when the first plan starts (kept across reloads).
+    pub jetstream: Arc<OnceCell<JetStreamBus>>,
 }
 
 impl Shared {
@@ -60,7 +74,20 @@ impl Shared {
             metrics,
             ready: Arc::new(Readiness::default()),
             cluster: Arc::new(OnceCell::new()),
+            jetstream: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// The JetStream bus when `choice` asks for it (connected on first use).
+    async fn jetstream_for(&self, choice: &BusChoice) -> anyhow::Result<Option<JetStreamBus>> {
+        let BusChoice::JetStream(options) = choice else {
+            return Ok(None);
+        };
+        let bus = self
+            .jetstream
+            .get_or_try_init(|| JetStreamBus::connect(options.clone()))
+            .await?;
+        Ok(Some(bus.clone()))
     }
 
     /// The cluster connection if `plan` needs one (made on first use).
@@ -91,7 +118,7 @@ pub async fn run_plan(
     stop: CancellationToken,
     reloaded: bool,
 ) -> anyhow::Result<()> {
-    let mut bus = BusBuilder::new(options.bus_capacity).dedup_window(options.dedup_window);
+    let jetstream = shared.jetstream_for(&options.bus).await?;
     let tasks = TaskTracker::new();
     let abort = CancellationToken::new();
     let sensor_ctx = SensorContext {
@@ -104,6 +131,7 @@ pub async fn run_plan(
         tasks: tasks.clone(),
         abort: abort.clone(),
         clock: Clock::System,
+        durable: jetstream.as_ref().map(JetStreamBus::durable),
     };
     let cluster = shared.cluster_for(&plan, &options.cluster).await?;
     // Clients that need secrets (awsLambda) are built before any event arrives, so a
@@ -117,13 +145,27 @@ pub async fn run_plan(
             t.trigger.prepare(&prepare).await?;
         }
     }
-    let mut sensor_tasks = Vec::new();
-    for sensor in &plan.sensors {
-        let queue = bus.subscribe(sensor.subscriptions());
-        sensor_tasks.push(tokio::spawn(sensor.clone().run(sensor_ctx.clone(), queue)));
-    }
+    // Cancelled once the sources stopped: JetStream consumers then stop fetching (the
+    // embedded queues close by themselves when the last source drops its bus handle).
+    let consume_stop = CancellationToken::new();
+    let (bus, sensor_tasks) = match start_sensors(
+        &plan,
+        jetstream.as_ref(),
+        options,
+        &sensor_ctx,
+        &consume_stop,
+    )
+    .await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            consume_stop.cancel();
+            abort.cancel();
+            return Err(e);
+        }
+    };
     let source_ctx = SourceContext {
-        bus: bus.build(),
+        bus,
         metrics: shared.metrics.clone(),
         shutdown: stop.clone(),
         clock: Clock::System,
@@ -132,13 +174,33 @@ pub async fn run_plan(
         host,
         cluster,
     };
-    let started = start_sources(&plan.sources, &source_ctx).await;
+    // On JetStream, sources that must not run twice (calendars, watches, core NATS
+    // subscriptions) run only on the replica holding the lease.
+    let (singletons, everywhere): (Vec<SourceSpec>, Vec<SourceSpec>) = match &jetstream {
+        Some(_) => plan
+            .sources
+            .iter()
+            .cloned()
+            .partition(SourceSpec::is_singleton),
+        None => (Vec::new(), plan.sources.clone()),
+    };
+    let started = start_sources(&everywhere, &source_ctx).await;
+    let leader = match (&jetstream, singletons.is_empty()) {
+        (Some(js), false) if started.is_ok() => Some(tokio::spawn(run_singletons(
+            js.clone(),
+            singletons,
+            source_ctx.clone(),
+            stop.clone(),
+        ))),
+        _ => None,
+    };
     // From here on the sources hold the only bus handles: when they stop, sensor queues
     // close after draining what was accepted.
     drop(source_ctx);
     let sources = match started {
         Ok(s) => s,
         Err(e) => {
+            consume_stop.cancel();
             abort.cancel();
             return Err(e);
         }
@@ -160,6 +222,10 @@ pub async fn run_plan(
     for s in sources {
         let _ = s.await;
     }
+    if let Some(l) = leader {
+        let _ = l.await;
+    }
+    consume_stop.cancel();
     let drained = tokio::time::timeout(options.drain_timeout, async {
         for t in sensor_tasks {
             let _ = t.await;
@@ -179,4 +245,78 @@ pub async fn run_plan(
         tracing::info!("all in-flight triggers finished");
     }
     Ok(())
+}
+
+/// Subscribes every sensor of `plan` and starts it; returns the bus sources publish to.
+async fn start_sensors(
+    plan: &Plan,
+    jetstream: Option<&JetStreamBus>,
+    options: &AgentOptions,
+    ctx: &SensorContext,
+    consume_stop: &CancellationToken,
+) -> anyhow::Result<(Arc<Bus>, Vec<tokio::task::JoinHandle<()>>)> {
+    let mut tasks = Vec::new();
+    let Some(js) = jetstream else {
+        let mut bus = BusBuilder::new(options.bus_capacity).dedup_window(options.dedup_window);
+        for sensor in &plan.sensors {
+            let queue = bus.subscribe(sensor.subscriptions());
+            tasks.push(tokio::spawn(sensor.clone().run(ctx.clone(), queue)));
+        }
+        return Ok((bus.build(), tasks));
+    };
+    for sensor in &plan.sensors {
+        let consumer = js
+            .consumer(&sensor.name, options.max_inflight, consume_stop.clone())
+            .await?;
+        let queue = Subscription::JetStream(Box::new(consumer));
+        tasks.push(tokio::spawn(sensor.clone().run(ctx.clone(), queue)));
+    }
+    let routes = plan
+        .sensors
+        .iter()
+        .flat_map(|s| s.subscriptions().map(move |key| (key, s.name.as_str())));
+    Ok((Arc::new(Bus::JetStream(js.publisher(routes))), tasks))
+}
+
+/// Pause before singleton sources that failed to start are tried again.
+const SINGLETON_RETRY: Duration = Duration::from_secs(5);
+
+/// Runs the singleton sources while this replica holds the namespace's lease, stopping them
+/// when it loses it, until `stop`.
+async fn run_singletons(
+    js: JetStreamBus,
+    specs: Vec<SourceSpec>,
+    ctx: SourceContext,
+    stop: CancellationToken,
+) {
+    let mut leads = js.lease("singleton-sources").run(stop.clone());
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = leads.wait_for(|l| *l) => if changed.is_err() { return },
+        }
+        let term = stop.child_token();
+        let ctx = SourceContext {
+            shutdown: term.clone(),
+            ..ctx.clone()
+        };
+        let handles = match start_sources(&specs, &ctx).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "singleton sources failed to start; trying again");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(SINGLETON_RETRY) => continue,
+                }
+            }
+        };
+        tokio::select! {
+            () = stop.cancelled() => {}
+            _ = leads.wait_for(|l| !*l) => {}
+        }
+        term.cancel();
+        for h in handles {
+            let _ = h.await;
+        }
+    }
 }

@@ -79,6 +79,7 @@ async fn partial_state_is_forgotten_at_the_reset_time() {
         abort: CancellationToken::new(),
         // 10:30 in Berlin: the next reset is at 11:00 Berlin time.
         clock: Clock::starting_at(Utc.with_ymd_and_hms(2026, 11, 23, 9, 30, 0).unwrap()),
+        durable: None,
     };
     let running = tokio::spawn(sensor.run(ctx, queue));
     let fired = {

@@ -1,4 +1,5 @@
 //! In-process bus: one bounded queue per sensor, routed by (event source, event name).
+//! Nothing survives the process; events need no acknowledgement.
 //!
 //! Publishing is all-or-nothing: capacity is reserved on every subscribed queue before the
 //! event is handed to any of them, so a full queue refuses the event (the webhook answers 503)
@@ -8,45 +9,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio::sync::mpsc;
 
+use super::ack::DedupLock;
 use super::dedup::Dedup;
+use super::{Bus, PublishError, Published, Subscription};
 use crate::event::Event;
-
-// Held only for a map look-up inside synchronous code, never across an await.
-#[allow(clippy::disallowed_types)]
-type DedupLock = std::sync::Mutex<Dedup>;
-
-/// What happened to a published event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Published {
-    /// Queued for every subscribed sensor.
-    Accepted,
-    /// The same (source, id) was accepted within the deduplication window; not queued again.
-    Duplicate,
-}
-
-/// Why the bus did not take an event.
-#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
-pub enum PublishError {
-    /// A subscriber's queue is full; try again later.
-    #[error("event bus is full")]
-    Full,
-    /// The bus is shutting down.
-    #[error("event bus is closed")]
-    Closed,
-}
-
-impl PublishError {
-    /// Whether the producer should retry later (both cases are transient for a producer).
-    pub fn is_retryable(self) -> bool {
-        true
-    }
-}
-
-/// What a sensor receives from the bus.
-pub type Subscription = mpsc::Receiver<Arc<Event>>;
 
 /// Collects subscriptions before the bus starts.
 #[derive(Debug)]
@@ -92,30 +60,30 @@ impl BusBuilder {
                 entry.push(index);
             }
         }
-        rx
+        Subscription::Embedded(rx)
     }
 
     /// Starts the bus.
     pub fn build(self) -> Arc<Bus> {
         let dedup =
             (!self.dedup_window.is_zero()).then(|| DedupLock::new(Dedup::new(self.dedup_window)));
-        Arc::new(Bus {
+        Arc::new(Bus::Embedded(EmbeddedBus {
             queues: self.queues,
             routes: self.routes,
             dedup,
-        })
+        }))
     }
 }
 
-/// The running bus; dropping every handle closes the sensors' queues once drained.
+/// The running in-process bus; dropping every handle closes the sensors' queues once drained.
 #[derive(Debug)]
-pub struct Bus {
+pub struct EmbeddedBus {
     queues: Vec<mpsc::Sender<Arc<Event>>>,
     routes: HashMap<(String, String), Vec<usize>>,
     dedup: Option<DedupLock>,
 }
 
-impl Bus {
+impl EmbeddedBus {
     fn targets(&self, event: &Event) -> &[usize] {
         self.routes
             .get(&(event.source.clone(), event.subject.clone()))
@@ -199,14 +167,14 @@ mod tests {
         let mut a = b.subscribe([("s", "e")]);
         let mut c = b.subscribe([("s", "e"), ("s", "f")]);
         let bus = b.build();
-        bus.try_publish(ev("s", "f")).unwrap();
+        bus.offer(ev("s", "f")).await.unwrap();
         // c is full now: the next event for both must reach neither.
-        assert_eq!(bus.try_publish(ev("s", "e")), Err(PublishError::Full));
-        assert!(a.try_recv().is_err());
-        assert_eq!(c.recv().await.unwrap().subject, "f");
-        bus.try_publish(ev("s", "e")).unwrap();
-        assert_eq!(a.recv().await.unwrap().subject, "e");
-        assert_eq!(c.recv().await.unwrap().subject, "e");
+        assert_eq!(bus.offer(ev("s", "e")).await, Err(PublishError::Full));
+        assert!(a.try_recv().is_none());
+        assert_eq!(c.recv().await.unwrap().event().unwrap().subject, "f");
+        bus.offer(ev("s", "e")).await.unwrap();
+        assert_eq!(a.recv().await.unwrap().event().unwrap().subject, "e");
+        assert_eq!(c.recv().await.unwrap().event().unwrap().subject, "e");
     }
 
     #[tokio::test]
@@ -217,19 +185,19 @@ mod tests {
         let mut first = ev("s", "e");
         first.id = "same".into();
         let again = first.clone();
-        assert_eq!(bus.try_publish(first), Ok(Published::Accepted));
-        assert_eq!(bus.try_publish(again), Ok(Published::Duplicate));
+        assert_eq!(bus.offer(first).await, Ok(Published::Accepted));
+        assert_eq!(bus.offer(again).await, Ok(Published::Duplicate));
         let mut other_source = ev("t", "e");
         other_source.id = "same".into();
-        assert_eq!(bus.try_publish(other_source), Ok(Published::Accepted));
-        assert_eq!(a.recv().await.unwrap().id, "same");
-        assert!(a.try_recv().is_err());
+        assert_eq!(bus.offer(other_source).await, Ok(Published::Accepted));
+        assert_eq!(a.recv().await.unwrap().event().unwrap().id, "same");
+        assert!(a.try_recv().is_none());
     }
 
     #[tokio::test]
     async fn unrouted_events_are_accepted() {
         let bus = BusBuilder::new(1).build();
-        assert!(bus.try_publish(ev("x", "y")).is_ok());
+        assert!(bus.offer(ev("x", "y")).await.is_ok());
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! The command line: `run`, `validate`, `test`, `eval`, `version`.
+//! The command line: `run`, `validate`, `test`, `eval`, `dlq`, `version`.
 
 /// `print!` to stdout, ignoring a closed pipe (`triggerd test ... | head`).
 macro_rules! out {
@@ -16,6 +16,7 @@ macro_rules! outln {
     }};
 }
 
+mod dlq;
 mod eval;
 mod run;
 mod test;
@@ -39,11 +40,14 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent on manifests from files or directories (file mode, embedded bus).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Load and compile manifests, print every error, exit 1 if there is any.
     Validate(validate::ValidateArgs),
     /// Run sensor test files (*.test.yaml) offline against stubbed trigger responses.
     Test(test::TestArgs),
+    /// List or replay dead letters on the JetStream bus.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
     /// Evaluate a script, or a sensor dependency, against one event file.
     Eval(eval::EvalArgs),
     /// Print the version.
@@ -60,6 +64,28 @@ pub struct SourceArgs {
     /// Default: ./scripts and ./policies when they exist.
     #[arg(long = "lib", value_name = "DIR")]
     pub lib: Vec<PathBuf>,
+}
+
+/// Where the JetStream bus is (shared by `run --bus jetstream` and `dlq`).
+#[derive(Debug, Clone, Args)]
+pub struct JetStreamArgs {
+    /// NATS server URL(s) of the JetStream bus, comma-separated.
+    #[arg(
+        long,
+        default_value = "nats://127.0.0.1:4222",
+        env = "TRIGGERD_NATS_URL"
+    )]
+    pub nats_url: String,
+}
+
+impl JetStreamArgs {
+    /// The namespace whose bus is used: the one given, else `default`.
+    pub fn namespace_or(&self, namespace: Option<&str>) -> String {
+        namespace
+            .filter(|n| !n.is_empty())
+            .unwrap_or("default")
+            .to_owned()
+    }
 }
 
 impl SourceArgs {
@@ -85,11 +111,12 @@ pub fn main() -> std::process::ExitCode {
     match cli.command {
         Command::Run(args) => {
             crate::telemetry::init_logging(args.log_format);
-            run::run(args)
+            run::run(*args)
         }
         Command::Validate(args) => validate::validate(args),
         Command::Test(args) => test::test(args),
         Command::Eval(args) => eval::eval(args),
+        Command::Dlq(cmd) => dlq::dlq(cmd),
         Command::Version => {
             println!("triggerd {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS

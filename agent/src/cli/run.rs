@@ -10,8 +10,10 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::watch::Fingerprint;
+use super::JetStreamArgs;
 use super::SourceArgs;
-use crate::agent::{run_plan, AgentOptions, Shared};
+use crate::agent::{run_plan, AgentOptions, BusChoice, Shared};
+use crate::bus::jetstream::{Discard, JetStreamOptions, Retention};
 use crate::cluster::ClusterOptions;
 use crate::delivery::parse_duration;
 use crate::manifest::{load_paths, ManifestError};
@@ -67,9 +69,97 @@ pub struct RunArgs {
     /// Without it, a trigger aimed outside the agent's namespace is refused.
     #[arg(long = "allow-namespace", value_name = "NS")]
     allow_namespaces: Vec<String>,
+    #[command(flatten)]
+    bus: BusArgs,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Which bus carries events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BusKind {
+    /// In-process queues (nothing survives the process).
+    Embedded,
+    /// NATS JetStream: durable, at-least-once, shared by replicas.
+    Jetstream,
+}
+
+/// Bus settings of `run`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Event bus")]
+struct BusArgs {
+    /// The bus between sources and sensors.
+    #[arg(long = "bus", value_enum, default_value_t = BusKind::Embedded, env = "TRIGGERD_BUS")]
+    kind: BusKind,
+    #[command(flatten)]
+    jetstream: JetStreamArgs,
+    /// This replica's name (JetStream lease holder and dead-letter stamp).
+    /// Default: the host name and process id.
+    #[arg(long, env = "TRIGGERD_REPLICA_ID", value_name = "NAME")]
+    replica_id: Option<String>,
+    /// How long a delivered event may stay unacknowledged before JetStream delivers it
+    /// again (Go duration); long triggers send "in progress" to extend it.
+    #[arg(long = "jetstream-ack-wait", default_value = "30s", value_parser = parse_duration)]
+    ack_wait: Duration,
+    /// Oldest event the stream keeps (Go duration; 0: no limit).
+    #[arg(long = "jetstream-max-age", default_value = "72h", value_parser = parse_duration)]
+    max_age: Duration,
+    /// Largest size of the events stream in bytes (-1: no limit).
+    #[arg(long = "jetstream-max-bytes", default_value_t = 1 << 30, allow_negative_numbers = true)]
+    max_bytes: i64,
+    /// Replicas of the stream and buckets (clustered JetStream).
+    #[arg(long = "jetstream-replicas", default_value_t = 1)]
+    replicas: usize,
+    /// How the events stream keeps events.
+    #[arg(long = "jetstream-retention", value_enum, default_value_t = Retention::Interest)]
+    retention: Retention,
+    /// What a full events stream does: `new` refuses new events (webhooks answer 503),
+    /// `old` drops the oldest.
+    #[arg(long = "jetstream-discard", value_enum, default_value_t = Discard::New)]
+    discard: Discard,
+    /// How long a publish waits for JetStream's acknowledgement (Go duration).
+    #[arg(long = "jetstream-publish-timeout", default_value = "3s", value_parser = parse_duration)]
+    publish_timeout: Duration,
+    /// How long the singleton-source lease lasts without renewal (Go duration).
+    #[arg(long = "lease-ttl", default_value = "15s", value_parser = parse_duration)]
+    lease_ttl: Duration,
+}
+
+impl BusArgs {
+    fn choice(&self, namespace: Option<&str>, dedup_window: Duration) -> BusChoice {
+        match self.kind {
+            BusKind::Embedded => BusChoice::Embedded,
+            BusKind::Jetstream => BusChoice::JetStream(JetStreamOptions {
+                url: self.jetstream.nats_url.clone(),
+                namespace: self.jetstream.namespace_or(namespace),
+                replica_id: self.replica_id.clone().unwrap_or_else(default_replica_id),
+                ack_wait: self.ack_wait,
+                max_age: self.max_age,
+                max_bytes: self.max_bytes,
+                replicas: self.replicas.max(1),
+                retention: self.retention,
+                discard: self.discard,
+                dedup_window,
+                publish_timeout: self.publish_timeout,
+                lease_ttl: self.lease_ttl,
+            }),
+        }
+    }
+}
+
+/// The host name and process id: unique among replicas and restarts.
+fn default_replica_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "triggerd".into());
+    format!("{host}-{}", std::process::id())
 }
 
 impl RunArgs {
@@ -118,6 +208,9 @@ impl RunArgs {
                 namespace: self.namespace.clone(),
                 allow_namespaces: self.allow_namespaces.clone(),
             },
+            bus: self
+                .bus
+                .choice(self.namespace.as_deref(), self.dedup_window),
         }
     }
 }

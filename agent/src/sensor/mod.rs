@@ -23,9 +23,10 @@ pub use filter::{translate_govaluate, CompiledFilters, Logic, Verdict};
 pub use fired::FiredEvents;
 pub use transform::CompiledTransform;
 
-use crate::bus::Subscription;
+use crate::bus::jetstream::{DeadLetterRecord, Durable};
+use crate::bus::{Item, Pending, Received, Replay, Subscription};
 use crate::clock::Clock;
-use crate::delivery::{deliver, DeliveryContext};
+use crate::delivery::{deliver, DeliveryContext, Final};
 use crate::event::Event;
 use crate::manifest::{ConditionsReset, SensorSpec};
 use crate::plan::CompileContext;
@@ -230,7 +231,14 @@ pub struct SensorContext {
     pub abort: CancellationToken,
     /// Wall clock for condition resets.
     pub clock: Clock,
+    /// Condition state and dead letters on the JetStream bus; `None` on the embedded bus,
+    /// where partial state lives in memory and dead letters only in logs and metrics.
+    pub durable: Option<Durable>,
 }
+
+/// How long a message whose handling could not finish (the condition store unreachable)
+/// waits before it is delivered again.
+const REDELIVER_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Partial state of one trigger: the latest accepted event of each mentioned dependency.
 /// Linear in the number of dependencies.
@@ -313,7 +321,7 @@ impl CompiledSensor {
             let permit = tokio::select! {
                 p = permits.clone().acquire_owned() => p,
                 () = sleep_until_opt(&ctx.clock, reset_at) => {
-                    self.reset_due(&ctx, &mut states);
+                    self.reset_due(&ctx, &mut states).await;
                     continue;
                 }
             };
@@ -322,79 +330,219 @@ impl CompiledSensor {
                 e = queue.recv() => e,
                 () = ctx.abort.cancelled() => None,
                 () = sleep_until_opt(&ctx.clock, reset_at) => {
-                    self.reset_due(&ctx, &mut states);
+                    self.reset_due(&ctx, &mut states).await;
                     continue;
                 }
             };
-            let Some(event) = event else { break };
+            let Some(Received { item, ack }) = event else {
+                break;
+            };
             let permit = Arc::new(permit);
-            for (index, dep) in self.dependencies.iter().enumerate() {
-                if dep.event_source != event.source || dep.event_name != event.subject {
-                    continue;
-                }
-                let accepted = match self.accept(&ctx.delivery.host, dep, &event) {
-                    Ok(e) => {
-                        ctx.delivery
-                            .metrics
-                            .events_accepted
-                            .get_or_create(&DependencyLabels {
-                                sensor: self.name.clone(),
-                                dependency: dep.name.clone(),
-                            })
-                            .inc();
-                        e
+            match item {
+                Item::Replay(replay) => self.replay(&ctx, replay, ack, permit).await,
+                Item::Event(event) => {
+                    match self.handle(&ctx, &mut states, &event, &ack, &permit).await {
+                        Ok(()) => ack.done().await,
+                        Err(e) => {
+                            tracing::warn!(sensor = %self.name, event_id = %event.id, error = %e, retry_in = ?REDELIVER_AFTER, "event not handled; it will be delivered again");
+                            ack.retry_later(REDELIVER_AFTER).await;
+                        }
                     }
-                    Err(v) => {
-                        self.report_rejection(&ctx, dep, &event, v);
-                        continue;
-                    }
-                };
-                for (t, state) in self.triggers.iter().zip(states.iter_mut()) {
-                    if !t.mentions.contains(&index) {
-                        continue;
-                    }
-                    state.events[index] = Some(accepted.clone());
-                    let present: Vec<bool> = state.events.iter().map(Option::is_some).collect();
-                    if !t.condition.holds(&present) {
-                        continue;
-                    }
-                    let fired = self
-                        .dependencies
-                        .iter()
-                        .zip(state.events.iter_mut())
-                        .filter_map(|(d, e)| e.take().map(|e| (d.name.clone(), e)))
-                        .collect();
-                    let fired = Arc::new(FiredEvents::new(fired));
-                    let (trigger, permit, delivery) =
-                        (t.trigger.clone(), permit.clone(), ctx.delivery.clone());
-                    ctx.tasks.spawn(async move {
-                        deliver(&delivery, &trigger, &fired).await;
-                        drop(permit);
-                    });
                 }
             }
         }
         tracing::debug!(sensor = %self.name, "sensor stopped");
     }
 
-    fn reset_due(&self, ctx: &SensorContext, states: &mut [TriggerState]) {
-        let now = ctx.clock.now();
-        for (t, state) in self.triggers.iter().zip(states.iter_mut()) {
-            if state.next_reset.is_some_and(|at| at <= now) {
-                if state.events.iter().any(Option::is_some) {
+    /// Matches one event against the dependencies and fires every trigger whose condition
+    /// then holds. `Err` when the durable condition state could not be read or written.
+    async fn handle(
+        &self,
+        ctx: &SensorContext,
+        states: &mut [TriggerState],
+        event: &Arc<Event>,
+        ack: &Pending,
+        permit: &Arc<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<(), crate::bus::jetstream::BusError> {
+        for (index, dep) in self.dependencies.iter().enumerate() {
+            if dep.event_source != event.source || dep.event_name != event.subject {
+                continue;
+            }
+            let accepted = match self.accept(&ctx.delivery.host, dep, event) {
+                Ok(e) => {
                     ctx.delivery
                         .metrics
-                        .condition_resets
-                        .get_or_create(&crate::telemetry::trigger_labels(
-                            &self.name,
-                            &t.trigger.name,
-                        ))
+                        .events_accepted
+                        .get_or_create(&DependencyLabels {
+                            sensor: self.name.clone(),
+                            dependency: dep.name.clone(),
+                        })
                         .inc();
-                    tracing::info!(sensor = %self.name, trigger = %t.trigger.name, "conditions reset: partial dependencies forgotten");
+                    e
                 }
-                state.events.iter_mut().for_each(|e| *e = None);
-                state.next_reset = Self::next_reset(t, now);
+                Err(v) => {
+                    self.report_rejection(ctx, dep, event, v);
+                    continue;
+                }
+            };
+            for (t, state) in self.triggers.iter().zip(states.iter_mut()) {
+                if !t.mentions.contains(&index) {
+                    continue;
+                }
+                let fired: Vec<(usize, Arc<Event>)> = match &ctx.durable {
+                    Some(d) if t.mentions.len() > 1 => {
+                        let advanced = d
+                            .conditions
+                            .advance(
+                                &self.name,
+                                &t.trigger.name,
+                                self.dependencies.len(),
+                                index,
+                                &accepted,
+                                &t.condition,
+                            )
+                            .await?;
+                        match advanced {
+                            Some(fired) => fired,
+                            None => continue,
+                        }
+                    }
+                    _ => {
+                        state.events[index] = Some(accepted.clone());
+                        let present: Vec<bool> = state.events.iter().map(Option::is_some).collect();
+                        if !t.condition.holds(&present) {
+                            continue;
+                        }
+                        state
+                            .events
+                            .iter_mut()
+                            .enumerate()
+                            .filter_map(|(i, e)| e.take().map(|e| (i, e)))
+                            .collect()
+                    }
+                };
+                let fired = fired
+                    .into_iter()
+                    .filter_map(|(i, e)| self.dependencies.get(i).map(|d| (d.name.clone(), e)))
+                    .collect();
+                self.fire(
+                    ctx,
+                    t.trigger.clone(),
+                    Arc::new(FiredEvents::new(fired)),
+                    ack.share(),
+                    permit.clone(),
+                );
             }
+        }
+        Ok(())
+    }
+
+    /// Runs one trigger in the background; the message is acknowledged (through `ack`) once
+    /// it succeeded or its failure was recorded as a dead letter.
+    fn fire(
+        &self,
+        ctx: &SensorContext,
+        trigger: Arc<CompiledTrigger>,
+        fired: Arc<FiredEvents>,
+        ack: Pending,
+        permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let (delivery, durable) = (ctx.delivery.clone(), ctx.durable.clone());
+        ctx.tasks.spawn(async move {
+            let outcome = deliver(&delivery, &trigger, &fired).await;
+            match (outcome, durable) {
+                (Final::DeadLettered { reason }, Some(d)) => {
+                    let record = DeadLetterRecord {
+                        sensor: trigger.sensor.clone(),
+                        trigger: trigger.name.clone(),
+                        error: reason,
+                        time: chrono::Utc::now(),
+                        replica: d.replica.clone(),
+                        events: fired.by_dependency.clone(),
+                    };
+                    match d.dead_letters.record(&record).await {
+                        Ok(()) => ack.done().await,
+                        Err(e) => {
+                            tracing::error!(sensor = %trigger.sensor, trigger = %trigger.name, error = %e, "dead letter not stored; the event will be delivered again");
+                            ack.retry_later(REDELIVER_AFTER).await;
+                        }
+                    }
+                }
+                _ => ack.done().await,
+            }
+            drop(permit);
+        });
+    }
+
+    /// Runs a replayed dead letter's trigger again with its events.
+    async fn replay(
+        &self,
+        ctx: &SensorContext,
+        replay: Replay,
+        ack: Pending,
+        permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let Some(t) = self
+            .triggers
+            .iter()
+            .find(|t| t.trigger.name == replay.trigger)
+        else {
+            tracing::error!(sensor = %self.name, trigger = %replay.trigger, "replayed dead letter names a trigger this sensor no longer has; keeping it as a dead letter");
+            if let Some(d) = &ctx.durable {
+                let record = DeadLetterRecord {
+                    sensor: self.name.clone(),
+                    trigger: replay.trigger.clone(),
+                    error: format!(
+                        "replay: sensor {:?} has no trigger {:?}",
+                        self.name, replay.trigger
+                    ),
+                    time: chrono::Utc::now(),
+                    replica: d.replica.clone(),
+                    events: replay.events,
+                };
+                if d.dead_letters.record(&record).await.is_err() {
+                    ack.retry_later(REDELIVER_AFTER).await;
+                    return;
+                }
+            }
+            ack.done().await;
+            return;
+        };
+        tracing::info!(sensor = %self.name, trigger = %replay.trigger, "replaying a dead letter");
+        let fired = Arc::new(FiredEvents::new(replay.events));
+        self.fire(ctx, t.trigger.clone(), fired, ack, permit);
+    }
+
+    async fn reset_due(&self, ctx: &SensorContext, states: &mut [TriggerState]) {
+        let now = ctx.clock.now();
+        for (t, state) in self.triggers.iter().zip(states.iter_mut()) {
+            if state.next_reset.is_none_or(|at| at > now) {
+                continue;
+            }
+            let forgot = match &ctx.durable {
+                Some(d) if t.mentions.len() > 1 => d
+                    .conditions
+                    .reset(&self.name, &t.trigger.name, self.dependencies.len())
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(sensor = %self.name, trigger = %t.trigger.name, error = %e, "conditions reset failed; the partial state stays");
+                        false
+                    }),
+                _ => state.events.iter().any(Option::is_some),
+            };
+            if forgot {
+                ctx.delivery
+                    .metrics
+                    .condition_resets
+                    .get_or_create(&crate::telemetry::trigger_labels(
+                        &self.name,
+                        &t.trigger.name,
+                    ))
+                    .inc();
+                tracing::info!(sensor = %self.name, trigger = %t.trigger.name, "conditions reset: partial dependencies forgotten");
+            }
+            state.events.iter_mut().for_each(|e| *e = None);
+            state.next_reset = Self::next_reset(t, now);
         }
     }
 

@@ -160,6 +160,16 @@ impl CalendarConfig {
     }
 }
 
+/// The id of the tick at `at`: the same on every replica and after a restart, so a tick
+/// published twice (a lease handed over mid-tick) is dropped as a duplicate by the bus.
+fn tick_id(event_source: &str, event_name: &str, at: DateTime<Utc>) -> String {
+    let name = format!(
+        "{event_source}\n{event_name}\n{}",
+        at.timestamp_nanos_opt().unwrap_or_else(|| at.timestamp())
+    );
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, name.as_bytes()).to_string()
+}
+
 /// Runs one calendar event until shutdown, publishing with back-pressure.
 pub(super) async fn run(
     config: CalendarConfig,
@@ -182,6 +192,7 @@ pub(super) async fn run(
             let data = json!({ "eventTime": time, "metadata": config.metadata });
             let raw = Bytes::from(data.to_string());
             let mut event = Event::new(event_source, event_name, "calendar", data, raw);
+            event.id = tick_id(event_source, event_name, at);
             event.time = at;
             event.raw_is_data = true;
             if !ctx.passes(config.filter.as_ref(), &event) {
@@ -281,12 +292,21 @@ mod tests {
         let mut c = config(schedule("0 9 * * 1"), chrono_tz::Europe::Berlin);
         c.exclusion_dates = vec![NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()];
         let task = tokio::spawn(async move { run(c, "cal", "weekly", ctx).await });
-        let first = rx.recv().await.unwrap();
+        let first = rx.recv().await.and_then(|r| r.event().cloned()).unwrap();
         assert_eq!(first.data["eventTime"], "2026-11-23T08:00:00.000Z");
         assert_eq!(first.data["metadata"]["k"], "v");
         // 2026-11-30 is excluded: the next event is a week later.
-        let second = rx.recv().await.unwrap();
+        let second = rx.recv().await.and_then(|r| r.event().cloned()).unwrap();
         assert_eq!(second.data["eventTime"], "2026-12-07T08:00:00.000Z");
+        assert_eq!(
+            first.id,
+            tick_id(
+                "cal",
+                "weekly",
+                Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
+            )
+        );
+        assert_ne!(first.id, second.id);
         shutdown.cancel();
         task.await.unwrap();
     }
@@ -301,7 +321,7 @@ mod tests {
         let c = config(Timing::Interval(Duration::from_secs(30)), Tz::UTC);
         let task = tokio::spawn(async move { run(c, "cal", "tick", ctx).await });
         for n in 1..=3 {
-            let e = rx.recv().await.unwrap();
+            let e = rx.recv().await.and_then(|r| r.event().cloned()).unwrap();
             assert_eq!(e.time, base + chrono::Duration::seconds(30 * n));
         }
         shutdown.cancel();

@@ -90,6 +90,18 @@ impl SourceSpec {
         }
     }
 
+    /// Whether only one replica may run this source (it would produce every event once per
+    /// replica): calendars, resource watches and core NATS subscriptions without a queue
+    /// group. Webhooks, Kafka consumer groups, NATS queue groups and JetStream durable
+    /// consumers already share their input between replicas.
+    pub fn is_singleton(&self) -> bool {
+        match &self.kind {
+            SourceKind::Calendar(_) | SourceKind::Resource(_) => true,
+            SourceKind::Nats(n) => matches!(&n.delivery, Delivery::Core { queue: None }),
+            SourceKind::Webhook(_) | SourceKind::Kafka(_) => false,
+        }
+    }
+
     /// Port and endpoint of a webhook event.
     pub fn webhook_route(&self) -> Option<(u16, &str)> {
         match &self.kind {

@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
 use super::{resolve_secret, SourceContext, SourceKind, SourceSpec};
-use crate::bus::{PublishError, Published};
+use crate::bus::Published;
 use crate::event::Event;
 use crate::manifest::{SecretRef, Spanned, WebhookEvent, WebhookSignature};
 use crate::plan::CompileContext;
@@ -274,7 +274,7 @@ async fn handle(
     if !ep.ctx.passes(ep.config.filter.as_ref(), &event) {
         return (StatusCode::OK, Json(json!({ "id": id, "filtered": true }))).into_response();
     }
-    match ep.ctx.bus.try_publish(event) {
+    match ep.ctx.bus.offer(event).await {
         Ok(Published::Duplicate) => {
             ep.ctx
                 .metrics
@@ -294,10 +294,12 @@ async fn handle(
             (StatusCode::OK, Json(json!({ "id": id }))).into_response()
         }
         Err(e) => {
+            tracing::warn!(event_source = %ep.event_source, event_name = %ep.event_name, event_id = %id, error = %e, "event refused: the bus did not take it (503)");
             let mut r = reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
-            let retry = if e == PublishError::Full { "1" } else { "5" };
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static(retry));
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from(e.retry_after_secs()),
+            );
             r
         }
     }

@@ -132,6 +132,7 @@ async fn simulate(
         tasks: tasks.clone(),
         abort: CancellationToken::new(),
         clock: clock.clone(),
+        durable: None,
     };
     let mut bus = BusBuilder::new(case.events.len().max(1)).dedup_window(DEDUP_WINDOW);
     let mut sensors = Vec::new();
