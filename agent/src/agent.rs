@@ -85,7 +85,10 @@ impl Shared {
         };
         let bus = self
             .jetstream
-            .get_or_try_init(|| JetStreamBus::connect(options.clone()))
+            .get_or_try_init(|| {
+                let ready = self.ready.clone();
+                JetStreamBus::connect(options.clone(), move |up| ready.set_bus_up(up))
+            })
             .await?;
         Ok(Some(bus.clone()))
     }

@@ -15,17 +15,26 @@ use super::Metrics;
 
 /// Whether the agent is ready to take events (bus up, every source listening).
 #[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
+pub struct Readiness {
+    started: AtomicBool,
+    bus_down: AtomicBool,
+}
 
 impl Readiness {
-    /// Marks the agent ready or not.
+    /// Marks the agent's sources started (or stopped).
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.started.store(ready, Ordering::SeqCst);
+    }
+
+    /// Records whether the bus connection is up (a JetStream bus that lost its server
+    /// makes the agent not ready until it reconnects).
+    pub fn set_bus_up(&self, up: bool) {
+        self.bus_down.store(!up, Ordering::SeqCst);
     }
 
     /// Whether the agent is ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.started.load(Ordering::SeqCst) && !self.bus_down.load(Ordering::SeqCst)
     }
 }
 

@@ -137,20 +137,32 @@ struct Inner {
 
 impl JetStreamBus {
     /// Connects and makes sure the events and dead-letter streams and the buckets exist
-    /// (creating them, or bringing their limits in line with `options`).
-    pub async fn connect(options: JetStreamOptions) -> Result<Self, BusError> {
+    /// (creating them, or bringing their limits in line with `options`). `on_connection`
+    /// hears every loss and return of the connection (readiness).
+    pub async fn connect(
+        options: JetStreamOptions,
+        on_connection: impl Fn(bool) + Send + Sync + 'static,
+    ) -> Result<Self, BusError> {
+        let on_connection = Arc::new(on_connection);
         let url = options.url.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("triggerd {}", options.replica_id))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Disconnected => {
-                        tracing::warn!("JetStream bus: disconnected from NATS; reconnecting")
+            .event_callback(move |event| {
+                let on_connection = on_connection.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Disconnected => {
+                            on_connection(false);
+                            tracing::warn!("JetStream bus: disconnected from NATS; reconnecting")
+                        }
+                        async_nats::Event::Connected => {
+                            on_connection(true);
+                            tracing::info!("JetStream bus: connected to NATS")
+                        }
+                        other => {
+                            tracing::debug!(event = %other, "JetStream bus: connection event")
+                        }
                     }
-                    async_nats::Event::Connected => {
-                        tracing::info!("JetStream bus: connected to NATS")
-                    }
-                    other => tracing::debug!(event = %other, "JetStream bus: connection event"),
                 }
             })
             .connect(url.as_str())
