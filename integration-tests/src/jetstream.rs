@@ -17,7 +17,7 @@ use crate::NatsServer;
 
 /// The ack wait the JetStream tests give the agent (`--jetstream-ack-wait`): short, so a
 /// killed agent's unacknowledged events come back quickly.
-pub const ACK_WAIT: Duration = Duration::from_secs(2);
+const ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// `run` arguments selecting the JetStream bus on `nats_url` for `namespace`, with
 /// [`ACK_WAIT`] as ack wait.
