@@ -13,6 +13,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,38 +110,35 @@ impl AgentBuilder {
             write(&dir.path().join(path), contents);
         }
         let ops = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut command = Command::new(self.binary.as_deref().unwrap_or_else(|| triggerd_bin()));
-        command
-            .arg("run")
-            .arg("-f")
-            .arg(&manifest_dir)
-            .arg("--ops-addr")
-            .arg(ops.to_string());
+        let mut args: Vec<OsString> = vec![
+            "run".into(),
+            "-f".into(),
+            manifest_dir.into_os_string(),
+            "--ops-addr".into(),
+            ops.to_string().into(),
+        ];
         if !self.secrets.is_empty() {
             let secrets_dir = dir.path().join("secrets");
             for (name, key, value) in &self.secrets {
                 write(&secrets_dir.join(name).join(key), value);
             }
-            command.arg("--secrets-dir").arg(secrets_dir);
+            args.push("--secrets-dir".into());
+            args.push(secrets_dir.into_os_string());
         }
-        command
-            .args(&self.args)
-            .current_dir(dir.path())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        args.extend(self.args);
+        let launch = Launch {
+            binary: self.binary.unwrap_or_else(|| triggerd_bin().to_path_buf()),
+            args,
+            env: self.env,
+        };
         let spawned = Instant::now();
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("spawn {}: {err}", triggerd_bin().display()));
-        let stdout = capture(child.stdout.take().expect("piped stdout"), "stdout");
-        let stderr = capture(child.stderr.take().expect("piped stderr"), "stderr");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let child = launch.spawn(dir.path(), &stdout, &stderr);
         let mut agent = Agent {
-            pid: child.id(),
+            pid: AtomicU32::new(child.id()),
             child: Mutex::new(child),
+            launch,
             ops,
             dir,
             stdout,
@@ -154,11 +152,49 @@ impl AgentBuilder {
     }
 }
 
+/// How to spawn the process again: everything but the working directory.
+struct Launch {
+    binary: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Launch {
+    /// Spawn `binary args...` in `dir`, appending its output to `stdout` and `stderr`.
+    fn spawn(&self, dir: &Path, stdout: &Arc<Mutex<String>>, stderr: &Arc<Mutex<String>>) -> Child {
+        let mut child = Command::new(&self.binary)
+            .args(&self.args)
+            .current_dir(dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|err| panic!("spawn {}: {err}", self.binary.display()));
+        capture(
+            child.stdout.take().expect("piped stdout"),
+            stdout.clone(),
+            "stdout",
+        );
+        capture(
+            child.stderr.take().expect("piped stderr"),
+            stderr.clone(),
+            "stderr",
+        );
+        child
+    }
+}
+
 /// A running `triggerd run -f DIR --ops-addr 127.0.0.1:PORT` with its output captured.
-/// Dropping it kills the process.
+/// Dropping it kills the process. [`Agent::kill`] and [`Agent::restart`] crash it and start
+/// it again with the same manifests, arguments and ports; the output of every run goes
+/// into the same buffers, separated by a marker line.
 pub struct Agent {
     child: Mutex<Child>,
-    pid: u32,
+    pid: AtomicU32,
+    launch: Launch,
     ops: SocketAddr,
     dir: TempDir,
     stdout: Arc<Mutex<String>>,
@@ -168,14 +204,15 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// Time from spawning the process to `/readyz` answering 200 (within a 2 ms poll).
+    /// Time from spawning the process to `/readyz` answering 200 (within a 2 ms poll), for
+    /// the first start.
     pub fn ready_after(&self) -> Duration {
         self.ready_after
     }
 
-    /// The agent's process id (for resource measurements).
+    /// The agent's current process id (for resource measurements; a restart changes it).
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.pid.load(Ordering::SeqCst)
     }
 
     pub fn builder() -> AgentBuilder {
@@ -293,6 +330,12 @@ impl Agent {
         self.stderr.lock().expect("stderr buffer").clone()
     }
 
+    /// The last 16 KiB of what the agent wrote to stderr (for failure messages of tests
+    /// that run several agents).
+    pub fn stderr_tail(&self) -> String {
+        tail(&self.stderr()).to_owned()
+    }
+
     /// Snapshot of everything the agent wrote to stdout so far.
     pub fn stdout(&self) -> String {
         self.stdout.lock().expect("stdout buffer").clone()
@@ -323,9 +366,50 @@ impl Agent {
 
     /// Send SIGTERM (graceful shutdown).
     pub fn terminate(&self) {
-        let pid = Pid::from_raw(i32::try_from(self.pid).expect("pid fits in i32"));
-        if let Err(err) = kill(pid, Signal::SIGTERM) {
-            self.fail(format_args!("SIGTERM to {pid}: {err}"));
+        self.signal(Signal::SIGTERM);
+    }
+
+    /// Crash the agent: SIGKILL, then reap it, so its sockets are closed (and its
+    /// ports free) when this returns. Fails the test if it had already exited.
+    pub fn kill(&self) {
+        self.check_alive();
+        self.signal(Signal::SIGKILL);
+        let status = self
+            .child
+            .lock()
+            .expect("child lock")
+            .wait()
+            .expect("reap killed triggerd process");
+        self.stderr
+            .lock()
+            .expect("stderr buffer")
+            .push_str(&format!("=== test harness: SIGKILL ({status}) ===\n"));
+    }
+
+    /// Start the agent again after [`Agent::kill`] (or an exit): same binary, manifests,
+    /// arguments, working directory and ops port; waits until `/readyz` answers 200
+    /// (at most 30 s).
+    pub async fn restart(&self) {
+        assert!(
+            self.try_exit_status().is_some(),
+            "restart needs a stopped agent (call kill first)"
+        );
+        self.stderr
+            .lock()
+            .expect("stderr buffer")
+            .push_str("=== test harness: restart ===\n");
+        let child = self
+            .launch
+            .spawn(self.dir.path(), &self.stdout, &self.stderr);
+        self.pid.store(child.id(), Ordering::SeqCst);
+        *self.child.lock().expect("child lock") = child;
+        self.wait_ready().await;
+    }
+
+    fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pid fits in i32"));
+        if let Err(err) = kill(pid, signal) {
+            self.fail(format_args!("{signal} to {pid}: {err}"));
         }
     }
 
@@ -420,11 +504,9 @@ fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
 }
 
-/// Copy a pipe into a shared buffer on its own thread (echoed to the test's stderr
-/// when `TRIGGERD_TEST_ECHO` is set).
-fn capture(pipe: impl Read + Send + 'static, label: &'static str) -> Arc<Mutex<String>> {
-    let buffer = Arc::new(Mutex::new(String::new()));
-    let sink = buffer.clone();
+/// Copy a pipe into `buffer` on its own thread (echoed to the test's stderr when
+/// `TRIGGERD_TEST_ECHO` is set).
+fn capture(pipe: impl Read + Send + 'static, buffer: Arc<Mutex<String>>, label: &'static str) {
     let echo = std::env::var_os("TRIGGERD_TEST_ECHO").is_some();
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
@@ -434,11 +516,10 @@ fn capture(pipe: impl Read + Send + 'static, label: &'static str) -> Arc<Mutex<S
             if echo {
                 eprint!("[triggerd {label}] {text}");
             }
-            sink.lock().expect("output buffer").push_str(&text);
+            buffer.lock().expect("output buffer").push_str(&text);
             line.clear();
         }
     });
-    buffer
 }
 
 /// The last [`OUTPUT_TAIL`] bytes of `text`, cut at a char boundary.

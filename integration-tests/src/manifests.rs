@@ -26,3 +26,29 @@ pub fn line_of(text: &str, needle: &str) -> usize {
         .map(|index| index + 1)
         .unwrap_or_else(|| panic!("fixture has no line containing {needle:?}"))
 }
+
+/// An `argoproj.io/v1alpha1` Sensor `name` with one dependency `event` on EventSource
+/// `source` and one HTTP trigger `forward` that POSTs the event (the CloudEvent: no payload)
+/// to `url`, a single attempt each.
+pub fn forward_sensor(name: &str, source: &str, event: &str, url: &str) -> String {
+    format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Sensor
+metadata:
+  name: {name}
+spec:
+  dependencies:
+    - name: {event}
+      eventSourceName: {source}
+      eventName: {event}
+  triggers:
+    - template:
+        name: forward
+        http:
+          url: {url}
+          method: POST
+      retryStrategy:
+        steps: 1
+"#
+    )
+}

@@ -8,16 +8,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use tempfile::TempDir;
+use tokio::time::Instant;
 
 /// How long the server gets to print its client port.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`NatsServer::stop`] waits for a graceful exit before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running `nats-server -js` on 127.0.0.1.
+/// A running `nats-server -js` on 127.0.0.1. It can be stopped and started again on the
+/// same port with the same JetStream store ([`NatsServer::stop`], [`NatsServer::restart`]).
 pub struct NatsServer {
-    child: Child,
+    /// `None` while stopped.
+    child: Option<Child>,
     port: u16,
-    _store: TempDir,
+    extra: Vec<String>,
+    store: TempDir,
 }
 
 impl NatsServer {
@@ -40,52 +48,48 @@ impl NatsServer {
     }
 
     fn start_with(extra: &[&str]) -> NatsServer {
-        let binary = std::env::var("TRIGGERD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let store = tempfile::Builder::new()
             .prefix("triggerd-nats-")
             .tempdir()
             .expect("create JetStream store dir");
-        let mut child = Command::new(&binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-sd"])
-            .arg(store.path())
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {binary}: {e}. Install it with `apt-get install nats-server` \
-                     (integration-tests/run does) or set TRIGGERD_NATS_SERVER"
-                )
-            });
-        // The server logs to stderr; the client port is in the "Listening for client
-        // connections on 127.0.0.1:PORT" line. Keep draining afterwards so it never blocks.
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut found = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !found {
-                    if let Some(port) = client_port(&line) {
-                        found = true;
-                        let _ = tx.send(Ok(port));
-                    } else if line.contains("[FTL]") || line.contains("[ERR]") {
-                        let _ = tx.send(Err(line));
-                    }
-                }
-            }
-        });
-        let port = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(port)) => port,
-            Ok(Err(line)) => panic!("nats-server failed to start: {line}"),
-            Err(_) => panic!("nats-server printed no client port within {START_TIMEOUT:?}"),
-        };
+        let extra: Vec<String> = extra.iter().map(|&arg| arg.to_owned()).collect();
+        // `-p -1`: the server picks a free port, read back from its log.
+        let (child, port) = spawn("-1", &store, &extra);
         NatsServer {
-            child,
+            child: Some(child),
             port,
-            _store: store,
+            extra,
+            store,
         }
+    }
+
+    /// Stops the server gracefully (SIGTERM, so JetStream flushes its store; SIGKILL
+    /// after 10 s) and waits until it has exited: its port is closed when this returns.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("stop: nats-server is not running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"));
+        kill(pid, Signal::SIGTERM).expect("SIGTERM to nats-server");
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while child.try_wait().expect("poll nats-server").is_none() {
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                child.wait().expect("reap nats-server");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts the server again after [`NatsServer::stop`]: same port, same store
+    /// directory (streams, consumers and key-value buckets survive), same options.
+    pub fn restart(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "restart: nats-server is still running"
+        );
+        let (child, port) = spawn(&self.port.to_string(), &self.store, &self.extra);
+        assert_eq!(port, self.port, "nats-server restarted on another port");
+        self.child = Some(child);
     }
 
     /// The client port.
@@ -221,6 +225,57 @@ fn openssl(args: &[&str]) {
     );
 }
 
+/// Spawns `nats-server -js` on 127.0.0.1 (client port `port`, `-1` for any free one) with
+/// its JetStream store in `store`, and returns it with the client port it reports.
+fn spawn(port: &str, store: &TempDir, extra: &[String]) -> (Child, u16) {
+    let binary = std::env::var("TRIGGERD_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+    let mut child = Command::new(&binary)
+        .args(["-js", "-a", "127.0.0.1", "-p", port, "-m", "-1", "-sd"])
+        .arg(store.path())
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {binary}: {e}. Install it with `apt-get install nats-server` \
+                 (integration-tests/run does) or set TRIGGERD_NATS_SERVER"
+            )
+        });
+    // The server logs to stderr; the client port is in the "Listening for client
+    // connections on 127.0.0.1:PORT" line. Keep draining afterwards so it never blocks.
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut found = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !found {
+                if let Some(port) = client_port(&line) {
+                    found = true;
+                    let _ = tx.send(Ok(port));
+                } else if line.contains("[FTL]") || line.contains("[ERR]") {
+                    let _ = tx.send(Err(line));
+                }
+            }
+        }
+    });
+    let port = match rx.recv_timeout(START_TIMEOUT) {
+        Ok(Ok(port)) => port,
+        Ok(Err(line)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nats-server failed to start: {line}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nats-server printed no client port within {START_TIMEOUT:?}")
+        }
+    };
+    (child, port)
+}
+
 fn client_port(line: &str) -> Option<u16> {
     let rest = line.split("Listening for client connections on ").nth(1)?;
     rest.trim().rsplit(':').next()?.parse().ok()
@@ -228,14 +283,18 @@ fn client_port(line: &str) -> Option<u16> {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::client_port;
+    use async_nats::jetstream::{self, stream};
+
+    use super::{client_port, NatsServer};
 
     #[test]
     fn reads_the_client_port_from_the_log() {
@@ -244,5 +303,36 @@ mod tests {
             Some(40123)
         );
         assert_eq!(client_port("[INF] Starting nats-server"), None);
+    }
+
+    #[tokio::test]
+    async fn a_restarted_server_keeps_its_port_and_jetstream_data() {
+        let mut server = NatsServer::start();
+        let port = server.port();
+        let js = jetstream::new(server.client(None).await);
+        js.create_stream(stream::Config {
+            name: "KEPT".into(),
+            subjects: vec!["kept.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+        js.publish("kept.one", "1".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+
+        server.stop().await;
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "a stopped server still accepts connections"
+        );
+        server.restart();
+        assert_eq!(server.port(), port);
+        let js = jetstream::new(server.client(None).await);
+        let mut kept = js.get_stream("KEPT").await.expect("stream survived");
+        let info = kept.info().await.expect("stream info");
+        assert_eq!(info.state.messages, 1, "{info:?}");
     }
 }
