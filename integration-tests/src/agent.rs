@@ -453,11 +453,19 @@ impl Agent {
         }
     }
 
-    /// Fail the test with `message` and the tail of the agent's output.
+    /// Fail the test with `message`, the agent's warnings and errors, and the tail of its
+    /// output.
     pub fn fail(&self, message: impl Display) -> ! {
+        let stderr = self.stderr();
+        let warnings: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .take(40)
+            .collect();
         panic!(
-            "{message}\n--- triggerd stderr (tail) ---\n{}\n--- triggerd stdout (tail) ---\n{}\n---",
-            tail(&self.stderr()),
+            "{message}\n--- triggerd warnings and errors (first 40) ---\n{}\n--- triggerd stderr (tail) ---\n{}\n--- triggerd stdout (tail) ---\n{}\n---",
+            warnings.join("\n"),
+            tail(&stderr),
             tail(&self.stdout()),
         )
     }

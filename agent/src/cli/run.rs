@@ -112,7 +112,7 @@ struct BusArgs {
     #[arg(long = "jetstream-replicas", default_value_t = 1)]
     replicas: usize,
     /// How the events stream keeps events.
-    #[arg(long = "jetstream-retention", value_enum, default_value_t = Retention::Interest)]
+    #[arg(long = "jetstream-retention", value_enum, default_value_t = Retention::Workqueue)]
     retention: Retention,
     /// What a full events stream does: `new` refuses new events (webhooks answer 503),
     /// `old` drops the oldest.

@@ -41,12 +41,15 @@ const DLQ_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How the events stream keeps messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Retention {
-    /// Until every sensor's consumer acknowledged them (the default).
-    Interest,
-    /// Until the age and size limits remove them.
-    Limits,
-    /// Until acknowledged; no other consumer may read the stream.
+    /// Until the sensor's consumer acknowledged them (the default; every subject has one
+    /// consumer, so no other consumer may read the stream).
     Workqueue,
+    /// Until the age and size limits remove them (acknowledged events stay, so size the
+    /// limits for the traffic: a full stream refuses new events).
+    Limits,
+    /// Until every consumer acknowledged them. nats-server 2.9 was seen to lose
+    /// acknowledged publishes on such streams across a server restart; prefer `workqueue`.
+    Interest,
 }
 
 /// What the events stream does when it is full.
