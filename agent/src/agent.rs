@@ -188,14 +188,19 @@ pub async fn run_plan(
         None => (Vec::new(), plan.sources.clone()),
     };
     let started = start_sources(&everywhere, &source_ctx).await;
-    let leader = match (&jetstream, singletons.is_empty()) {
-        (Some(js), false) if started.is_ok() => Some(tokio::spawn(run_singletons(
-            js.clone(),
-            singletons,
-            source_ctx.clone(),
-            stop.clone(),
-        ))),
-        _ => None,
+    let leaders: Vec<_> = match &jetstream {
+        Some(js) if started.is_ok() => singletons
+            .into_iter()
+            .map(|spec| {
+                tokio::spawn(run_singleton(
+                    js.clone(),
+                    spec,
+                    source_ctx.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect(),
+        _ => Vec::new(),
     };
     // From here on the sources hold the only bus handles: when they stop, sensor queues
     // close after draining what was accepted.
@@ -225,7 +230,7 @@ pub async fn run_plan(
     for s in sources {
         let _ = s.await;
     }
-    if let Some(l) = leader {
+    for l in leaders {
         let _ = l.await;
     }
     consume_stop.cancel();
@@ -284,15 +289,18 @@ async fn start_sensors(
 /// Pause before singleton sources that failed to start are tried again.
 const SINGLETON_RETRY: Duration = Duration::from_secs(5);
 
-/// Runs the singleton sources while this replica holds the namespace's lease, stopping them
-/// when it loses it, until `stop`.
-async fn run_singletons(
+/// Runs one singleton source while this replica holds its lease (one lease per source, so
+/// plans that come and go independently never compete for each other's), stopping it when
+/// the lease is lost, until `stop`.
+async fn run_singleton(
     js: JetStreamBus,
-    specs: Vec<SourceSpec>,
+    spec: SourceSpec,
     ctx: SourceContext,
     stop: CancellationToken,
 ) {
-    let mut leads = js.lease("singleton-sources").run(stop.clone());
+    let key = format!("source/{}/{}", spec.event_source, spec.event_name);
+    let mut leads = js.lease(&key).run(stop.clone());
+    let specs = [spec];
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -306,7 +314,7 @@ async fn run_singletons(
         let handles = match start_sources(&specs, &ctx).await {
             Ok(h) => h,
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "singleton sources failed to start; trying again");
+                tracing::error!(error = %format!("{e:#}"), "singleton source failed to start; trying again");
                 tokio::select! {
                     () = stop.cancelled() => return,
                     () = tokio::time::sleep(SINGLETON_RETRY) => continue,
