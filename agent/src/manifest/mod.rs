@@ -323,8 +323,8 @@ fn load_document(origin: &Origin, body: &str) -> Result<Option<Document>, Manife
         "Sensor" => Ok(Some(Document::Sensor(typed(origin, body)?))),
         "EventSource" => Ok(Some(Document::EventSource(typed(origin, body)?))),
         "EventBus" if ours => Err(origin
-            .error(None, "kind", "kind \"EventBus\" is not supported: file mode uses the embedded bus")
-            .with_hint("remove this document; a JetStream bus is configured on the agent")),
+            .error(None, "kind", "kind \"EventBus\" is not supported: the bus is chosen when the agent starts")
+            .with_hint("remove this document; for a durable bus run `triggerd run --bus jetstream --nats-url nats://HOST:4222`")),
         "" => Err(origin
             .error(None, "kind", "missing kind")
             .with_hint("expected kind: Sensor or EventSource")),
