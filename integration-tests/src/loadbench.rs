@@ -294,8 +294,28 @@ pub fn rss_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Runs the load against triggerd (the given binary) with the benchmark sensor.
+/// Runs the load against triggerd (the given binary) with the benchmark sensor on the
+/// embedded bus.
 pub async fn run_triggerd(binary: &Path, cfg: &LoadConfig) -> LoadReport {
+    run_triggerd_with(binary, cfg, &[]).await
+}
+
+/// Runs the load against triggerd with the benchmark sensor on the JetStream bus of a
+/// `nats-server` started for the run (its own store, so every run starts empty).
+pub async fn run_triggerd_jetstream(binary: &Path, cfg: &LoadConfig) -> LoadReport {
+    let server = crate::NatsServer::start();
+    let args = vec![
+        "--bus".to_owned(),
+        "jetstream".to_owned(),
+        "--nats-url".to_owned(),
+        server.url(),
+        "--namespace".to_owned(),
+        "bench".to_owned(),
+    ];
+    run_triggerd_with(binary, cfg, &args).await
+}
+
+async fn run_triggerd_with(binary: &Path, cfg: &LoadConfig, extra: &[String]) -> LoadReport {
     let clock = Instant::now();
     let sink = SinkState {
         clock,
@@ -317,6 +337,7 @@ pub async fn run_triggerd(binary: &Path, cfg: &LoadConfig) -> LoadReport {
             "--dedup-window",
             "0",
         ])
+        .args(extra)
         .start()
         .await;
     let mut report = drive(agent.webhook_url(port, "/push"), cfg, sink).await;

@@ -1,10 +1,12 @@
 //! `cargo run --release -p integration-tests --bin loadbench [-- --smoke] [--seconds N]
-//! [--connections N] [--rate N]`: the end-to-end load benchmark (see BENCHMARKS.md).
+//! [--connections N] [--rate N]`: the end-to-end load benchmark (see BENCHMARKS.md). The
+//! full run also measures the agent on a JetStream bus (a local `nats-server`).
 
 use std::time::Duration;
 
 use integration_tests::loadbench::{
-    release_binary, run_proxy, run_triggerd, scale_checks, LoadConfig, LoadReport,
+    release_binary, run_proxy, run_triggerd, run_triggerd_jetstream, scale_checks, LoadConfig,
+    LoadReport,
 };
 
 fn arg(name: &str) -> Option<u64> {
@@ -57,6 +59,15 @@ async fn main() {
     row("triggerd, max", &triggerd);
     let paced_run = run_triggerd(&binary, &paced).await;
     row(&format!("triggerd, {rate}/s offered"), &paced_run);
+    if !smoke {
+        let durable = run_triggerd_jetstream(&binary, &max).await;
+        row("triggerd on JetStream, max", &durable);
+        let durable_paced = run_triggerd_jetstream(&binary, &paced).await;
+        row(
+            &format!("triggerd on JetStream, {rate}/s offered"),
+            &durable_paced,
+        );
+    }
     let ratio = if proxy.events_per_sec > 0.0 {
         triggerd.events_per_sec / proxy.events_per_sec
     } else {
