@@ -143,6 +143,25 @@ impl Event {
         }
     }
 
+    /// One context attribute (what `contextKey` reads), without building the whole context.
+    pub fn context_attribute(&self, key: &str) -> Option<Value> {
+        // Extensions come last in the context, so they win over a same-named attribute.
+        if let Some(v) = self.extensions.get(key) {
+            return Some(v.clone());
+        }
+        let text = |s: &str| Some(Value::String(s.to_owned()));
+        match key {
+            "id" => text(&self.id),
+            "source" => text(&self.source),
+            "subject" => text(&self.subject),
+            "type" => text(&self.kind),
+            "specversion" => text("1.0"),
+            "time" => Some(Value::String(self.time_string())),
+            "datacontenttype" => text(&self.datacontenttype),
+            _ => None,
+        }
+    }
+
     /// The context attributes as a JSON object (what scripts see as `ctx`).
     pub fn context_json(&self) -> Value {
         let mut ctx = Map::new();
@@ -175,5 +194,30 @@ impl Event {
     /// RFC 3339 timestamp of the event.
     pub fn time_string(&self) -> String {
         self.time.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_context_attribute_matches_the_whole_context() {
+        let mut e = Event::new("hooks", "push", "webhook", Value::Null, Bytes::new());
+        e.extensions.insert("traceparent".into(), "00-abc".into());
+        let whole = e.context_json();
+        for key in [
+            "id",
+            "source",
+            "subject",
+            "type",
+            "specversion",
+            "time",
+            "datacontenttype",
+            "traceparent",
+            "missing",
+        ] {
+            assert_eq!(e.context_attribute(key).as_ref(), whole.get(key), "{key}");
+        }
     }
 }

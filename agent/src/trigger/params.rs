@@ -219,7 +219,7 @@ impl CompiledParameter {
             };
         }
         if let Some(key) = &self.context_key {
-            return match event.context_json().get(key) {
+            return match event.context_attribute(key).as_ref() {
                 Some(Value::String(s)) if !s.is_empty() => Ok(Some(Value::String(s.clone()))),
                 Some(v) if !v.is_null() && !v.is_string() => Ok(Some(Value::String(v.to_string()))),
                 _ => default().map(Some).ok_or_else(|| ParamError::MissingKey {
