@@ -53,6 +53,16 @@ impl PathTree {
         }
     }
 
+    /// Whether the value at this node is read entirely.
+    pub fn is_whole(&self) -> bool {
+        self.whole
+    }
+
+    /// The properties read below this node, each with the paths read below it.
+    pub fn children(&self) -> impl Iterator<Item = (&str, &PathTree)> {
+        self.children.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
     /// The parts of a Rhai value on the paths (the value itself where it is not a map).
     pub fn project(&self, value: &Dynamic) -> Dynamic {
         if self.whole || !value.is_map() {
