@@ -26,3 +26,26 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("build reqwest client")
 }
+
+/// Serves `app` on a free port of 127.0.0.1 on the current tokio runtime until the returned
+/// sender is used or dropped; returns the address and that sender. The test sinks use it.
+pub async fn serve_loopback(
+    app: axum::Router,
+    what: &str,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what} on 127.0.0.1:0: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{what} local addr: {e}"));
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop.await;
+            })
+            .await;
+    });
+    (addr, shutdown)
+}

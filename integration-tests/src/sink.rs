@@ -85,21 +85,10 @@ impl Sink {
             hold: watch::Sender::new(false),
             received: AtomicUsize::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind sink on 127.0.0.1:0");
-        let addr = listener.local_addr().expect("sink local addr");
         let app = axum::Router::new()
             .fallback(record)
             .with_state(shared.clone());
-        let (shutdown, stop) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop.await;
-                })
-                .await;
-        });
+        let (addr, shutdown) = crate::net::serve_loopback(app, "sink").await;
         Sink {
             addr,
             shared,

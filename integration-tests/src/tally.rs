@@ -42,21 +42,10 @@ impl TallySink {
             unreadable: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind tally sink on 127.0.0.1:0");
-        let addr = listener.local_addr().expect("tally sink local addr");
         let app = axum::Router::new()
             .fallback(count)
             .with_state(counts.clone());
-        let (shutdown, stop) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop.await;
-                })
-                .await;
-        });
+        let (addr, shutdown) = crate::net::serve_loopback(app, "tally sink").await;
         TallySink {
             url: format!("http://{addr}"),
             counts,

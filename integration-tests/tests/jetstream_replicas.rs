@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use integration_tests::{
     forward_sensor, free_port, jetstream_bus_args, webhook_source, Agent, JetStreamProbe, Load,
-    NatsServer, TallySink,
+    LoadReport, NatsServer, TallySink,
 };
 use tokio::time::Instant;
 
@@ -54,6 +54,36 @@ async fn executions(agent: &Agent) -> usize {
     value as usize
 }
 
+/// Checks that a load phase got every event accepted, then waits until the sink has every
+/// event of `events` and the consumer has nothing pending.
+async fn settle(
+    phase: &str,
+    report: &LoadReport,
+    events: std::ops::Range<u64>,
+    (a, b): (&Agent, &Agent),
+    sink: &TallySink,
+    probe: &JetStreamProbe,
+) {
+    if !report.missing.is_empty() || report.unexpected > 0 {
+        fail(
+            a,
+            b,
+            format_args!(
+                "{phase} did not complete: {} events never accepted, unexpected replies {:?}",
+                report.missing.len(),
+                report.unexpected_samples
+            ),
+        );
+    }
+    sink.wait_for_all(events, SETTLE_TIMEOUT)
+        .await
+        .unwrap_or_else(|err| fail(a, b, err));
+    probe
+        .wait_settled(SENSOR, SETTLE_TIMEOUT)
+        .await
+        .unwrap_or_else(|err| fail(a, b, err));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_the_work_once_and_one_dying_loses_nothing() {
     let server = NatsServer::start();
@@ -72,24 +102,7 @@ async fn two_replicas_share_the_work_once_and_one_dying_loses_nothing() {
         .finish(PHASE_TIMEOUT)
         .await;
     println!("phase 1 load: {report:?}");
-    if !report.missing.is_empty() || report.unexpected > 0 {
-        fail(
-            &a,
-            &b,
-            format_args!(
-                "phase 1 did not complete: {} events never accepted, unexpected replies {:?}",
-                report.missing.len(),
-                report.unexpected_samples
-            ),
-        );
-    }
-    sink.wait_for_all(0..FIRST, SETTLE_TIMEOUT)
-        .await
-        .unwrap_or_else(|err| fail(&a, &b, err));
-    probe
-        .wait_settled(SENSOR, SETTLE_TIMEOUT)
-        .await
-        .unwrap_or_else(|err| fail(&a, &b, err));
+    settle("phase 1", &report, 0..FIRST, (&a, &b), &sink, &probe).await;
     // Every sink request is one successful execution in one of the replicas (the sink
     // always answers 200); the counters may trail the acknowledgement a little.
     let deadline = Instant::now() + SETTLE_TIMEOUT;
@@ -151,24 +164,7 @@ async fn two_replicas_share_the_work_once_and_one_dying_loses_nothing() {
         .num_ack_pending;
     let report = load.finish(PHASE_TIMEOUT).await;
     println!("phase 2 load: {report:?}");
-    if !report.missing.is_empty() || report.unexpected > 0 {
-        fail(
-            &a,
-            &b,
-            format_args!(
-                "phase 2 did not complete: {} events never accepted, unexpected replies {:?}",
-                report.missing.len(),
-                report.unexpected_samples
-            ),
-        );
-    }
-    sink.wait_for_all(0..TOTAL, SETTLE_TIMEOUT)
-        .await
-        .unwrap_or_else(|err| fail(&a, &b, err));
-    probe
-        .wait_settled(SENSOR, SETTLE_TIMEOUT)
-        .await
-        .unwrap_or_else(|err| fail(&a, &b, err));
+    settle("phase 2", &report, 0..TOTAL, (&a, &b), &sink, &probe).await;
     // As in the crash test: an event b triggered but had not acknowledged is delivered
     // again to a (one duplicate each at most), and a client retry after an uncertain
     // attempt may make one more event.
