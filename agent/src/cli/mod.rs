@@ -16,6 +16,7 @@ macro_rules! outln {
     }};
 }
 
+mod crds;
 mod eval;
 mod run;
 mod test;
@@ -46,6 +47,8 @@ pub enum Command {
     Test(test::TestArgs),
     /// Evaluate a script, or a sensor dependency, against one event file.
     Eval(eval::EvalArgs),
+    /// Print the Sensor and EventSource CRDs (generated from the manifest types).
+    Crds(crds::CrdsArgs),
     /// Print the version.
     Version,
 }
@@ -90,6 +93,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Validate(args) => validate::validate(args),
         Command::Test(args) => test::test(args),
         Command::Eval(args) => eval::eval(args),
+        Command::Crds(args) => crds::crds(args),
         Command::Version => {
             println!("triggerd {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS
