@@ -42,6 +42,7 @@ pub struct AgentBuilder {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     binary: Option<PathBuf>,
+    kube: bool,
 }
 
 impl AgentBuilder {
@@ -87,6 +88,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Cluster mode: `run --kube` instead of `run -f DIR` (the manifests are the
+    /// namespace's Sensor and EventSource objects; pass `--kubeconfig` and `--namespace`).
+    pub fn kube(mut self) -> Self {
+        self.kube = true;
+        self
+    }
+
     /// Run this binary instead of the debug build (benchmarks use the release build).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
@@ -110,12 +118,13 @@ impl AgentBuilder {
         }
         let ops = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut command = Command::new(self.binary.as_deref().unwrap_or_else(|| triggerd_bin()));
-        command
-            .arg("run")
-            .arg("-f")
-            .arg(&manifest_dir)
-            .arg("--ops-addr")
-            .arg(ops.to_string());
+        command.arg("run");
+        if self.kube {
+            command.arg("--kube");
+        } else {
+            command.arg("-f").arg(&manifest_dir);
+        }
+        command.arg("--ops-addr").arg(ops.to_string());
         if !self.secrets.is_empty() {
             let secrets_dir = dir.path().join("secrets");
             for (name, key, value) in &self.secrets {

@@ -1,7 +1,6 @@
 //! The operations HTTP server: `/healthz`, `/readyz` and `/metrics`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -9,23 +8,36 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
 
-/// Whether the agent is ready to take events (bus up, every source listening).
-#[derive(Debug, Default)]
-pub struct Readiness(AtomicBool);
+/// Whether the agent is ready to take events (bus up, every source listening); changes can
+/// be awaited (cluster mode writes object status when a plan starts serving).
+#[derive(Debug)]
+pub struct Readiness(watch::Sender<bool>);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self(watch::channel(false).0)
+    }
+}
 
 impl Readiness {
     /// Marks the agent ready or not.
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        self.0.send_replace(ready);
     }
 
     /// Whether the agent is ready.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+
+    /// A receiver that sees every change of readiness.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.0.subscribe()
     }
 }
 

@@ -1,0 +1,834 @@
+//! Cluster mode (`triggerd run --kube`): the Sensor and EventSource objects of the agent's
+//! namespace are its manifests.
+//!
+//! Two watchers (kube-runtime reflectors) keep a copy of both kinds. After a change settles,
+//! each object is rendered as a YAML manifest and goes through the same loader and plan
+//! builder as file mode, alone first (so its errors are its own), then together with the
+//! others. Objects with errors are left out and the rest run: one broken object never stops
+//! the others. When the set of valid specs changed, the running plan drains (accepted events
+//! are still processed, in-flight triggers finish) and the new one starts. Every object's
+//! status says whether it compiled and runs, naming field, line and column of each error,
+//! and counts its triggers' outcomes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::runtime::reflector::{self, store::Writer, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::crd::{Condition, EventSourceResource, ResourceStatus, SensorResource, TriggerOutcomes};
+use super::Cluster;
+use crate::agent::{run_plan, AgentOptions, Shared};
+use crate::manifest::{load_text, Document, Loaded, ManifestError, API_VERSION};
+use crate::plan::{build_plan, Plan};
+use crate::script::{Limits, ScriptHost};
+use crate::telemetry::OutcomeLabels;
+
+/// Settings of the controller, besides the agent's own.
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    /// How plans run.
+    pub agent: AgentOptions,
+    /// Rhai library directories (`import`, `scriptFile`).
+    pub library_dirs: Vec<PathBuf>,
+    /// Script limits.
+    pub limits: Limits,
+    /// How long changes must settle before the plan is rebuilt (several objects applied
+    /// together make one reload).
+    pub settle: Duration,
+    /// How often trigger outcome counts are written to status.
+    pub status_interval: Duration,
+    /// How long to wait before starting a plan again after it failed to start.
+    pub retry_delay: Duration,
+}
+
+/// Why cluster mode stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A plan failed while it was being stopped.
+    #[error("plan: {0}")]
+    Plan(String),
+}
+
+/// The two kinds the controller watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Kind {
+    EventSource,
+    Sensor,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::EventSource => "EventSource",
+            Kind::Sensor => "Sensor",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Kind::EventSource => "eventsources",
+            Kind::Sensor => "sensors",
+        }
+    }
+
+    fn api_resource(self) -> ApiResource {
+        match self {
+            Kind::EventSource => ApiResource::erase::<EventSourceResource>(&()),
+            Kind::Sensor => ApiResource::erase::<SensorResource>(&()),
+        }
+    }
+
+    fn from_plural(plural: &str) -> Option<Kind> {
+        [Kind::EventSource, Kind::Sensor]
+            .into_iter()
+            .find(|k| k.plural() == plural)
+    }
+}
+
+/// An object: its kind and name.
+type Key = (Kind, String);
+
+/// The file name errors of an object are reported under: `sensors/NAME`.
+fn object_path(key: &Key) -> PathBuf {
+    Path::new(key.0.plural()).join(&key.1)
+}
+
+fn key_of_path(path: &Path) -> Option<Key> {
+    let name = path.file_name()?.to_str()?;
+    let kind = Kind::from_plural(path.parent()?.to_str()?)?;
+    Some((kind, name.to_owned()))
+}
+
+/// One watched object, as the controller needs it.
+#[derive(Debug, Clone)]
+struct Object {
+    key: Key,
+    generation: Option<i64>,
+    spec: Value,
+    status: Option<Value>,
+}
+
+impl Object {
+    fn from_dynamic(kind: Kind, obj: &DynamicObject) -> Option<Object> {
+        let name = obj.metadata.name.clone()?;
+        Some(Object {
+            key: (kind, name),
+            generation: obj.metadata.generation,
+            spec: obj.data.get("spec").cloned().unwrap_or(Value::Null),
+            status: obj.data.get("status").cloned(),
+        })
+    }
+}
+
+/// The object as a YAML manifest: keys sorted, as `kubectl get -o yaml` prints them, so
+/// error positions point at the lines of that view of the object's spec.
+fn render(key: &Key, namespace: &str, spec: &Value) -> String {
+    let doc = json!({
+        "apiVersion": API_VERSION,
+        "kind": key.0.name(),
+        "metadata": {"name": key.1, "namespace": namespace},
+        "spec": sorted(spec),
+    });
+    serde_saphyr::to_string(&doc).unwrap_or_default()
+}
+
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// What a compile round produced.
+#[derive(Default)]
+struct Compiled {
+    /// The plan of every valid object, with the host its scripts were compiled by.
+    plan: Option<(Plan, Arc<ScriptHost>)>,
+    /// The spec of every object in the plan.
+    members: BTreeMap<Key, Value>,
+    /// Errors of the objects left out.
+    errors: BTreeMap<Key, Vec<ManifestError>>,
+    /// Per sensor: the EventSources it depends on and its trigger names.
+    sensors: BTreeMap<String, (BTreeSet<String>, Vec<String>)>,
+}
+
+fn compile(
+    objects: &[Object],
+    namespace: &str,
+    options: &ControllerOptions,
+    shared: &Shared,
+) -> Compiled {
+    let host = Arc::new(
+        ScriptHost::new(options.limits.clone(), options.library_dirs.clone())
+            .with_timings(shared.metrics.script_seconds.clone()),
+    );
+    let lib = &options.library_dirs;
+    let mut out = Compiled::default();
+    let mut loaded: Vec<(Key, Loaded)> = Vec::new();
+    for obj in objects {
+        let text = render(&obj.key, namespace, &obj.spec);
+        let (mut docs, mut errors) = (Vec::new(), Vec::new());
+        load_text(&object_path(&obj.key), &text, &mut docs, &mut errors);
+        if errors.is_empty() {
+            if let Err(more) = build_plan(&docs, &host, lib) {
+                errors = more;
+            }
+        }
+        if !errors.is_empty() {
+            out.errors.insert(obj.key.clone(), errors);
+            continue;
+        }
+        for doc in docs {
+            if let Document::Sensor(s) = &doc.doc {
+                let sources = s
+                    .spec
+                    .dependencies
+                    .iter()
+                    .map(|d| d.event_source_name.clone())
+                    .collect();
+                let triggers = s
+                    .spec
+                    .triggers
+                    .iter()
+                    .map(|t| t.template.name.clone())
+                    .collect();
+                out.sensors.insert(obj.key.1.clone(), (sources, triggers));
+            }
+            loaded.push((obj.key.clone(), doc));
+        }
+        out.members.insert(obj.key.clone(), obj.spec.clone());
+    }
+    // Valid alone, an object may still clash with another (the same webhook port and
+    // endpoint): those are left out too, and the rest is built again.
+    loop {
+        let docs: Vec<Loaded> = loaded.iter().map(|(_, d)| d.clone()).collect();
+        match build_plan(&docs, &host, lib) {
+            Ok(plan) => {
+                out.plan = Some((plan, host));
+                return out;
+            }
+            Err(errors) => {
+                for e in errors {
+                    let blamed = key_of_path(&e.position.file)
+                        .filter(|k| out.members.contains_key(k))
+                        .map(|k| vec![k])
+                        .unwrap_or_else(|| out.members.keys().cloned().collect());
+                    for key in blamed {
+                        out.errors.entry(key).or_default().push(e.clone());
+                    }
+                }
+                loaded.retain(|(k, _)| !out.errors.contains_key(k));
+                out.members.retain(|k, _| !out.errors.contains_key(k));
+                out.sensors
+                    .retain(|name, _| out.members.contains_key(&(Kind::Sensor, name.clone())));
+            }
+        }
+    }
+}
+
+/// The plan that runs now.
+struct Running {
+    members: BTreeMap<Key, Value>,
+    stop: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// How the latest plan fared.
+#[derive(Debug, Clone, PartialEq)]
+enum PlanState {
+    /// Started, not serving yet.
+    Starting,
+    /// Serving (sources up).
+    Serving,
+    /// Failed to start, with the error; retried later.
+    Failed(String),
+}
+
+/// The controller's state between events.
+struct Controller {
+    namespace: String,
+    options: ControllerOptions,
+    shared: Shared,
+    stores: [(Kind, Store<DynamicObject>, Api<DynamicObject>); 2],
+    compiled: Compiled,
+    compiled_from: Option<BTreeMap<Key, Value>>,
+    running: Option<Running>,
+    state: PlanState,
+    plans_started: u64,
+    /// Outcome counts when each sensor's current spec started, by sensor.
+    baselines: BTreeMap<String, (Value, BTreeMap<String, TriggerOutcomes>)>,
+}
+
+/// Runs cluster mode until `shutdown`, then drains the running plan.
+pub async fn run_controller(
+    cluster: Cluster,
+    options: ControllerOptions,
+    shared: Shared,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
+    let namespace = cluster.namespace().to_owned();
+    let client = cluster.client().clone();
+    // Plans that need the API (Kubernetes triggers, resource sources) use this connection.
+    let _ = shared.cluster.set(cluster);
+    let mut streams = Vec::new();
+    let stores = [Kind::EventSource, Kind::Sensor].map(|kind| {
+        let resource = kind.api_resource();
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
+        let writer = Writer::new(resource);
+        let store = writer.as_reader();
+        let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
+            .default_backoff()
+            .map(move |event| (kind, event));
+        streams.push(stream.boxed());
+        (kind, store, api)
+    });
+    let mut events = futures::stream::select_all(streams);
+    let mut ctl = Controller {
+        namespace,
+        options,
+        shared,
+        stores,
+        compiled: Compiled::default(),
+        compiled_from: None,
+        running: None,
+        state: PlanState::Starting,
+        plans_started: 0,
+        baselines: BTreeMap::new(),
+    };
+    tracing::info!(namespace = %ctl.namespace, "cluster mode: watching Sensors and EventSources");
+    let mut listed = BTreeSet::new();
+    let mut rebuild_at: Option<Instant> = None;
+    let mut ready = ctl.shared.ready.subscribe();
+    let mut tick = tokio::time::interval(ctl.options.status_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let rebuild = async {
+            match rebuild_at {
+                Some(at) if listed.len() == 2 => tokio::time::sleep_until(at).await,
+                _ => std::future::pending().await,
+            }
+        };
+        let ended = async {
+            match ctl.running.as_mut() {
+                Some(r) => (&mut r.handle).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = events.next() => {
+                let Some((kind, event)) = event else { break };
+                match event {
+                    Ok(watcher::Event::InitDone) => {
+                        listed.insert(kind);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(kind = kind.name(), error = %e, "watch failed; retrying");
+                        continue;
+                    }
+                }
+                rebuild_at.get_or_insert_with(|| Instant::now() + ctl.options.settle);
+            }
+            () = rebuild => {
+                rebuild_at = None;
+                ctl.rebuild().await;
+                ctl.write_statuses().await;
+            }
+            joined = ended => {
+                let error = match joined {
+                    Ok(Ok(())) => "the plan stopped".to_owned(),
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("plan task failed: {e}"),
+                };
+                tracing::error!(error = %error, retry_in = ?ctl.options.retry_delay, "plan failed to start");
+                ctl.running = None;
+                ctl.state = PlanState::Failed(error);
+                ctl.compiled_from = None;
+                rebuild_at = Some(Instant::now() + ctl.options.retry_delay);
+                ctl.write_statuses().await;
+            }
+            changed = ready.changed() => {
+                if changed.is_ok() && *ready.borrow_and_update() && ctl.running.is_some() {
+                    ctl.state = PlanState::Serving;
+                }
+                ctl.write_statuses().await;
+            }
+            _ = tick.tick() => ctl.write_statuses().await,
+        }
+    }
+    ctl.stop_running().await
+}
+
+impl Controller {
+    fn objects(&self) -> Vec<Object> {
+        let mut objects: Vec<Object> = self
+            .stores
+            .iter()
+            .flat_map(|(kind, store, _)| {
+                store
+                    .state()
+                    .into_iter()
+                    .filter_map(|o| Object::from_dynamic(*kind, &o))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        objects.sort_by(|a, b| a.key.cmp(&b.key));
+        objects
+    }
+
+    /// Compiles the objects again when their specs changed, and restarts the plan when the
+    /// set of valid specs changed (or no plan runs).
+    async fn rebuild(&mut self) {
+        let objects = self.objects();
+        let specs: BTreeMap<Key, Value> = objects
+            .iter()
+            .map(|o| (o.key.clone(), o.spec.clone()))
+            .collect();
+        if self.compiled_from.as_ref() == Some(&specs) && self.running.is_some() {
+            return;
+        }
+        let compiled = compile(&objects, &self.namespace, &self.options, &self.shared);
+        for (key, errors) in &compiled.errors {
+            for e in errors {
+                tracing::error!(kind = key.0.name(), name = %key.1, "{e}");
+            }
+        }
+        self.compiled_from = Some(specs);
+        let unchanged = self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.members == compiled.members);
+        let Compiled {
+            plan,
+            members,
+            errors,
+            sensors,
+        } = compiled;
+        self.compiled = Compiled {
+            plan: None,
+            members,
+            errors,
+            sensors,
+        };
+        if unchanged {
+            return;
+        }
+        if let Err(e) = self.stop_running().await {
+            tracing::warn!(error = %e, "previous plan ended with an error");
+        }
+        let Some((plan, host)) = plan else {
+            return;
+        };
+        tracing::info!(
+            sensors = plan.sensors.len(),
+            sources = plan.sources.len(),
+            left_out = self.compiled.errors.len(),
+            "starting the namespace's plan"
+        );
+        let stop = CancellationToken::new();
+        let reloaded = self.plans_started > 0;
+        self.plans_started += 1;
+        let handle = {
+            let (options, shared, stop) = (
+                self.options.agent.clone(),
+                self.shared.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(
+                async move { run_plan(plan, host, &options, &shared, stop, reloaded).await },
+            )
+        };
+        self.state = PlanState::Starting;
+        self.running = Some(Running {
+            members: self.compiled.members.clone(),
+            stop,
+            handle,
+        });
+    }
+
+    async fn stop_running(&mut self) -> Result<(), ControllerError> {
+        let Some(running) = self.running.take() else {
+            return Ok(());
+        };
+        running.stop.cancel();
+        match running.handle.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ControllerError::Plan(format!("{e:#}"))),
+            Err(e) => Err(ControllerError::Plan(e.to_string())),
+        }
+    }
+
+    /// Writes the status of every object whose status changed.
+    async fn write_statuses(&mut self) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        for obj in self.objects() {
+            let status = self.status_of(&obj, &now);
+            let old: Option<ResourceStatus> = obj
+                .status
+                .as_ref()
+                .and_then(|s| serde_json::from_value(s.clone()).ok());
+            let status = carry_transition_times(status, old.as_ref());
+            if old.as_ref() == Some(&status) {
+                continue;
+            }
+            let Some((_, _, api)) = self.stores.iter().find(|(k, _, _)| *k == obj.key.0) else {
+                continue;
+            };
+            // A merge patch keeps fields it does not name: clear the counts explicitly.
+            let mut body = serde_json::to_value(&status).unwrap_or_default();
+            if let Some(fields) = body.as_object_mut() {
+                fields.entry("triggers").or_insert(Value::Null);
+            }
+            let patch = Patch::Merge(json!({ "status": body }));
+            if let Err(e) = api
+                .patch_status(&obj.key.1, &PatchParams::default(), &patch)
+                .await
+            {
+                tracing::warn!(kind = obj.key.0.name(), name = %obj.key.1, error = %e, "cannot write status");
+            }
+        }
+    }
+
+    fn status_of(&mut self, obj: &Object, now: &str) -> ResourceStatus {
+        let generation = obj.generation;
+        let condition = |type_: &str, status: &str, reason: &str, message: String| Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: now.to_owned(),
+            observed_generation: generation,
+        };
+        let mut status = ResourceStatus {
+            observed_generation: generation,
+            ..ResourceStatus::default()
+        };
+        if let Some(errors) = self.compiled.errors.get(&obj.key) {
+            let message = errors.iter().map(describe).collect::<Vec<_>>().join("\n");
+            let scripts = if errors.iter().any(is_script_error) {
+                condition("ScriptsCompiled", "False", "ScriptError", message.clone())
+            } else {
+                condition(
+                    "ScriptsCompiled",
+                    "Unknown",
+                    "NotCompiled",
+                    "the spec has errors".into(),
+                )
+            };
+            status.conditions = vec![
+                condition("Ready", "False", "InvalidSpec", message),
+                scripts,
+                condition(
+                    "SourcesRunning",
+                    "False",
+                    "InvalidSpec",
+                    "not started: the spec has errors".into(),
+                ),
+            ];
+            return status;
+        }
+        let in_plan = self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.members.get(&obj.key) == Some(&obj.spec));
+        let (ready, sources) = match (&self.state, in_plan) {
+            (PlanState::Failed(e), _) => (
+                condition("Ready", "False", "StartFailed", e.clone()),
+                condition("SourcesRunning", "False", "StartFailed", e.clone()),
+            ),
+            (PlanState::Serving, true) => (
+                condition("Ready", "True", "Running", String::new()),
+                self.sources_condition(obj, &condition),
+            ),
+            _ => (
+                condition("Ready", "Unknown", "Starting", String::new()),
+                condition("SourcesRunning", "Unknown", "Starting", String::new()),
+            ),
+        };
+        status.conditions = vec![
+            ready,
+            condition("ScriptsCompiled", "True", "Compiled", String::new()),
+            sources,
+        ];
+        if obj.key.0 == Kind::Sensor {
+            status.triggers = self.trigger_counts(obj);
+        }
+        status
+    }
+
+    fn sources_condition(
+        &self,
+        obj: &Object,
+        condition: &dyn Fn(&str, &str, &str, String) -> Condition,
+    ) -> Condition {
+        if obj.key.0 == Kind::EventSource {
+            return condition("SourcesRunning", "True", "Running", String::new());
+        }
+        let missing: Vec<&str> = self
+            .compiled
+            .sensors
+            .get(&obj.key.1)
+            .map(|(sources, _)| {
+                sources
+                    .iter()
+                    .filter(|s| {
+                        !self
+                            .compiled
+                            .members
+                            .contains_key(&(Kind::EventSource, (*s).clone()))
+                    })
+                    .map(String::as_str)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if missing.is_empty() {
+            condition("SourcesRunning", "True", "Running", String::new())
+        } else {
+            condition(
+                "SourcesRunning",
+                "False",
+                "EventSourceMissing",
+                format!(
+                    "waiting for EventSource {} (not running in this namespace)",
+                    missing.join(", ")
+                ),
+            )
+        }
+    }
+
+    /// Outcomes since the sensor's current spec started.
+    fn trigger_counts(&mut self, obj: &Object) -> BTreeMap<String, TriggerOutcomes> {
+        let sensor = &obj.key.1;
+        let triggers = self
+            .compiled
+            .sensors
+            .get(sensor)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
+        let metrics = &self.shared.metrics;
+        let read = |trigger: &str, outcome: &str| {
+            metrics
+                .trigger_executions
+                .get_or_create(&OutcomeLabels {
+                    sensor: sensor.clone(),
+                    trigger: trigger.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .get()
+        };
+        let totals: BTreeMap<String, TriggerOutcomes> = triggers
+            .iter()
+            .map(|t| {
+                let counts = TriggerOutcomes {
+                    succeeded: read(t, "success"),
+                    failed: read(t, "failed"),
+                };
+                (t.clone(), counts)
+            })
+            .collect();
+        let baseline = self
+            .baselines
+            .entry(sensor.clone())
+            .or_insert_with(|| (obj.spec.clone(), totals.clone()));
+        if baseline.0 != obj.spec {
+            *baseline = (obj.spec.clone(), totals.clone());
+        }
+        totals
+            .into_iter()
+            .map(|(t, now)| {
+                let base = baseline.1.get(&t).copied().unwrap_or_default();
+                let counts = TriggerOutcomes {
+                    succeeded: now.succeeded.saturating_sub(base.succeeded),
+                    failed: now.failed.saturating_sub(base.failed),
+                };
+                (t, counts)
+            })
+            .collect()
+    }
+}
+
+/// A condition whose status did not change keeps its transition time.
+fn carry_transition_times(
+    mut status: ResourceStatus,
+    old: Option<&ResourceStatus>,
+) -> ResourceStatus {
+    let Some(old) = old else {
+        return status;
+    };
+    for c in &mut status.conditions {
+        if let Some(prev) = old
+            .conditions
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+        {
+            c.last_transition_time = prev.last_transition_time.clone();
+        }
+    }
+    status
+}
+
+/// One error for a status message: field, line and column in the object's YAML, message
+/// and hint.
+fn describe(e: &ManifestError) -> String {
+    let p = &e.position;
+    let mut s = String::new();
+    if !e.field.is_empty() {
+        s.push_str(&e.field);
+        s.push_str(": ");
+    }
+    s.push_str(&format!(
+        "line {}, column {}: {}",
+        p.line, p.column, e.message
+    ));
+    if let Some(hint) = &e.hint {
+        s.push_str(&format!(" (hint: {hint})"));
+    }
+    s
+}
+
+fn is_script_error(e: &ManifestError) -> bool {
+    e.message.starts_with("Rhai") || e.message.starts_with("Lua") || e.message.contains("script")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::ClusterOptions;
+    use crate::telemetry::Metrics;
+
+    fn options() -> ControllerOptions {
+        ControllerOptions {
+            agent: AgentOptions {
+                ops_addr: ([127, 0, 0, 1], 0).into(),
+                bind_host: [127, 0, 0, 1].into(),
+                bus_capacity: 16,
+                dedup_window: Duration::ZERO,
+                max_inflight: 4,
+                secrets_dir: None,
+                drain_timeout: Duration::from_secs(1),
+                cluster: ClusterOptions::default(),
+            },
+            library_dirs: Vec::new(),
+            limits: Limits::default(),
+            settle: Duration::ZERO,
+            status_interval: Duration::from_secs(1),
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+
+    fn object(kind: Kind, name: &str, spec: Value) -> Object {
+        Object {
+            key: (kind, name.to_owned()),
+            generation: Some(1),
+            spec,
+            status: None,
+        }
+    }
+
+    fn sensor(script: &str) -> Value {
+        json!({
+            "dependencies": [{"name": "d", "eventSourceName": "hooks", "eventName": "push",
+                              "filters": {"script": script}}],
+            "triggers": [{"template": {"name": "t", "log": {}}}],
+        })
+    }
+
+    #[test]
+    fn a_broken_object_is_left_out_with_its_errors_located() {
+        let shared = Shared::new(Arc::new(Metrics::new()));
+        let hooks = json!({"webhook": {"push": {"port": "12000", "endpoint": "/push"}}});
+        let objects = [
+            object(Kind::EventSource, "hooks", hooks),
+            object(Kind::Sensor, "broken", sensor("let x = 1;\nx +* 2")),
+            object(Kind::Sensor, "good", sensor("true")),
+        ];
+        let compiled = compile(&objects, "ns", &options(), &shared);
+        let members: Vec<&str> = compiled.members.keys().map(|k| k.1.as_str()).collect();
+        assert_eq!(members, ["hooks", "good"]);
+        let (plan, _) = compiled.plan.expect("a plan of the valid objects");
+        assert_eq!(plan.sensors.len(), 1);
+        let errors = &compiled.errors[&(Kind::Sensor, "broken".to_owned())];
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        let e = &errors[0];
+        assert_eq!(e.field, "spec.dependencies[0].filters.script");
+        assert!(is_script_error(e), "{e}");
+        // The position is the `*` on the script's second line, in the rendered object.
+        let text = render(&objects[1].key, "ns", &objects[1].spec);
+        let line = text.lines().nth(e.position.line as usize - 1).unwrap_or("");
+        let at = line.get(e.position.column as usize - 1..).unwrap_or("");
+        assert!(at.starts_with("*"), "{}: {line:?}\n{text}", describe(e));
+        assert!(describe(e).starts_with(&format!(
+            "spec.dependencies[0].filters.script: line {}, column {}: Rhai",
+            e.position.line, e.position.column
+        )));
+    }
+
+    #[test]
+    fn objects_that_clash_are_both_left_out() {
+        let shared = Shared::new(Arc::new(Metrics::new()));
+        let hooks = json!({"webhook": {"push": {"port": "12000", "endpoint": "/push"}}});
+        let objects = [
+            object(Kind::EventSource, "a", hooks.clone()),
+            object(Kind::EventSource, "b", hooks),
+            object(Kind::Sensor, "good", sensor("true")),
+        ];
+        let compiled = compile(&objects, "ns", &options(), &shared);
+        assert!(compiled.plan.is_some());
+        assert!(compiled
+            .members
+            .contains_key(&(Kind::Sensor, "good".to_owned())));
+        let left_out: Vec<&str> = compiled.errors.keys().map(|k| k.1.as_str()).collect();
+        assert!(
+            !left_out.is_empty() && !left_out.contains(&"good"),
+            "{left_out:?}"
+        );
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let cond = |status: &str, time: &str| Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: time.into(),
+            observed_generation: Some(1),
+        };
+        let old = ResourceStatus {
+            conditions: vec![cond("True", "then")],
+            ..ResourceStatus::default()
+        };
+        let same = ResourceStatus {
+            conditions: vec![cond("True", "now")],
+            ..ResourceStatus::default()
+        };
+        let carried = carry_transition_times(same, Some(&old));
+        assert_eq!(carried.conditions[0].last_transition_time, "then");
+        let flipped = ResourceStatus {
+            conditions: vec![cond("False", "now")],
+            ..ResourceStatus::default()
+        };
+        let carried = carry_transition_times(flipped, Some(&old));
+        assert_eq!(carried.conditions[0].last_transition_time, "now");
+    }
+}
