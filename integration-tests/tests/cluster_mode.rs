@@ -443,3 +443,85 @@ async fn the_deploy_role_allows_the_examples_and_refuses_the_rest() {
     let stderr = agent.stderr();
     assert!(stderr.contains("forbidden"), "{stderr}");
 }
+
+/// Editing one Sensor restarts only its part of the namespace: a Sensor that shares no
+/// EventSource with it keeps its partial condition state (the first of two events) across
+/// the reload and fires when the second arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_restarts_only_the_objects_it_touches() {
+    let (env, agent, _) = start().await;
+    let sink = Sink::start().await;
+    let (port, pair_port) = (free_port(), free_port());
+    create(
+        &event_sources(&env),
+        &object("EventSource", "hooks", webhook_source(port, "/push")),
+    )
+    .await;
+    create(
+        &sensors(&env),
+        &object(
+            "Sensor",
+            "forward",
+            forwarding_sensor("true", &sink.url("/forward")),
+        ),
+    )
+    .await;
+    let pair_source = json!({"webhook": {
+        "first": {"port": pair_port.to_string(), "endpoint": "/first", "method": "POST"},
+        "second": {"port": pair_port.to_string(), "endpoint": "/second", "method": "POST"},
+    }});
+    create(
+        &event_sources(&env),
+        &object("EventSource", "pair-hooks", pair_source),
+    )
+    .await;
+    let pair = json!({
+        "dependencies": [
+            {"name": "first", "eventSourceName": "pair-hooks", "eventName": "first"},
+            {"name": "second", "eventSourceName": "pair-hooks", "eventName": "second"},
+        ],
+        "triggers": [{
+            "template": {"name": "both", "conditions": "first && second",
+                         "http": {"url": sink.url("/pair"), "method": "POST"}},
+            "retryStrategy": {"steps": 1},
+        }],
+    });
+    create(&sensors(&env), &object("Sensor", "pair", pair)).await;
+    wait_ready(&sensors(&env), "forward").await;
+    wait_ready(&sensors(&env), "pair").await;
+
+    agent
+        .post_event(&agent.webhook_url(pair_port, "/first"), &json!({"n": 1}))
+        .await;
+    agent
+        .wait_for_metric(
+            "triggerd_events_accepted_total",
+            &[("sensor", "pair"), ("dependency", "first")],
+            1.0,
+            DELIVERY_TIMEOUT,
+        )
+        .await;
+    let patch = json!({"spec": {"dependencies": [{
+        "name": "push", "eventSourceName": "hooks", "eventName": "push",
+        "filters": {"script": "event.body.n > 0"},
+    }]}});
+    sensors(&env)
+        .patch("forward", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("edit the forward sensor");
+    wait_ready(&sensors(&env), "forward").await;
+    agent
+        .post_event(&agent.webhook_url(port, "/push"), &json!({"n": 1}))
+        .await;
+    let hit = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
+    assert_eq!(hit.path, "/forward");
+
+    agent
+        .post_event(&agent.webhook_url(pair_port, "/second"), &json!({"n": 2}))
+        .await;
+    let hit = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
+    assert_eq!(
+        hit.path, "/pair",
+        "the pair sensor kept its first event across the unrelated reload"
+    );
+}

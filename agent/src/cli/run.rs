@@ -222,7 +222,7 @@ async fn serve_kube(
         status_interval: args.status_interval,
         retry_delay: Duration::from_secs(10),
     };
-    run_controller(cluster, options, shared.clone(), shutdown).await?;
+    run_controller(cluster, options, shared.clone(), shutdown).await;
     Ok(())
 }
 

@@ -3,12 +3,16 @@
 //!
 //! Two watchers (kube-runtime reflectors) keep a copy of both kinds. After a change settles,
 //! each object is rendered as a YAML manifest and goes through the same loader and plan
-//! builder as file mode, alone first (so its errors are its own), then together with the
-//! others. Objects with errors are left out and the rest run: one broken object never stops
-//! the others. When the set of valid specs changed, the running plan drains (accepted events
-//! are still processed, in-flight triggers finish) and the new one starts. Every object's
-//! status says whether it compiled and runs, naming field, line and column of each error,
-//! and counts its triggers' outcomes.
+//! builder as file mode, alone first (so its errors are its own). Objects with errors are
+//! left out and the rest run: one broken object never stops the others.
+//!
+//! The valid objects fall into groups that share nothing: an EventSource with the Sensors
+//! that depend on it (and EventSources sharing a webhook port), each group a plan of its own
+//! with its own bus. A change restarts only the groups whose members changed: their plans
+//! drain (accepted events are still processed, in-flight triggers finish) and start again;
+//! the other groups keep running, partial condition state included. Every object's status
+//! says whether it compiled and runs, naming field, line and column of each error, and
+//! counts its triggers' outcomes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -21,6 +25,7 @@ use kube::core::ApiResource;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +36,7 @@ use crate::agent::{run_plan, AgentOptions, Shared};
 use crate::manifest::{load_text, Document, Loaded, ManifestError, API_VERSION};
 use crate::plan::{build_plan, Plan};
 use crate::script::{Limits, ScriptHost};
-use crate::telemetry::OutcomeLabels;
+use crate::telemetry::{OutcomeLabels, Readiness};
 
 /// Settings of the controller, besides the agent's own.
 #[derive(Debug, Clone)]
@@ -49,14 +54,6 @@ pub struct ControllerOptions {
     pub status_interval: Duration,
     /// How long to wait before starting a plan again after it failed to start.
     pub retry_delay: Duration,
-}
-
-/// Why cluster mode stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ControllerError {
-    /// A plan failed while it was being stopped.
-    #[error("plan: {0}")]
-    Plan(String),
 }
 
 /// The two kinds the controller watches.
@@ -158,12 +155,21 @@ fn sorted(value: &Value) -> Value {
     }
 }
 
+/// A part of the namespace that shares nothing with the rest, run as one plan.
+struct Group {
+    /// The spec of each member.
+    members: BTreeMap<Key, Value>,
+    /// Its plan, with the host its scripts were compiled by.
+    plan: Plan,
+    host: Arc<ScriptHost>,
+}
+
 /// What a compile round produced.
 #[derive(Default)]
 struct Compiled {
-    /// The plan of every valid object, with the host its scripts were compiled by.
-    plan: Option<(Plan, Arc<ScriptHost>)>,
-    /// The spec of every object in the plan.
+    /// The valid objects, in independent groups.
+    groups: Vec<Group>,
+    /// The spec of every valid object.
     members: BTreeMap<Key, Value>,
     /// Errors of the objects left out.
     errors: BTreeMap<Key, Vec<ManifestError>>,
@@ -183,7 +189,7 @@ fn compile(
     );
     let lib = &options.library_dirs;
     let mut out = Compiled::default();
-    let mut loaded: Vec<(Key, Loaded)> = Vec::new();
+    let mut loaded: BTreeMap<Key, Vec<Loaded>> = BTreeMap::new();
     for obj in objects {
         let text = render(&obj.key, namespace, &obj.spec);
         let (mut docs, mut errors) = (Vec::new(), Vec::new());
@@ -197,7 +203,7 @@ fn compile(
             out.errors.insert(obj.key.clone(), errors);
             continue;
         }
-        for doc in docs {
+        for doc in &docs {
             if let Document::Sensor(s) = &doc.doc {
                 let sources = s
                     .spec
@@ -213,54 +219,144 @@ fn compile(
                     .collect();
                 out.sensors.insert(obj.key.1.clone(), (sources, triggers));
             }
-            loaded.push((obj.key.clone(), doc));
         }
+        loaded.insert(obj.key.clone(), docs);
         out.members.insert(obj.key.clone(), obj.spec.clone());
     }
-    // Valid alone, an object may still clash with another (the same webhook port and
-    // endpoint): those are left out too, and the rest is built again.
-    loop {
-        let docs: Vec<Loaded> = loaded.iter().map(|(_, d)| d.clone()).collect();
-        match build_plan(&docs, &host, lib) {
-            Ok(plan) => {
-                out.plan = Some((plan, host));
-                return out;
-            }
-            Err(errors) => {
-                for e in errors {
-                    let blamed = key_of_path(&e.position.file)
-                        .filter(|k| out.members.contains_key(k))
-                        .map(|k| vec![k])
-                        .unwrap_or_else(|| out.members.keys().cloned().collect());
-                    for key in blamed {
-                        out.errors.entry(key).or_default().push(e.clone());
+    for keys in partition(objects, &out) {
+        let mut keys = keys;
+        // Valid alone, an object may still clash with another of its group (the same webhook
+        // port and endpoint): those are left out too, and the rest is built again.
+        loop {
+            let docs: Vec<Loaded> = keys
+                .iter()
+                .flat_map(|k| loaded.get(k).into_iter().flatten().cloned())
+                .collect();
+            match build_plan(&docs, &host, lib) {
+                Ok(plan) => {
+                    let members = keys
+                        .iter()
+                        .filter_map(|k| out.members.get(k).map(|spec| (k.clone(), spec.clone())))
+                        .collect();
+                    out.groups.push(Group {
+                        members,
+                        plan,
+                        host: host.clone(),
+                    });
+                    break;
+                }
+                Err(errors) => {
+                    for e in errors {
+                        let blamed = key_of_path(&e.position.file)
+                            .filter(|k| keys.contains(k))
+                            .map(|k| vec![k])
+                            .unwrap_or_else(|| keys.clone());
+                        for key in blamed {
+                            out.errors.entry(key).or_default().push(e.clone());
+                        }
+                    }
+                    keys.retain(|k| !out.errors.contains_key(k));
+                    if keys.is_empty() {
+                        break;
                     }
                 }
-                loaded.retain(|(k, _)| !out.errors.contains_key(k));
-                out.members.retain(|k, _| !out.errors.contains_key(k));
-                out.sensors
-                    .retain(|name, _| out.members.contains_key(&(Kind::Sensor, name.clone())));
             }
         }
     }
+    out.members.retain(|k, _| !out.errors.contains_key(k));
+    out.sensors
+        .retain(|name, _| out.members.contains_key(&(Kind::Sensor, name.clone())));
+    out
 }
 
-/// The plan that runs now.
+/// Splits the valid objects into groups that share nothing: a Sensor joins the
+/// EventSources it depends on, EventSources join those with a webhook on the same port.
+fn partition(objects: &[Object], compiled: &Compiled) -> Vec<Vec<Key>> {
+    let keys: Vec<&Key> = objects
+        .iter()
+        .map(|o| &o.key)
+        .filter(|k| compiled.members.contains_key(*k))
+        .collect();
+    let index = |key: &Key| keys.iter().position(|k| *k == key);
+    let mut parent: Vec<usize> = (0..keys.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    fn join(parent: &mut [usize], a: usize, b: usize) {
+        let (ra, rb) = (root(parent, a), root(parent, b));
+        parent[ra] = rb;
+    }
+    let mut by_port: BTreeMap<String, usize> = BTreeMap::new();
+    for obj in objects {
+        let Some(i) = index(&obj.key) else { continue };
+        match obj.key.0 {
+            Kind::Sensor => {
+                let sources = compiled
+                    .sensors
+                    .get(&obj.key.1)
+                    .map(|(s, _)| s.clone())
+                    .unwrap_or_default();
+                for source in sources {
+                    if let Some(j) = index(&(Kind::EventSource, source)) {
+                        join(&mut parent, i, j);
+                    }
+                }
+            }
+            Kind::EventSource => {
+                let webhooks = obj.spec["webhook"].as_object().cloned().unwrap_or_default();
+                for hook in webhooks.values() {
+                    let port = match &hook["port"] {
+                        Value::String(p) => p.trim().to_owned(),
+                        other => other.to_string(),
+                    };
+                    match by_port.get(&port) {
+                        Some(&j) => join(&mut parent, i, j),
+                        None => {
+                            by_port.insert(port, i);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut groups: BTreeMap<usize, Vec<Key>> = BTreeMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        let r = root(&mut parent, i);
+        groups.entry(r).or_default().push((*key).clone());
+    }
+    groups.into_values().collect()
+}
+
+/// A group's plan, running or failed.
 struct Running {
+    id: u64,
     members: BTreeMap<Key, Value>,
     stop: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
+    handle: JoinHandle<()>,
+    state: PlanState,
 }
 
-/// How the latest plan fared.
+/// How a group's plan fares.
 #[derive(Debug, Clone, PartialEq)]
 enum PlanState {
     /// Started, not serving yet.
     Starting,
     /// Serving (sources up).
     Serving,
-    /// Failed to start, with the error; retried later.
+    /// Failed to start (or stopped by itself), with the error; retried later.
     Failed(String),
+}
+
+/// What a group's plan reports to the controller.
+enum GroupEvent {
+    /// Its sources are up.
+    Serving,
+    /// It ended by itself (a start-up error): `Err` with the error.
+    Ended(Result<(), String>),
 }
 
 /// The controller's state between events.
@@ -271,9 +367,9 @@ struct Controller {
     stores: [(Kind, Store<DynamicObject>, Api<DynamicObject>); 2],
     compiled: Compiled,
     compiled_from: Option<BTreeMap<Key, Value>>,
-    running: Option<Running>,
-    state: PlanState,
+    running: Vec<Running>,
     plans_started: u64,
+    group_events: mpsc::UnboundedSender<(u64, GroupEvent)>,
     /// Outcome counts when each sensor's current spec started, by sensor.
     baselines: BTreeMap<String, (Value, BTreeMap<String, TriggerOutcomes>)>,
 }
@@ -284,7 +380,7 @@ pub async fn run_controller(
     options: ControllerOptions,
     shared: Shared,
     shutdown: CancellationToken,
-) -> Result<(), ControllerError> {
+) {
     let namespace = cluster.namespace().to_owned();
     let client = cluster.client().clone();
     // Plans that need the API (Kubernetes triggers, resource sources) use this connection.
@@ -302,6 +398,7 @@ pub async fn run_controller(
         (kind, store, api)
     });
     let mut events = futures::stream::select_all(streams);
+    let (group_events, mut from_groups) = mpsc::unbounded_channel();
     let mut ctl = Controller {
         namespace,
         options,
@@ -309,27 +406,20 @@ pub async fn run_controller(
         stores,
         compiled: Compiled::default(),
         compiled_from: None,
-        running: None,
-        state: PlanState::Starting,
+        running: Vec::new(),
         plans_started: 0,
+        group_events,
         baselines: BTreeMap::new(),
     };
     tracing::info!(namespace = %ctl.namespace, "cluster mode: watching Sensors and EventSources");
     let mut listed = BTreeSet::new();
     let mut rebuild_at: Option<Instant> = None;
-    let mut ready = ctl.shared.ready.subscribe();
     let mut tick = tokio::time::interval(ctl.options.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let rebuild = async {
             match rebuild_at {
                 Some(at) if listed.len() == 2 => tokio::time::sleep_until(at).await,
-                _ => std::future::pending().await,
-            }
-        };
-        let ended = async {
-            match ctl.running.as_mut() {
-                Some(r) => (&mut r.handle).await,
                 _ => std::future::pending().await,
             }
         };
@@ -354,29 +444,37 @@ pub async fn run_controller(
                 ctl.rebuild().await;
                 ctl.write_statuses().await;
             }
-            joined = ended => {
-                let error = match joined {
-                    Ok(Ok(())) => "the plan stopped".to_owned(),
-                    Ok(Err(e)) => format!("{e:#}"),
-                    Err(e) => format!("plan task failed: {e}"),
+            Some((id, event)) = from_groups.recv() => {
+                let Some(group) = ctl.running.iter_mut().find(|g| g.id == id) else {
+                    continue; // a group stopped on purpose
                 };
-                tracing::error!(error = %error, retry_in = ?ctl.options.retry_delay, "plan failed to start");
-                ctl.running = None;
-                ctl.state = PlanState::Failed(error);
-                ctl.compiled_from = None;
-                rebuild_at = Some(Instant::now() + ctl.options.retry_delay);
-                ctl.write_statuses().await;
-            }
-            changed = ready.changed() => {
-                if changed.is_ok() && *ready.borrow_and_update() && ctl.running.is_some() {
-                    ctl.state = PlanState::Serving;
+                match event {
+                    GroupEvent::Serving => group.state = PlanState::Serving,
+                    GroupEvent::Ended(result) => {
+                        let error = result.err().unwrap_or_else(|| "the plan stopped".to_owned());
+                        tracing::error!(error = %error, retry_in = ?ctl.options.retry_delay, "plan failed to start");
+                        group.state = PlanState::Failed(error);
+                        rebuild_at = Some(Instant::now() + ctl.options.retry_delay);
+                    }
                 }
+                ctl.update_readiness();
                 ctl.write_statuses().await;
             }
             _ = tick.tick() => ctl.write_statuses().await,
         }
     }
-    ctl.stop_running().await
+    ctl.shared.ready.set(false);
+    for group in std::mem::take(&mut ctl.running) {
+        stop_group(group).await;
+    }
+}
+
+/// Stops a group's plan and waits until it drained.
+async fn stop_group(group: Running) {
+    group.stop.cancel();
+    if let Err(e) = group.handle.await {
+        tracing::warn!(error = %e, "plan task failed");
+    }
 }
 
 impl Controller {
@@ -396,15 +494,19 @@ impl Controller {
         objects
     }
 
-    /// Compiles the objects again when their specs changed, and restarts the plan when the
-    /// set of valid specs changed (or no plan runs).
+    /// Compiles the objects again when their specs changed, or a group failed, and restarts
+    /// the groups whose members changed (or failed); the others keep running.
     async fn rebuild(&mut self) {
         let objects = self.objects();
         let specs: BTreeMap<Key, Value> = objects
             .iter()
             .map(|o| (o.key.clone(), o.spec.clone()))
             .collect();
-        if self.compiled_from.as_ref() == Some(&specs) && self.running.is_some() {
+        let failed = self
+            .running
+            .iter()
+            .any(|g| matches!(g.state, PlanState::Failed(_)));
+        if self.compiled_from.as_ref() == Some(&specs) && !failed {
             return;
         }
         let compiled = compile(&objects, &self.namespace, &self.options, &self.shared);
@@ -414,68 +516,90 @@ impl Controller {
             }
         }
         self.compiled_from = Some(specs);
-        let unchanged = self
-            .running
-            .as_ref()
-            .is_some_and(|r| r.members == compiled.members);
         let Compiled {
-            plan,
+            groups,
             members,
             errors,
             sensors,
         } = compiled;
         self.compiled = Compiled {
-            plan: None,
+            groups: Vec::new(),
             members,
             errors,
             sensors,
         };
-        if unchanged {
-            return;
+        let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .partition(|r| {
+                !matches!(r.state, PlanState::Failed(_))
+                    && groups.iter().any(|g| g.members == r.members)
+            });
+        for group in stop {
+            stop_group(group).await;
         }
-        if let Err(e) = self.stop_running().await {
-            tracing::warn!(error = %e, "previous plan ended with an error");
+        self.running = keep;
+        for group in groups {
+            if self.running.iter().any(|r| r.members == group.members) {
+                continue;
+            }
+            self.start_group(group);
         }
-        let Some((plan, host)) = plan else {
-            return;
-        };
-        tracing::info!(
-            sensors = plan.sensors.len(),
-            sources = plan.sources.len(),
-            left_out = self.compiled.errors.len(),
-            "starting the namespace's plan"
-        );
-        let stop = CancellationToken::new();
-        let reloaded = self.plans_started > 0;
+        self.update_readiness();
+    }
+
+    /// Starts a group's plan with its own readiness; metrics and the API connection are
+    /// shared.
+    fn start_group(&mut self, group: Group) {
+        let id = self.plans_started;
         self.plans_started += 1;
-        let handle = {
-            let (options, shared, stop) = (
-                self.options.agent.clone(),
-                self.shared.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(
-                async move { run_plan(plan, host, &options, &shared, stop, reloaded).await },
-            )
+        tracing::info!(
+            objects = ?group.members.keys().map(|k| format!("{}/{}", k.0.plural(), k.1)).collect::<Vec<_>>(),
+            "starting"
+        );
+        let shared = Shared {
+            metrics: self.shared.metrics.clone(),
+            ready: Arc::new(Readiness::default()),
+            cluster: self.shared.cluster.clone(),
         };
-        self.state = PlanState::Starting;
-        self.running = Some(Running {
-            members: self.compiled.members.clone(),
+        let mut ready = shared.ready.subscribe();
+        let events = self.group_events.clone();
+        tokio::spawn(async move {
+            // Ends without a message when the plan ends before it is ready.
+            if ready.wait_for(|r| *r).await.is_ok() {
+                let _ = events.send((id, GroupEvent::Serving));
+            }
+        });
+        let stop = CancellationToken::new();
+        let handle = {
+            let (options, stop, events) = (
+                self.options.agent.clone(),
+                stop.clone(),
+                self.group_events.clone(),
+            );
+            let (plan, host, reloaded) = (group.plan, group.host, id > 0);
+            tokio::spawn(async move {
+                let ended = run_plan(plan, host, &options, &shared, stop.clone(), reloaded).await;
+                if !stop.is_cancelled() {
+                    let _ =
+                        events.send((id, GroupEvent::Ended(ended.map_err(|e| format!("{e:#}")))));
+                } else if let Err(e) = ended {
+                    tracing::warn!(error = %format!("{e:#}"), "plan ended with an error");
+                }
+            })
+        };
+        self.running.push(Running {
+            id,
+            members: group.members,
             stop,
             handle,
+            state: PlanState::Starting,
         });
     }
 
-    async fn stop_running(&mut self) -> Result<(), ControllerError> {
-        let Some(running) = self.running.take() else {
-            return Ok(());
-        };
-        running.stop.cancel();
-        match running.handle.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ControllerError::Plan(format!("{e:#}"))),
-            Err(e) => Err(ControllerError::Plan(e.to_string())),
-        }
+    /// Ready when every group that has not failed serves.
+    fn update_readiness(&self) {
+        let ready = self.running.iter().all(|g| g.state != PlanState::Starting);
+        self.shared.ready.set(ready);
     }
 
     /// Writes the status of every object whose status changed.
@@ -547,16 +671,16 @@ impl Controller {
             ];
             return status;
         }
-        let in_plan = self
+        let group = self
             .running
-            .as_ref()
-            .is_some_and(|r| r.members.get(&obj.key) == Some(&obj.spec));
-        let (ready, sources) = match (&self.state, in_plan) {
-            (PlanState::Failed(e), _) => (
+            .iter()
+            .find(|g| g.members.get(&obj.key) == Some(&obj.spec));
+        let (ready, sources) = match group.map(|g| &g.state) {
+            Some(PlanState::Failed(e)) => (
                 condition("Ready", "False", "StartFailed", e.clone()),
                 condition("SourcesRunning", "False", "StartFailed", e.clone()),
             ),
-            (PlanState::Serving, true) => (
+            Some(PlanState::Serving) => (
                 condition("Ready", "True", "Running", String::new()),
                 self.sources_condition(obj, &condition),
             ),
@@ -765,8 +889,12 @@ mod tests {
         let compiled = compile(&objects, "ns", &options(), &shared);
         let members: Vec<&str> = compiled.members.keys().map(|k| k.1.as_str()).collect();
         assert_eq!(members, ["hooks", "good"]);
-        let (plan, _) = compiled.plan.expect("a plan of the valid objects");
-        assert_eq!(plan.sensors.len(), 1);
+        assert_eq!(
+            compiled.groups.len(),
+            1,
+            "hooks and good depend on each other"
+        );
+        assert_eq!(compiled.groups[0].plan.sensors.len(), 1);
         let errors = &compiled.errors[&(Kind::Sensor, "broken".to_owned())];
         assert_eq!(errors.len(), 1, "{errors:?}");
         let e = &errors[0];
@@ -784,7 +912,7 @@ mod tests {
     }
 
     #[test]
-    fn objects_that_clash_are_both_left_out() {
+    fn objects_that_clash_are_left_out() {
         let shared = Shared::new(Arc::new(Metrics::new()));
         let hooks = json!({"webhook": {"push": {"port": "12000", "endpoint": "/push"}}});
         let objects = [
@@ -793,14 +921,52 @@ mod tests {
             object(Kind::Sensor, "good", sensor("true")),
         ];
         let compiled = compile(&objects, "ns", &options(), &shared);
-        assert!(compiled.plan.is_some());
+        let good = (Kind::Sensor, "good".to_owned());
+        assert!(compiled.members.contains_key(&good));
         assert!(compiled
-            .members
-            .contains_key(&(Kind::Sensor, "good".to_owned())));
+            .groups
+            .iter()
+            .any(|g| g.members.contains_key(&good)));
         let left_out: Vec<&str> = compiled.errors.keys().map(|k| k.1.as_str()).collect();
         assert!(
             !left_out.is_empty() && !left_out.contains(&"good"),
             "{left_out:?}"
+        );
+    }
+
+    #[test]
+    fn groups_share_nothing() {
+        let shared = Shared::new(Arc::new(Metrics::new()));
+        let hook = |port: u16, endpoint: &str| json!({"webhook": {"e": {"port": port.to_string(), "endpoint": endpoint}}});
+        let on = |source: &str| {
+            json!({
+                "dependencies": [{"name": "d", "eventSourceName": source, "eventName": "e"}],
+                "triggers": [{"template": {"name": "t", "log": {}}}],
+            })
+        };
+        let objects = [
+            object(Kind::EventSource, "a", hook(12000, "/a")),
+            object(Kind::EventSource, "b", hook(12000, "/b")),
+            object(Kind::EventSource, "c", hook(12001, "/c")),
+            object(Kind::Sensor, "on-a", on("a")),
+            object(Kind::Sensor, "on-c", on("c")),
+            object(Kind::Sensor, "on-missing", on("gone")),
+        ];
+        let compiled = compile(&objects, "ns", &options(), &shared);
+        assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+        let mut groups: Vec<Vec<&str>> = compiled
+            .groups
+            .iter()
+            .map(|g| g.members.keys().map(|k| k.1.as_str()).collect())
+            .collect();
+        groups.sort();
+        assert_eq!(
+            groups,
+            [
+                vec!["a", "b", "on-a"],
+                vec!["c", "on-c"],
+                vec!["on-missing"]
+            ]
         );
     }
 
