@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::{free_port, Agent, KubeEnv, Sink, DELIVERY_TIMEOUT};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
@@ -442,6 +442,40 @@ async fn the_deploy_role_allows_the_examples_and_refuses_the_rest() {
     );
     let stderr = agent.stderr();
     assert!(stderr.contains("forbidden"), "{stderr}");
+    let events = Api::<KubeEvent>::namespaced(env.client(), env.namespace());
+    let deadline = tokio::time::Instant::now() + STATUS_TIMEOUT;
+    let event = loop {
+        let listed = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        let found = listed.items.into_iter().find(|e| {
+            e.involved_object.name.as_deref() == Some("secret-maker")
+                && e.reason.as_deref() == Some("TriggerFailed")
+        });
+        if let Some(event) = found {
+            break event;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no TriggerFailed Event on Sensor secret-maker within {STATUS_TIMEOUT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        event.involved_object.kind.as_deref(),
+        Some("Sensor"),
+        "{event:?}"
+    );
+    assert!(
+        event
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("make-secret"),
+        "{event:?}"
+    );
 }
 
 /// Editing one Sensor restarts only its part of the namespace: a Sensor that shares no

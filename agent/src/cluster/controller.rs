@@ -12,7 +12,8 @@
 //! drain (accepted events are still processed, in-flight triggers finish) and start again;
 //! the other groups keep running, partial condition state included. Every object's status
 //! says whether it compiled and runs, naming field, line and column of each error, and
-//! counts its triggers' outcomes.
+//! counts its triggers' outcomes; failed executions are also recorded as Warning Events on
+//! their Sensor.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -20,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Event as KubeEvent;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -110,6 +112,7 @@ fn key_of_path(path: &Path) -> Option<Key> {
 #[derive(Debug, Clone)]
 struct Object {
     key: Key,
+    uid: Option<String>,
     generation: Option<i64>,
     spec: Value,
     status: Option<Value>,
@@ -120,6 +123,7 @@ impl Object {
         let name = obj.metadata.name.clone()?;
         Some(Object {
             key: (kind, name),
+            uid: obj.metadata.uid.clone(),
             generation: obj.metadata.generation,
             spec: obj.data.get("spec").cloned().unwrap_or(Value::Null),
             status: obj.data.get("status").cloned(),
@@ -372,6 +376,12 @@ struct Controller {
     group_events: mpsc::UnboundedSender<(u64, GroupEvent)>,
     /// Outcome counts when each sensor's current spec started, by sensor.
     baselines: BTreeMap<String, (Value, BTreeMap<String, TriggerOutcomes>)>,
+    /// Failed executions already recorded as Kubernetes Events, by sensor and trigger.
+    reported: BTreeMap<(String, String), u64>,
+    /// Failures to record as Events after the status pass: sensor, trigger, how many.
+    failures: Vec<(Object, String, u64)>,
+    /// Where those Events go.
+    kube_events: Api<KubeEvent>,
 }
 
 /// Runs cluster mode until `shutdown`, then drains the running plan.
@@ -399,6 +409,7 @@ pub async fn run_controller(
     });
     let mut events = futures::stream::select_all(streams);
     let (group_events, mut from_groups) = mpsc::unbounded_channel();
+    let kube_events = Api::namespaced(client.clone(), &namespace);
     let mut ctl = Controller {
         namespace,
         options,
@@ -410,6 +421,9 @@ pub async fn run_controller(
         plans_started: 0,
         group_events,
         baselines: BTreeMap::new(),
+        reported: BTreeMap::new(),
+        failures: Vec::new(),
+        kube_events,
     };
     tracing::info!(namespace = %ctl.namespace, "cluster mode: watching Sensors and EventSources");
     let mut listed = BTreeSet::new();
@@ -631,6 +645,49 @@ impl Controller {
                 tracing::warn!(kind = obj.key.0.name(), name = %obj.key.1, error = %e, "cannot write status");
             }
         }
+        for (obj, trigger, count) in std::mem::take(&mut self.failures) {
+            self.record_failures(&obj, &trigger, count, &now).await;
+        }
+    }
+
+    /// Records failed executions of a trigger as a Warning Event on its Sensor
+    /// (`kubectl describe sensor NAME`, `kubectl get events`).
+    async fn record_failures(&self, obj: &Object, trigger: &str, count: u64, now: &str) {
+        let sensor = &obj.key.1;
+        let message = if count == 1 {
+            format!("trigger {trigger}: an execution failed and went to the dead letter")
+        } else {
+            format!("trigger {trigger}: {count} executions failed and went to the dead letter")
+        };
+        let event = json!({
+            "metadata": {"generateName": format!("{sensor}.")},
+            "involvedObject": {
+                "apiVersion": API_VERSION,
+                "kind": Kind::Sensor.name(),
+                "name": sensor,
+                "namespace": self.namespace,
+                "uid": obj.uid,
+            },
+            "type": "Warning",
+            "reason": "TriggerFailed",
+            "message": message,
+            "source": {"component": "triggerd"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": count,
+        });
+        let created = match serde_json::from_value::<KubeEvent>(event) {
+            Ok(event) => self
+                .kube_events
+                .create(&PostParams::default(), &event)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = created {
+            tracing::warn!(sensor = %sensor, trigger, error = %e, "cannot record a Kubernetes Event");
+        }
     }
 
     fn status_of(&mut self, obj: &Object, now: &str) -> ResourceStatus {
@@ -770,6 +827,17 @@ impl Controller {
                 (t.clone(), counts)
             })
             .collect();
+        for (trigger, now) in &totals {
+            let seen = self
+                .reported
+                .entry((sensor.clone(), trigger.clone()))
+                .or_insert(now.failed);
+            if now.failed > *seen {
+                self.failures
+                    .push((obj.clone(), trigger.clone(), now.failed - *seen));
+                *seen = now.failed;
+            }
+        }
         let baseline = self
             .baselines
             .entry(sensor.clone())
@@ -863,6 +931,7 @@ mod tests {
     fn object(kind: Kind, name: &str, spec: Value) -> Object {
         Object {
             key: (kind, name.to_owned()),
+            uid: None,
             generation: Some(1),
             spec,
             status: None,
