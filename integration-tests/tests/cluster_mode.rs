@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::{free_port, Agent, KubeEnv, Sink, DELIVERY_TIMEOUT};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
@@ -558,4 +559,92 @@ async fn an_edit_restarts_only_the_objects_it_touches() {
         hit.path, "/pair",
         "the pair sensor kept its first event across the unrelated reload"
     );
+}
+
+async fn received(agent: &Agent) -> f64 {
+    agent
+        .metric(
+            "triggerd_events_received_total",
+            &[("event_source", "ticks"), ("event_name", "tick")],
+        )
+        .await
+        .unwrap_or(0.0)
+}
+
+/// With `--leader-elect`, two replicas elect one leader through a Lease: only it runs the
+/// calendar; when it stops (giving the Lease up), the other one takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_run_the_calendar_on_the_leader_only() {
+    let env = KubeEnv::start().await;
+    env.install_crd("manifests/crds/sensors.triggerd.io.yaml")
+        .await;
+    env.install_crd("manifests/crds/eventsources.triggerd.io.yaml")
+        .await;
+    let kubeconfig = env.agent_kubeconfig().await;
+    let replica = || {
+        Agent::builder()
+            .kube()
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(["--namespace", env.namespace()])
+            .args(["--leader-elect", "--lease-duration", "2s"])
+            .start()
+    };
+    let replicas = [replica().await, replica().await];
+    let calendar = json!({"calendar": {"tick": {"interval": "1s"}}});
+    create(
+        &event_sources(&env),
+        &object("EventSource", "ticks", calendar),
+    )
+    .await;
+    let sensor = json!({
+        "dependencies": [{"name": "tick", "eventSourceName": "ticks", "eventName": "tick"}],
+        "triggers": [{"template": {"name": "log", "log": {}}}],
+    });
+    create(&sensors(&env), &object("Sensor", "count", sensor)).await;
+
+    let deadline = tokio::time::Instant::now() + STATUS_TIMEOUT;
+    let leader = loop {
+        let counts = [received(&replicas[0]).await, received(&replicas[1]).await];
+        if let Some(i) = counts.iter().position(|c| *c >= 2.0) {
+            assert_eq!(
+                counts[1 - i],
+                0.0,
+                "only the leader runs the calendar: {counts:?}"
+            );
+            break i;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no replica ran the calendar within {STATUS_TIMEOUT:?}: {counts:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    let lease = Api::<Lease>::namespaced(env.client(), env.namespace())
+        .get("triggerd")
+        .await
+        .expect("the Lease exists");
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(!holder.is_empty(), "the Lease names its holder");
+    wait_ready(&sensors(&env), "count").await;
+
+    let [first, second] = replicas;
+    let (stopping, standby) = if leader == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    stopping.terminate();
+    stopping.wait_exit(STATUS_TIMEOUT).await;
+    standby
+        .wait_for_metric(
+            "triggerd_events_received_total",
+            &[("event_source", "ticks"), ("event_name", "tick")],
+            1.0,
+            STATUS_TIMEOUT,
+        )
+        .await;
 }

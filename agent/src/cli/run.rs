@@ -14,6 +14,7 @@ use super::watch::Fingerprint;
 use super::SourceArgs;
 use crate::agent::{run_plan, AgentOptions, Shared};
 use crate::cluster::controller::{run_controller, ControllerOptions};
+use crate::cluster::leader::LeaderOptions;
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::delivery::parse_duration;
 use crate::manifest::{load_paths, ManifestError};
@@ -46,6 +47,16 @@ pub struct RunArgs {
     /// duration).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     status_interval: Duration,
+    /// Cluster mode with several replicas: elect a leader through a coordination.k8s.io
+    /// Lease; only the leader runs singleton sources (calendars) and writes status.
+    #[arg(long, requires = "kube")]
+    leader_elect: bool,
+    /// Name of the leader election Lease in the agent's namespace.
+    #[arg(long, default_value = "triggerd", value_name = "NAME")]
+    lease_name: String,
+    /// How long a Lease that is not renewed stays with its holder (Go duration).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:9090", env = "TRIGGERD_OPS_ADDR")]
     ops_addr: SocketAddr,
@@ -221,9 +232,22 @@ async fn serve_kube(
         settle: Duration::from_millis(300),
         status_interval: args.status_interval,
         retry_delay: Duration::from_secs(10),
+        leader: args.leader_elect.then(|| LeaderOptions {
+            lease: args.lease_name.clone(),
+            identity: replica_identity(),
+            duration: args.lease_duration,
+        }),
     };
     run_controller(cluster, options, shared.clone(), shutdown).await;
     Ok(())
+}
+
+/// The pod's name (HOSTNAME) or the host's, with a random suffix: unique among replicas,
+/// recognisable in the Lease.
+fn replica_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "triggerd".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
 }
 
 /// File mode: runs `plan`, reloading when the watched files change.

@@ -33,11 +33,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::crd::{Condition, EventSourceResource, ResourceStatus, SensorResource, TriggerOutcomes};
+use super::leader::{LeaderOptions, LeaseLock};
 use super::Cluster;
 use crate::agent::{run_plan, AgentOptions, Shared};
 use crate::manifest::{load_text, Document, Loaded, ManifestError, API_VERSION};
 use crate::plan::{build_plan, Plan};
 use crate::script::{Limits, ScriptHost};
+use crate::source::{SourceKind, SourceSpec};
 use crate::telemetry::{OutcomeLabels, Readiness};
 
 /// Settings of the controller, besides the agent's own.
@@ -56,6 +58,9 @@ pub struct ControllerOptions {
     pub status_interval: Duration,
     /// How long to wait before starting a plan again after it failed to start.
     pub retry_delay: Duration,
+    /// With several replicas: the Lease that picks the one running singleton sources
+    /// (calendars) and writing status. `None`: this replica does both.
+    pub leader: Option<LeaderOptions>,
 }
 
 /// The two kinds the controller watches.
@@ -342,6 +347,10 @@ struct Running {
     stop: CancellationToken,
     handle: JoinHandle<()>,
     state: PlanState,
+    /// The group has singleton sources (calendars)...
+    has_singletons: bool,
+    /// ...and they were started (this replica led when the group started).
+    singletons_on: bool,
 }
 
 /// How a group's plan fares.
@@ -382,6 +391,10 @@ struct Controller {
     failures: Vec<(Object, String, u64)>,
     /// Where those Events go.
     kube_events: Api<KubeEvent>,
+    /// The Lease, when replicas elect a leader.
+    lease: Option<LeaseLock>,
+    /// Whether this replica leads (always, without a Lease).
+    leader: bool,
 }
 
 /// Runs cluster mode until `shutdown`, then drains the running plan.
@@ -410,6 +423,11 @@ pub async fn run_controller(
     let mut events = futures::stream::select_all(streams);
     let (group_events, mut from_groups) = mpsc::unbounded_channel();
     let kube_events = Api::namespaced(client.clone(), &namespace);
+    let lease_every = lease_interval(&options);
+    let lease = options
+        .leader
+        .clone()
+        .map(|o| LeaseLock::new(Api::namespaced(client.clone(), &namespace), o));
     let mut ctl = Controller {
         namespace,
         options,
@@ -424,12 +442,16 @@ pub async fn run_controller(
         reported: BTreeMap::new(),
         failures: Vec::new(),
         kube_events,
+        leader: lease.is_none(),
+        lease,
     };
     tracing::info!(namespace = %ctl.namespace, "cluster mode: watching Sensors and EventSources");
     let mut listed = BTreeSet::new();
     let mut rebuild_at: Option<Instant> = None;
     let mut tick = tokio::time::interval(ctl.options.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lease_tick = tokio::time::interval(lease_every);
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let rebuild = async {
             match rebuild_at {
@@ -475,12 +497,32 @@ pub async fn run_controller(
                 ctl.write_statuses().await;
             }
             _ = tick.tick() => ctl.write_statuses().await,
+            _ = lease_tick.tick(), if ctl.lease.is_some() => {
+                if ctl.renew_lease().await {
+                    rebuild_at = Some(Instant::now());
+                }
+            }
         }
     }
     ctl.shared.ready.set(false);
     for group in std::mem::take(&mut ctl.running) {
         stop_group(group).await;
     }
+    if let Some(lease) = &ctl.lease {
+        if let Err(e) = lease.release().await {
+            tracing::warn!(error = %e, "cannot release the lease");
+        }
+    }
+}
+
+/// Renewals come three times per lease duration, as client-go's.
+fn lease_interval(options: &ControllerOptions) -> Duration {
+    options
+        .leader
+        .as_ref()
+        .map_or(Duration::from_secs(3600), |l| {
+            (l.duration / 3).max(Duration::from_millis(100))
+        })
 }
 
 /// Stops a group's plan and waits until it drained.
@@ -516,11 +558,8 @@ impl Controller {
             .iter()
             .map(|o| (o.key.clone(), o.spec.clone()))
             .collect();
-        let failed = self
-            .running
-            .iter()
-            .any(|g| matches!(g.state, PlanState::Failed(_)));
-        if self.compiled_from.as_ref() == Some(&specs) && !failed {
+        let stale = self.running.iter().any(|g| self.stale(g));
+        if self.compiled_from.as_ref() == Some(&specs) && !stale {
             return;
         }
         let compiled = compile(&objects, &self.namespace, &self.options, &self.shared);
@@ -544,10 +583,7 @@ impl Controller {
         };
         let (keep, stop): (Vec<Running>, Vec<Running>) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|r| {
-                !matches!(r.state, PlanState::Failed(_))
-                    && groups.iter().any(|g| g.members == r.members)
-            });
+            .partition(|r| !self.stale(r) && groups.iter().any(|g| g.members == r.members));
         for group in stop {
             stop_group(group).await;
         }
@@ -561,9 +597,41 @@ impl Controller {
         self.update_readiness();
     }
 
+    /// A group to start again: it failed, or leadership changed since it started its
+    /// singleton sources (or held them back).
+    fn stale(&self, group: &Running) -> bool {
+        matches!(group.state, PlanState::Failed(_))
+            || (group.has_singletons && group.singletons_on != self.leader)
+    }
+
+    /// Takes or renews the Lease; true when leadership changed.
+    async fn renew_lease(&mut self) -> bool {
+        let Some(lease) = &self.lease else {
+            return false;
+        };
+        let leader = match lease.try_acquire().await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the lease; standing by");
+                false
+            }
+        };
+        if leader == self.leader {
+            return false;
+        }
+        tracing::info!(identity = lease.identity(), leader, "leadership changed");
+        self.leader = leader;
+        true
+    }
+
     /// Starts a group's plan with its own readiness; metrics and the API connection are
-    /// shared.
-    fn start_group(&mut self, group: Group) {
+    /// shared. Unless this replica leads, singleton sources (calendars) are held back.
+    fn start_group(&mut self, mut group: Group) {
+        let is_singleton = |s: &SourceSpec| matches!(s.kind, SourceKind::Calendar(_));
+        let has_singletons = group.plan.sources.iter().any(is_singleton);
+        if !self.leader {
+            group.plan.sources.retain(|s| !is_singleton(s));
+        }
         let id = self.plans_started;
         self.plans_started += 1;
         tracing::info!(
@@ -607,6 +675,8 @@ impl Controller {
             stop,
             handle,
             state: PlanState::Starting,
+            has_singletons,
+            singletons_on: self.leader,
         });
     }
 
@@ -618,6 +688,9 @@ impl Controller {
 
     /// Writes the status of every object whose status changed.
     async fn write_statuses(&mut self) {
+        if !self.leader {
+            return; // the leader writes status and Events
+        }
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         for obj in self.objects() {
             let status = self.status_of(&obj, &now);
@@ -925,6 +998,7 @@ mod tests {
             settle: Duration::ZERO,
             status_interval: Duration::from_secs(1),
             retry_delay: Duration::from_secs(1),
+            leader: None,
         }
     }
 

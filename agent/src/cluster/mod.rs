@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crd;
 mod discovery;
 mod guard;
+pub mod leader;
 
 use std::path::PathBuf;
 use std::sync::Arc;
