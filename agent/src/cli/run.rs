@@ -49,7 +49,7 @@ pub struct RunArgs {
     status_interval: Duration,
     /// Cluster mode with several replicas: elect a leader through a coordination.k8s.io
     /// Lease; only the leader runs singleton sources (calendars) and writes status.
-    #[arg(long, requires = "kube")]
+    #[arg(long, conflicts_with = "files")]
     leader_elect: bool,
     /// Name of the leader election Lease in the agent's namespace.
     #[arg(long, default_value = "triggerd", value_name = "NAME")]

@@ -397,7 +397,7 @@ struct Controller {
     leader: bool,
 }
 
-/// Runs cluster mode until `shutdown`, then drains the running plan.
+/// Runs cluster mode until `shutdown`, then drains every group's plan and gives the Lease up.
 pub async fn run_controller(
     cluster: Cluster,
     options: ControllerOptions,
