@@ -648,3 +648,68 @@ async fn replicas_run_the_calendar_on_the_leader_only() {
         )
         .await;
 }
+
+/// A Rhai file in a ConfigMap labelled `triggerd.io/scripts=true` is a `scriptFile` for
+/// the namespace's objects; changing it reloads them with the new script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_in_a_configmap_are_script_files_and_reload_when_changed() {
+    let (env, agent, _) = start().await;
+    let sink = Sink::start().await;
+    let port = free_port();
+    let configmaps = Api::<ConfigMap>::namespaced(env.client(), env.namespace());
+    let scripts = |kind: &str| -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": "scripts", "labels": {"triggerd.io/scripts": "true"}},
+            "data": {"wanted.rhai": format!("event.body.kind == \"{kind}\"")},
+        }))
+        .expect("a ConfigMap")
+    };
+    configmaps
+        .create(&PostParams::default(), &scripts("a"))
+        .await
+        .expect("create the script ConfigMap");
+    create(
+        &event_sources(&env),
+        &object("EventSource", "hooks", webhook_source(port, "/push")),
+    )
+    .await;
+    let mut sensor = forwarding_sensor("", &sink.url("/hit"));
+    sensor["dependencies"][0]["filters"] = json!({"scriptFile": "wanted.rhai"});
+    create(&sensors(&env), &object("Sensor", "forward", sensor)).await;
+    wait_ready(&sensors(&env), "forward").await;
+    let url = agent.webhook_url(port, "/push");
+    agent.post_event(&url, &json!({"kind": "b"})).await;
+    agent
+        .wait_for_metric(
+            "triggerd_events_filtered_total",
+            &[("sensor", "forward"), ("dependency", "push")],
+            1.0,
+            DELIVERY_TIMEOUT,
+        )
+        .await;
+    agent.post_event(&url, &json!({"kind": "a"})).await;
+    let hit = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
+    assert_eq!(hit.json()["data"]["body"]["kind"], "a", "{}", hit.text());
+
+    let reloads = agent
+        .metric("triggerd_reloads_total", &[("outcome", "success")])
+        .await
+        .unwrap_or(0.0);
+    let mut changed = configmaps.get("scripts").await.expect("get the ConfigMap");
+    changed.data = scripts("b").data;
+    configmaps
+        .replace("scripts", &PostParams::default(), &changed)
+        .await
+        .expect("change the script");
+    agent
+        .wait_for_metric(
+            "triggerd_reloads_total",
+            &[("outcome", "success")],
+            reloads + 1.0,
+            STATUS_TIMEOUT,
+        )
+        .await;
+    agent.post_event(&url, &json!({"kind": "b"})).await;
+    let hit = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
+    assert_eq!(hit.json()["data"]["body"]["kind"], "b", "{}", hit.text());
+}

@@ -225,9 +225,14 @@ async fn serve_kube(
 ) -> anyhow::Result<()> {
     let agent = args.options();
     let cluster = Cluster::connect(&agent.cluster, shared.metrics.clone()).await?;
+    // The scripts of the namespace's script ConfigMaps go first: they may override the
+    // image's library.
+    let scripts_dir = std::env::temp_dir().join(format!("triggerd-scripts-{}", std::process::id()));
+    let mut library_dirs = vec![scripts_dir.clone()];
+    library_dirs.extend(args.sources().library_dirs());
     let options = ControllerOptions {
         agent,
-        library_dirs: args.sources().library_dirs(),
+        library_dirs,
         limits: args.limits(),
         settle: Duration::from_millis(300),
         status_interval: args.status_interval,
@@ -239,6 +244,7 @@ async fn serve_kube(
         }),
     };
     run_controller(cluster, options, shared.clone(), shutdown).await;
+    let _ = std::fs::remove_dir_all(scripts_dir);
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Event as KubeEvent;
+use k8s_openapi::api::core::v1::{ConfigMap, Event as KubeEvent};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use kube::runtime::reflector::{self, store::Writer, Store};
@@ -42,12 +42,18 @@ use crate::script::{Limits, ScriptHost};
 use crate::source::{SourceKind, SourceSpec};
 use crate::telemetry::{OutcomeLabels, Readiness};
 
+/// ConfigMaps with this label (value `true`) hold Rhai scripts: each `*.rhai` key is a file
+/// of the first library directory, for `scriptFile` and `import`.
+pub const SCRIPTS_LABEL: &str = "triggerd.io/scripts";
+
 /// Settings of the controller, besides the agent's own.
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
     /// How plans run.
     pub agent: AgentOptions,
-    /// Rhai library directories (`import`, `scriptFile`).
+    /// Rhai library directories (`import`, `scriptFile`); the first one holds the scripts
+    /// of the namespace's script ConfigMaps (see [`SCRIPTS_LABEL`]) and is rewritten by the
+    /// controller.
     pub library_dirs: Vec<PathBuf>,
     /// Script limits.
     pub limits: Limits,
@@ -192,11 +198,11 @@ fn compile(
     options: &ControllerOptions,
     shared: &Shared,
 ) -> Compiled {
+    let lib = &options.library_dirs;
     let host = Arc::new(
-        ScriptHost::new(options.limits.clone(), options.library_dirs.clone())
+        ScriptHost::new(options.limits.clone(), lib.clone())
             .with_timings(shared.metrics.script_seconds.clone()),
     );
-    let lib = &options.library_dirs;
     let mut out = Compiled::default();
     let mut loaded: BTreeMap<Key, Vec<Loaded>> = BTreeMap::new();
     for obj in objects {
@@ -351,6 +357,8 @@ struct Running {
     has_singletons: bool,
     /// ...and they were started (this replica led when the group started).
     singletons_on: bool,
+    /// The script library version it was compiled against.
+    library: u64,
 }
 
 /// How a group's plan fares.
@@ -379,7 +387,11 @@ struct Controller {
     shared: Shared,
     stores: [(Kind, Store<DynamicObject>, Api<DynamicObject>); 2],
     compiled: Compiled,
-    compiled_from: Option<BTreeMap<Key, Value>>,
+    compiled_from: Option<(BTreeMap<Key, Value>, u64)>,
+    /// The script ConfigMaps.
+    scripts: Store<DynamicObject>,
+    /// The scripts written to the library directory, and how often they changed.
+    library: (BTreeMap<String, String>, u64),
     running: Vec<Running>,
     plans_started: u64,
     group_events: mpsc::UnboundedSender<(u64, GroupEvent)>,
@@ -416,10 +428,22 @@ pub async fn run_controller(
         let store = writer.as_reader();
         let stream = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
             .default_backoff()
-            .map(move |event| (kind, event));
+            .map(move |event| (Some(kind), event));
         streams.push(stream.boxed());
         (kind, store, api)
     });
+    let scripts = {
+        let resource = ApiResource::erase::<ConfigMap>(&());
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
+        let writer = Writer::new(resource);
+        let store = writer.as_reader();
+        let config = watcher::Config::default().labels(&format!("{SCRIPTS_LABEL}=true"));
+        let stream = reflector::reflector(writer, watcher(api, config))
+            .default_backoff()
+            .map(|event| (None, event));
+        streams.push(stream.boxed());
+        store
+    };
     let mut events = futures::stream::select_all(streams);
     let (group_events, mut from_groups) = mpsc::unbounded_channel();
     let kube_events = Api::namespaced(client.clone(), &namespace);
@@ -435,6 +459,8 @@ pub async fn run_controller(
         stores,
         compiled: Compiled::default(),
         compiled_from: None,
+        scripts,
+        library: (BTreeMap::new(), 0),
         running: Vec::new(),
         plans_started: 0,
         group_events,
@@ -455,7 +481,7 @@ pub async fn run_controller(
     loop {
         let rebuild = async {
             match rebuild_at {
-                Some(at) if listed.len() == 2 => tokio::time::sleep_until(at).await,
+                Some(at) if listed.len() == 3 => tokio::time::sleep_until(at).await,
                 _ => std::future::pending().await,
             }
         };
@@ -469,7 +495,8 @@ pub async fn run_controller(
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(kind = kind.name(), error = %e, "watch failed; retrying");
+                        let kind = kind.map_or("ConfigMap", Kind::name);
+                        tracing::warn!(kind, error = %e, "watch failed; retrying");
                         continue;
                     }
                 }
@@ -558,8 +585,10 @@ impl Controller {
             .iter()
             .map(|o| (o.key.clone(), o.spec.clone()))
             .collect();
+        self.write_library();
         let stale = self.running.iter().any(|g| self.stale(g));
-        if self.compiled_from.as_ref() == Some(&specs) && !stale {
+        let from = (specs, self.library.1);
+        if self.compiled_from.as_ref() == Some(&from) && !stale {
             return;
         }
         let compiled = compile(&objects, &self.namespace, &self.options, &self.shared);
@@ -568,7 +597,7 @@ impl Controller {
                 tracing::error!(kind = key.0.name(), name = %key.1, "{e}");
             }
         }
-        self.compiled_from = Some(specs);
+        self.compiled_from = Some(from);
         let Compiled {
             groups,
             members,
@@ -597,10 +626,53 @@ impl Controller {
         self.update_readiness();
     }
 
+    /// Writes the scripts of the script ConfigMaps into the first library directory when
+    /// they changed (every group is then compiled and started again).
+    fn write_library(&mut self) {
+        let mut scripts = BTreeMap::new();
+        for cm in self.scripts.state() {
+            let Some(data) = cm.data.get("data").and_then(Value::as_object) else {
+                continue;
+            };
+            for (key, text) in data {
+                // Kubernetes keeps keys to `[-._a-zA-Z0-9]`; a path separator is never a file.
+                let plain = key.ends_with(".rhai") && !key.contains(['/', '\\']);
+                if let (true, Some(text)) = (plain, text.as_str()) {
+                    scripts.insert(key.clone(), text.to_owned());
+                }
+            }
+        }
+        if scripts == self.library.0 {
+            return;
+        }
+        let Some(dir) = self.options.library_dirs.first() else {
+            return;
+        };
+        let written = std::fs::create_dir_all(dir).and_then(|()| {
+            for old in self.library.0.keys().filter(|k| !scripts.contains_key(*k)) {
+                std::fs::remove_file(dir.join(old))?;
+            }
+            for (name, text) in &scripts {
+                std::fs::write(dir.join(name), text)?;
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), scripts = scripts.len(), "script ConfigMaps changed");
+                self.library = (scripts, self.library.1 + 1);
+            }
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot write the scripts of the script ConfigMaps")
+            }
+        }
+    }
+
     /// A group to start again: it failed, or leadership changed since it started its
     /// singleton sources (or held them back).
     fn stale(&self, group: &Running) -> bool {
         matches!(group.state, PlanState::Failed(_))
+            || group.library != self.library.1
             || (group.has_singletons && group.singletons_on != self.leader)
     }
 
@@ -677,6 +749,7 @@ impl Controller {
             state: PlanState::Starting,
             has_singletons,
             singletons_on: self.leader,
+            library: self.library.1,
         });
     }
 
