@@ -1,7 +1,8 @@
 //! Cluster mode (`triggerd run --kube`): the Sensor and EventSource objects of the agent's
 //! namespace are its manifests.
 //!
-//! Two watchers (kube-runtime reflectors) keep a copy of both kinds. After a change settles,
+//! Watchers (kube-runtime reflectors) keep a copy of both kinds, and of the ConfigMaps that
+//! hold scripts ([`SCRIPTS_LABEL`]). After a change settles,
 //! each object is rendered as a YAML manifest and goes through the same loader and plan
 //! builder as file mode, alone first (so its errors are its own). Objects with errors are
 //! left out and the rest run: one broken object never stops the others.
@@ -13,7 +14,8 @@
 //! the other groups keep running, partial condition state included. Every object's status
 //! says whether it compiled and runs, naming field, line and column of each error, and
 //! counts its triggers' outcomes; failed executions are also recorded as Warning Events on
-//! their Sensor.
+//! their Sensor. With several replicas, a Lease (`leader`) picks the one that runs singleton
+//! sources (calendars) and writes status.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
