@@ -42,7 +42,7 @@ use crate::manifest::{load_text, Document, Loaded, ManifestError, API_VERSION};
 use crate::plan::{build_plan, Plan};
 use crate::script::{Limits, ScriptHost};
 use crate::source::{SourceKind, SourceSpec};
-use crate::telemetry::{OutcomeLabels, Readiness};
+use crate::telemetry::{Metrics, OutcomeLabels, Readiness};
 
 /// ConfigMaps with this label (value `true`) hold Rhai scripts: each `*.rhai` key is a file
 /// of the first library directory, for `scriptFile` and `import`.
@@ -194,16 +194,20 @@ struct Compiled {
     sensors: BTreeMap<String, (BTreeSet<String>, Vec<String>)>,
 }
 
-fn compile(
-    objects: &[Object],
-    namespace: &str,
-    options: &ControllerOptions,
-    shared: &Shared,
-) -> Compiled {
-    let lib = &options.library_dirs;
+/// What compiling needs: script limits, library directories and the script timings.
+struct CompileSettings<'a> {
+    namespace: &'a str,
+    limits: &'a Limits,
+    library_dirs: &'a [PathBuf],
+    metrics: &'a Metrics,
+}
+
+fn compile(objects: &[Object], settings: &CompileSettings<'_>) -> Compiled {
+    let namespace = settings.namespace;
+    let lib = settings.library_dirs;
     let host = Arc::new(
-        ScriptHost::new(options.limits.clone(), lib.clone())
-            .with_timings(shared.metrics.script_seconds.clone()),
+        ScriptHost::new(settings.limits.clone(), lib.to_vec())
+            .with_timings(settings.metrics.script_seconds.clone()),
     );
     let mut out = Compiled::default();
     let mut loaded: BTreeMap<Key, Vec<Loaded>> = BTreeMap::new();
@@ -593,7 +597,15 @@ impl Controller {
         if self.compiled_from.as_ref() == Some(&from) && !stale {
             return;
         }
-        let compiled = compile(&objects, &self.namespace, &self.options, &self.shared);
+        let compiled = compile(
+            &objects,
+            &CompileSettings {
+                namespace: &self.namespace,
+                limits: &self.options.limits,
+                library_dirs: &self.options.library_dirs,
+                metrics: &self.shared.metrics,
+            },
+        );
         for (key, errors) in &compiled.errors {
             for e in errors {
                 tracing::error!(kind = key.0.name(), name = %key.1, "{e}");
@@ -1053,28 +1065,16 @@ fn is_script_error(e: &ManifestError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::ClusterOptions;
-    use crate::telemetry::Metrics;
 
-    fn options() -> ControllerOptions {
-        ControllerOptions {
-            agent: AgentOptions {
-                ops_addr: ([127, 0, 0, 1], 0).into(),
-                bind_host: [127, 0, 0, 1].into(),
-                bus_capacity: 16,
-                dedup_window: Duration::ZERO,
-                max_inflight: 4,
-                secrets_dir: None,
-                drain_timeout: Duration::from_secs(1),
-                cluster: ClusterOptions::default(),
-            },
-            library_dirs: Vec::new(),
-            limits: Limits::default(),
-            settle: Duration::ZERO,
-            status_interval: Duration::from_secs(1),
-            retry_delay: Duration::from_secs(1),
-            leader: None,
-        }
+    fn compile_all(objects: &[Object]) -> Compiled {
+        let metrics = Metrics::new();
+        let settings = CompileSettings {
+            namespace: "ns",
+            limits: &Limits::default(),
+            library_dirs: &[],
+            metrics: &metrics,
+        };
+        compile(objects, &settings)
     }
 
     fn object(kind: Kind, name: &str, spec: Value) -> Object {
@@ -1097,14 +1097,13 @@ mod tests {
 
     #[test]
     fn a_broken_object_is_left_out_with_its_errors_located() {
-        let shared = Shared::new(Arc::new(Metrics::new()));
         let hooks = json!({"webhook": {"push": {"port": "12000", "endpoint": "/push"}}});
         let objects = [
             object(Kind::EventSource, "hooks", hooks),
             object(Kind::Sensor, "broken", sensor("let x = 1;\nx +* 2")),
             object(Kind::Sensor, "good", sensor("true")),
         ];
-        let compiled = compile(&objects, "ns", &options(), &shared);
+        let compiled = compile_all(&objects);
         let members: Vec<&str> = compiled.members.keys().map(|k| k.1.as_str()).collect();
         assert_eq!(members, ["hooks", "good"]);
         assert_eq!(
@@ -1131,14 +1130,13 @@ mod tests {
 
     #[test]
     fn objects_that_clash_are_left_out() {
-        let shared = Shared::new(Arc::new(Metrics::new()));
         let hooks = json!({"webhook": {"push": {"port": "12000", "endpoint": "/push"}}});
         let objects = [
             object(Kind::EventSource, "a", hooks.clone()),
             object(Kind::EventSource, "b", hooks),
             object(Kind::Sensor, "good", sensor("true")),
         ];
-        let compiled = compile(&objects, "ns", &options(), &shared);
+        let compiled = compile_all(&objects);
         let good = (Kind::Sensor, "good".to_owned());
         assert!(compiled.members.contains_key(&good));
         assert!(compiled
@@ -1154,7 +1152,6 @@ mod tests {
 
     #[test]
     fn groups_share_nothing() {
-        let shared = Shared::new(Arc::new(Metrics::new()));
         let hook = |port: u16, endpoint: &str| json!({"webhook": {"e": {"port": port.to_string(), "endpoint": endpoint}}});
         let on = |source: &str| {
             json!({
@@ -1170,7 +1167,7 @@ mod tests {
             object(Kind::Sensor, "on-c", on("c")),
             object(Kind::Sensor, "on-missing", on("gone")),
         ];
-        let compiled = compile(&objects, "ns", &options(), &shared);
+        let compiled = compile_all(&objects);
         assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
         let mut groups: Vec<Vec<&str>> = compiled
             .groups
