@@ -29,6 +29,7 @@ use kube::core::ApiResource;
 use kube::runtime::reflector::{self, store::Writer, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::{json, Value};
+use serde_saphyr::SerializeError;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -38,7 +39,7 @@ use super::crd::{Condition, EventSourceResource, ResourceStatus, SensorResource,
 use super::leader::{LeaderOptions, LeaseLock};
 use super::Cluster;
 use crate::agent::{run_plan, AgentOptions, Shared};
-use crate::manifest::{load_text, Document, Loaded, ManifestError, API_VERSION};
+use crate::manifest::{load_text, Document, Loaded, ManifestError, Position, API_VERSION};
 use crate::plan::{build_plan, Plan};
 use crate::script::{Limits, ScriptHost};
 use crate::source::{SourceKind, SourceSpec};
@@ -146,14 +147,14 @@ impl Object {
 
 /// The object as a YAML manifest: keys sorted, as `kubectl get -o yaml` prints them, so
 /// error positions point at the lines of that view of the object's spec.
-fn render(key: &Key, namespace: &str, spec: &Value) -> String {
+fn render(key: &Key, namespace: &str, spec: &Value) -> Result<String, SerializeError> {
     let doc = json!({
         "apiVersion": API_VERSION,
         "kind": key.0.name(),
         "metadata": {"name": key.1, "namespace": namespace},
         "spec": sorted(spec),
     });
-    serde_saphyr::to_string(&doc).unwrap_or_default()
+    serde_saphyr::to_string(&doc)
 }
 
 fn sorted(value: &Value) -> Value {
@@ -212,9 +213,19 @@ fn compile(objects: &[Object], settings: &CompileSettings<'_>) -> Compiled {
     let mut out = Compiled::default();
     let mut loaded: BTreeMap<Key, Vec<Loaded>> = BTreeMap::new();
     for obj in objects {
-        let text = render(&obj.key, namespace, &obj.spec);
+        let path = object_path(&obj.key);
         let (mut docs, mut errors) = (Vec::new(), Vec::new());
-        load_text(&object_path(&obj.key), &text, &mut docs, &mut errors);
+        match render(&obj.key, namespace, &obj.spec) {
+            Ok(text) => load_text(&path, &text, &mut docs, &mut errors),
+            Err(e) => errors.push(ManifestError::new(
+                Position {
+                    file: path,
+                    ..Position::default()
+                },
+                "spec",
+                format!("cannot render the object as YAML: {e}"),
+            )),
+        }
         if errors.is_empty() {
             if let Err(more) = build_plan(&docs, &host, lib) {
                 errors = more;
@@ -1118,7 +1129,7 @@ mod tests {
         assert_eq!(e.field, "spec.dependencies[0].filters.script");
         assert!(is_script_error(e), "{e}");
         // The position is the `*` on the script's second line, in the rendered object.
-        let text = render(&objects[1].key, "ns", &objects[1].spec);
+        let text = render(&objects[1].key, "ns", &objects[1].spec).expect("renders");
         let line = text.lines().nth(e.position.line as usize - 1).unwrap_or("");
         let at = line.get(e.position.column as usize - 1..).unwrap_or("");
         assert!(at.starts_with("*"), "{}: {line:?}\n{text}", describe(e));
