@@ -248,7 +248,7 @@ async fn serve_kube(
     Ok(())
 }
 
-/// The pod's name (HOSTNAME) or the host's, with a random suffix: unique among replicas,
+/// The pod's name (HOSTNAME, else `triggerd`) with a random suffix: unique among replicas,
 /// recognisable in the Lease.
 fn replica_identity() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "triggerd".to_owned());
