@@ -43,6 +43,7 @@ pub struct AgentBuilder {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     binary: Option<PathBuf>,
+    kube: bool,
 }
 
 impl AgentBuilder {
@@ -88,6 +89,13 @@ impl AgentBuilder {
         self
     }
 
+    /// Cluster mode: `run --kube` instead of `run -f DIR` (the manifests are the
+    /// namespace's Sensor and EventSource objects; pass `--kubeconfig` and `--namespace`).
+    pub fn kube(mut self) -> Self {
+        self.kube = true;
+        self
+    }
+
     /// Run this binary instead of the debug build (benchmarks use the release build).
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
@@ -110,13 +118,15 @@ impl AgentBuilder {
             write(&dir.path().join(path), contents);
         }
         let ops = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut args: Vec<OsString> = vec![
-            "run".into(),
-            "-f".into(),
-            manifest_dir.into_os_string(),
-            "--ops-addr".into(),
-            ops.to_string().into(),
-        ];
+        let mut args: Vec<OsString> = vec!["run".into()];
+        if self.kube {
+            args.push("--kube".into());
+        } else {
+            args.push("-f".into());
+            args.push(manifest_dir.into_os_string());
+        }
+        args.push("--ops-addr".into());
+        args.push(ops.to_string().into());
         if !self.secrets.is_empty() {
             let secrets_dir = dir.path().join("secrets");
             for (name, key, value) in &self.secrets {

@@ -16,6 +16,7 @@ macro_rules! outln {
     }};
 }
 
+mod crds;
 mod dlq;
 mod eval;
 mod run;
@@ -50,6 +51,8 @@ pub enum Command {
     Dlq(dlq::DlqCommand),
     /// Evaluate a script, or a sensor dependency, against one event file.
     Eval(eval::EvalArgs),
+    /// Print the Sensor and EventSource CRDs (generated from the manifest types).
+    Crds(crds::CrdsArgs),
     /// Print the version.
     Version,
 }
@@ -117,6 +120,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Test(args) => test::test(args),
         Command::Eval(args) => eval::eval(args),
         Command::Dlq(cmd) => dlq::dlq(cmd),
+        Command::Crds(args) => crds::crds(args),
         Command::Version => {
             println!("triggerd {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS

@@ -1,4 +1,5 @@
-//! `triggerd run`: the agent in file mode, reloading when manifests or scripts change.
+//! `triggerd run`: the agent in file mode, reloading when manifests or scripts change, or in
+//! cluster mode (`--kube`), running the Sensor and EventSource objects of its namespace.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -14,7 +15,9 @@ use super::JetStreamArgs;
 use super::SourceArgs;
 use crate::agent::{run_plan, AgentOptions, BusChoice, Shared};
 use crate::bus::jetstream::{Discard, JetStreamOptions, Retention};
-use crate::cluster::ClusterOptions;
+use crate::cluster::controller::{run_controller, ControllerOptions};
+use crate::cluster::leader::LeaderOptions;
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::delivery::parse_duration;
 use crate::manifest::{load_paths, ManifestError};
 use crate::plan::{build_plan, Plan};
@@ -24,8 +27,38 @@ use crate::telemetry::{serve_ops, LogFormat, Metrics};
 /// Arguments of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    #[command(flatten)]
-    sources: SourceArgs,
+    /// Manifest file or directory (every *.yaml / *.yml inside, recursively); repeatable.
+    /// Required unless --kube.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "PATH",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    files: Vec<PathBuf>,
+    /// Rhai library directory for `import` and `scriptFile`; repeatable.
+    /// Default: ./scripts and ./policies when they exist.
+    #[arg(long = "lib", value_name = "DIR")]
+    lib: Vec<PathBuf>,
+    /// Cluster mode: run the Sensor and EventSource objects (triggerd.io/v1alpha1) of the
+    /// agent's namespace, reload when they change, and write their status.
+    #[arg(long)]
+    kube: bool,
+    /// Cluster mode: how often trigger outcome counts are written to object status (Go
+    /// duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    status_interval: Duration,
+    /// Cluster mode with several replicas: elect a leader through a coordination.k8s.io
+    /// Lease; only the leader runs singleton sources (calendars) and writes status.
+    #[arg(long, conflicts_with = "files")]
+    leader_elect: bool,
+    /// Name of the leader election Lease in the agent's namespace.
+    #[arg(long, default_value = "triggerd", value_name = "NAME")]
+    lease_name: String,
+    /// How long a Lease that is not renewed stays with its holder (Go duration).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:9090", env = "TRIGGERD_OPS_ADDR")]
     ops_addr: SocketAddr,
@@ -163,15 +196,26 @@ fn default_replica_id() -> String {
 }
 
 impl RunArgs {
-    fn load(&self, metrics: &Metrics) -> Result<(Plan, Arc<ScriptHost>), Vec<ManifestError>> {
-        let (docs, mut errors) = load_paths(&self.sources.files);
-        let lib = self.sources.library_dirs();
-        let limits = Limits {
+    fn sources(&self) -> SourceArgs {
+        SourceArgs {
+            files: self.files.clone(),
+            lib: self.lib.clone(),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
             deadline: self.script_timeout,
             ..Limits::default()
-        };
+        }
+    }
+
+    fn load(&self, metrics: &Metrics) -> Result<(Plan, Arc<ScriptHost>), Vec<ManifestError>> {
+        let (docs, mut errors) = load_paths(&self.files);
+        let lib = self.sources().library_dirs();
         let host = Arc::new(
-            ScriptHost::new(limits, lib.clone()).with_timings(metrics.script_seconds.clone()),
+            ScriptHost::new(self.limits(), lib.clone())
+                .with_timings(metrics.script_seconds.clone()),
         );
         match build_plan(&docs, &host, &lib) {
             Ok(plan) if errors.is_empty() => {
@@ -189,8 +233,8 @@ impl RunArgs {
     }
 
     fn fingerprint(&self) -> Fingerprint {
-        let mut paths = self.sources.files.clone();
-        paths.extend(self.sources.library_dirs());
+        let mut paths = self.files.clone();
+        paths.extend(self.sources().library_dirs());
         Fingerprint::of(&paths)
     }
 
@@ -236,12 +280,15 @@ pub fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<()> {
-    let mut fingerprint = args.fingerprint();
     let metrics = Arc::new(Metrics::new());
-    let (mut plan, mut host) = args.load(&metrics).map_err(|errors| {
-        report(&errors);
-        anyhow::anyhow!("{} error(s) in manifests; not starting", errors.len())
-    })?;
+    let initial = if args.kube {
+        None
+    } else {
+        Some(args.load(&metrics).map_err(|errors| {
+            report(&errors);
+            anyhow::anyhow!("{} error(s) in manifests; not starting", errors.len())
+        })?)
+    };
     let shared = Shared::new(metrics);
     let ops_stop = CancellationToken::new();
     let ops = serve_ops(
@@ -254,9 +301,66 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("ops server: cannot listen on {}: {e}", args.ops_addr))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    let result = match initial {
+        Some((plan, host)) => serve_files(&args, plan, host, &shared, shutdown).await,
+        None => serve_kube(&args, &shared, shutdown).await,
+    };
+    ops_stop.cancel();
+    let _ = ops.await;
+    result
+}
+
+/// Cluster mode: the namespace's Sensor and EventSource objects are the manifests.
+async fn serve_kube(
+    args: &RunArgs,
+    shared: &Shared,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let agent = args.options();
+    let cluster = Cluster::connect(&agent.cluster, shared.metrics.clone()).await?;
+    // The scripts of the namespace's script ConfigMaps go first: they may override the
+    // image's library.
+    let scripts_dir = std::env::temp_dir().join(format!("triggerd-scripts-{}", std::process::id()));
+    let mut library_dirs = vec![scripts_dir.clone()];
+    library_dirs.extend(args.sources().library_dirs());
+    let options = ControllerOptions {
+        agent,
+        library_dirs,
+        limits: args.limits(),
+        settle: Duration::from_millis(300),
+        status_interval: args.status_interval,
+        retry_delay: Duration::from_secs(10),
+        leader: args.leader_elect.then(|| LeaderOptions {
+            lease: args.lease_name.clone(),
+            identity: replica_identity(),
+            duration: args.lease_duration,
+        }),
+    };
+    run_controller(cluster, options, shared.clone(), shutdown).await;
+    let _ = std::fs::remove_dir_all(scripts_dir);
+    Ok(())
+}
+
+/// The pod's name (HOSTNAME, else `triggerd`) with a random suffix: unique among replicas,
+/// recognisable in the Lease.
+fn replica_identity() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "triggerd".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
+}
+
+/// File mode: runs `plan`, reloading when the watched files change.
+async fn serve_files(
+    args: &RunArgs,
+    mut plan: Plan,
+    mut host: Arc<ScriptHost>,
+    shared: &Shared,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut fingerprint = args.fingerprint();
     let options = args.options();
     let mut reloaded_plan = false;
-    let result = loop {
+    loop {
         if plan.sensors.is_empty() && plan.sources.is_empty() {
             tracing::warn!("no manifests found; serving only health and metrics");
         }
@@ -269,27 +373,22 @@ async fn serve(args: RunArgs) -> anyhow::Result<()> {
         };
         let reloaded = tokio::select! {
             () = shutdown.cancelled() => None,
-            next = next_valid_change(&args, &mut fingerprint, &shared.metrics) => Some(next),
+            next = next_valid_change(args, &mut fingerprint, &shared.metrics) => Some(next),
             // The plan ends by itself only on a start-up error such as a port in use.
-            done = &mut running => break joined(done),
+            done = &mut running => return joined(done),
         };
         stop.cancel();
         let finished = joined(running.await);
         match reloaded {
-            None => break finished,
+            None => return finished,
             Some((next_plan, next_host)) => {
-                if let Err(e) = finished {
-                    break Err(e);
-                }
+                finished?;
                 tracing::info!("manifests changed: reloaded");
                 (plan, host) = (next_plan, next_host);
                 reloaded_plan = true;
             }
         }
-    };
-    ops_stop.cancel();
-    let _ = ops.await;
-    result
+    }
 }
 
 fn joined(r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {

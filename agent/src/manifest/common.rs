@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
@@ -62,7 +63,7 @@ pub struct ScriptSource {
 /// `{name, key}` resolves from the environment variable `TRIGGERD_SECRET_<NAME>_<KEY>`
 /// (upper-cased, other characters as `_`), else from the file `<secrets-dir>/<name>/<key>`,
 /// which is how Kubernetes mounts a Secret volume.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// Secret name.
@@ -92,6 +93,17 @@ pub enum IntOrString {
     Str(String),
 }
 
+/// Kubernetes' own marker for a field that holds an integer or a string.
+impl JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-kubernetes-int-or-string": true })
+    }
+}
+
 impl IntOrString {
     /// The value as text.
     pub fn as_string(&self) -> String {
@@ -112,6 +124,18 @@ pub enum Amount {
     Str(String),
 }
 
+/// A number or a string: structural schemas have no such type, so any scalar is kept and
+/// the agent checks it at load time.
+impl JsonSchema for Amount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Amount".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+    }
+}
+
 impl Amount {
     /// The amount as a float, if it parses.
     pub fn value(&self) -> Option<f64> {
@@ -123,7 +147,7 @@ impl Amount {
 }
 
 /// NATS credentials (Argo's `NATSAuth`): exactly one of them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NatsAuth {
     /// User name and password.
@@ -141,7 +165,7 @@ pub struct NatsAuth {
 }
 
 /// User name and password, each from a secret.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     /// User name.
@@ -152,7 +176,7 @@ pub struct BasicAuth {
 
 /// Client TLS towards a broker (Argo's `TLSConfig`). The certificates and key are secret
 /// references that must resolve to files (a mounted Secret or `file:`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientTls {
     /// CA certificate(s) (PEM) that sign the server's certificate; default: system roots.
@@ -170,7 +194,7 @@ pub struct ClientTls {
 }
 
 /// Kafka SASL credentials (Argo's `SASLConfig`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KafkaSasl {
     /// `PLAIN` (Argo's default), `SCRAM-SHA-256` or `SCRAM-SHA-512`.

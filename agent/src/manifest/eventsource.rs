@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
@@ -10,23 +11,28 @@ use super::common::{ClientTls, IntOrString, KafkaSasl, NatsAuth, SecretRef};
 use super::sensor::Backoff;
 
 /// `spec` of an EventSource: one map per kind, keyed by event name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EventSourceSpec {
     /// HTTP endpoints.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, WebhookEvent>")]
     pub webhook: BTreeMap<String, Spanned<WebhookEvent>>,
     /// Cron schedules and intervals.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, CalendarEvent>")]
     pub calendar: BTreeMap<String, Spanned<CalendarEvent>>,
     /// NATS subjects, core or through a JetStream durable consumer.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, NatsEvent>")]
     pub nats: BTreeMap<String, Spanned<NatsEvent>>,
     /// Kafka topics, read through a consumer group.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, KafkaEvent>")]
     pub kafka: BTreeMap<String, Spanned<KafkaEvent>>,
     /// Kubernetes objects of one resource, watched for ADD, UPDATE and DELETE.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, ResourceEvent>")]
     pub resource: BTreeMap<String, Spanned<ResourceEvent>>,
     /// Argo's pod template; accepted and ignored.
     #[serde(default)]
@@ -43,7 +49,7 @@ pub struct EventSourceSpec {
 }
 
 /// One webhook endpoint (Argo's `WebhookContext`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WebhookEvent {
     /// TCP port to listen on; endpoints on the same port share a server.
@@ -74,7 +80,7 @@ pub struct WebhookEvent {
 }
 
 /// An HMAC-SHA256 signature over the raw request body, hex-encoded in a header.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WebhookSignature {
     /// The shared secret (GitHub's webhook secret).
@@ -88,15 +94,16 @@ pub struct WebhookSignature {
 }
 
 /// An EventSource filter (Argo's `filter.expression`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceFilter {
     /// Boolean expression over the top-level keys of the event data.
+    #[schemars(with = "String")]
     pub expression: Spanned<String>,
 }
 
 /// One calendar schedule (Argo's `CalendarEventSource`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CalendarEvent {
     /// Standard 5-field cron (minute hour day-of-month month day-of-week, 0 or 7 = Sunday).
@@ -120,7 +127,7 @@ pub struct CalendarEvent {
 }
 
 /// One NATS subscription (Argo's `NATSEventsSource`, plus `jetStream`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NatsEvent {
     /// Server URL(s), comma-separated (`nats://host:4222`; the scheme may be left out).
@@ -152,11 +159,12 @@ pub struct NatsEvent {
     /// Consume through a JetStream durable consumer instead of a core subscription: messages
     /// are acknowledged once the bus accepted them, so none is lost across restarts.
     #[serde(default)]
+    #[schemars(with = "Option<JetStreamConsumer>")]
     pub jet_stream: Option<Spanned<JetStreamConsumer>>,
 }
 
 /// A JetStream durable pull consumer on an existing stream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct JetStreamConsumer {
     /// The stream holding `subject`.
@@ -176,18 +184,21 @@ pub struct JetStreamConsumer {
 
 /// One Kafka topic (Argo's `KafkaEventSource`). Fields triggerd cannot honour yet are
 /// accepted by the parser only so the loader can reject them with a hint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KafkaEvent {
     /// Bootstrap servers, comma-separated `host:port`.
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
     /// Topic to read.
     pub topic: String,
     /// Read only this partition (Argo's mode without `consumerGroup`).
     #[serde(default)]
+    #[schemars(with = "Option<IntOrString>")]
     pub partition: Option<Spanned<IntOrString>>,
     /// The consumer group that remembers what was read.
     #[serde(default)]
+    #[schemars(with = "Option<KafkaConsumerGroup>")]
     pub consumer_group: Option<Spanned<KafkaConsumerGroup>>,
     /// Parse record values as JSON.
     #[serde(default)]
@@ -203,18 +214,23 @@ pub struct KafkaEvent {
     pub version: Option<String>,
     /// Rejected: not supported yet.
     #[serde(default)]
+    #[schemars(with = "Option<Value>")]
     pub limit_events_per_second: Option<Spanned<Value>>,
     /// Rejected: Sarama's YAML configuration.
     #[serde(default)]
+    #[schemars(with = "Option<Value>")]
     pub config: Option<Spanned<Value>>,
     /// TLS towards the brokers (CA, client certificate and key as files).
     #[serde(default)]
+    #[schemars(with = "Option<ClientTls>")]
     pub tls: Option<Spanned<ClientTls>>,
     /// SASL authentication (PLAIN or SCRAM).
     #[serde(default)]
+    #[schemars(with = "Option<KafkaSasl>")]
     pub sasl: Option<Spanned<KafkaSasl>>,
     /// Rejected: not supported yet.
     #[serde(default)]
+    #[schemars(with = "Option<Value>")]
     pub schema_registry: Option<Spanned<Value>>,
     /// Attempts and delays of the start-up check (broker reachable, topic present).
     #[serde(default)]
@@ -222,7 +238,7 @@ pub struct KafkaEvent {
 }
 
 /// A Kafka consumer group (Argo's `KafkaConsumerGroup`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KafkaConsumerGroup {
     /// Group id.
@@ -237,7 +253,7 @@ pub struct KafkaConsumerGroup {
 
 /// One watched Kubernetes resource (Argo's `ResourceEventSource`). Fields triggerd cannot
 /// honour are accepted by the parser only so the loader can reject them with a hint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResourceEvent {
     /// Namespace to watch; empty or absent: the agent's namespace. Another namespace must be
@@ -249,12 +265,15 @@ pub struct ResourceEvent {
     pub group: String,
     /// API version, e.g. `v1`. Required.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub version: Option<Spanned<String>>,
     /// The resource's plural name, e.g. `pods` or `configmaps`. Required.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub resource: Option<Spanned<String>>,
     /// Which changes become events: `ADD`, `UPDATE`, `DELETE`. Required.
     #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
     pub event_types: Option<Vec<Spanned<String>>>,
     /// Narrows the objects that produce events.
     #[serde(default)]
@@ -265,11 +284,12 @@ pub struct ResourceEvent {
     pub metadata: BTreeMap<String, String>,
     /// Rejected: a resource is watched in the cluster the agent is connected to.
     #[serde(default)]
+    #[schemars(with = "Option<Value>")]
     pub cluster: Option<Spanned<Value>>,
 }
 
 /// Argo's `ResourceFilter`, plus triggerd's `expression`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResourceFilter {
     /// Only objects whose name starts with this.
@@ -278,13 +298,16 @@ pub struct ResourceFilter {
     /// Label requirements, sent to the API server as a label selector. `in`/`notin` take
     /// comma-separated values.
     #[serde(default)]
+    #[schemars(with = "Vec<ResourceSelector>")]
     pub labels: Vec<Spanned<ResourceSelector>>,
     /// Field requirements checked on each object: `key` is a gjson path into the object,
     /// `value` a regular expression; operations `=`, `==` (match) and `!=` (no match).
     #[serde(default)]
+    #[schemars(with = "Vec<ResourceSelector>")]
     pub fields: Vec<Spanned<ResourceSelector>>,
     /// An RFC 3339 time: only objects created at or before it produce events.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub created_by: Option<Spanned<String>>,
     /// Only changes that happened after the source started (creation time for ADD, last
     /// update for UPDATE, deletion for DELETE).
@@ -293,11 +316,12 @@ pub struct ResourceFilter {
     /// Boolean expression over the top-level keys of the event data (triggerd only, as the
     /// other kinds' `filter.expression`).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub expression: Option<Spanned<String>>,
 }
 
 /// One requirement of a label or field filter (Argo's `Selector`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceSelector {
     /// Label key, or gjson path for a field.

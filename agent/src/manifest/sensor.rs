@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
@@ -10,7 +11,7 @@ use super::common::{Amount, ClientTls, IntOrString, KafkaSasl, NatsAuth, ScriptS
 use super::k8s::{ArgoWorkflowTrigger, K8sPolicy, K8sTrigger};
 
 /// `spec` of a Sensor.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SensorSpec {
     /// Events the sensor waits for.
@@ -38,7 +39,7 @@ pub struct SensorSpec {
 }
 
 /// One event the sensor depends on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Dependency {
     /// Name used in parameters and conditions.
@@ -52,6 +53,7 @@ pub struct Dependency {
     pub filters: Option<Filters>,
     /// How filter kinds combine: `and` (default) or `or`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub filters_logical_operator: Option<Spanned<String>>,
     /// Rewrites the event data before filtering.
     #[serde(default)]
@@ -59,37 +61,45 @@ pub struct Dependency {
 }
 
 /// Filters of a dependency.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Filters {
     /// Comparisons on data paths.
     #[serde(default)]
+    #[schemars(with = "Vec<DataFilter>")]
     pub data: Vec<Spanned<DataFilter>>,
     /// How data filters combine: `and` (default) or `or`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub data_logical_operator: Option<Spanned<String>>,
     /// Expressions over named fields of the data.
     #[serde(default)]
+    #[schemars(with = "Vec<ExprFilter>")]
     pub exprs: Vec<Spanned<ExprFilter>>,
     /// How expressions combine: `and` (default) or `or`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub expr_logical_operator: Option<Spanned<String>>,
     /// Expected context attributes.
     #[serde(default)]
+    #[schemars(with = "Option<ContextFilter>")]
     pub context: Option<Spanned<ContextFilter>>,
     /// Time-of-day window.
     #[serde(default)]
+    #[schemars(with = "Option<TimeFilter>")]
     pub time: Option<Spanned<TimeFilter>>,
     /// A Rhai predicate over `event` and `ctx`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub script: Option<Spanned<String>>,
     /// A file holding the Rhai predicate.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub script_file: Option<Spanned<String>>,
 }
 
 /// One data filter: the value at `path` compared with `value` (any entry matches).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct DataFilter {
     /// gjson path into the event data.
@@ -107,7 +117,7 @@ pub struct DataFilter {
 
 /// An expression (Rhai, accepting govaluate's `'strings'`, `=~`, `!~` and `in (a, b)`)
 /// over fields taken from the data by gjson path.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExprFilter {
     /// The boolean expression.
@@ -117,7 +127,7 @@ pub struct ExprFilter {
 }
 
 /// A named value taken from the event data.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PayloadField {
     /// gjson path.
@@ -127,7 +137,7 @@ pub struct PayloadField {
 }
 
 /// Expected context attributes; only the non-empty ones are compared, exactly.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ContextFilter {
     /// Event type (source kind).
@@ -154,7 +164,7 @@ pub struct ContextFilter {
 }
 
 /// A time-of-day window `[start, stop)`; it wraps past midnight when stop is before start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TimeFilter {
     /// `HH:MM:SS`, inclusive.
@@ -167,22 +177,25 @@ pub struct TimeFilter {
 }
 
 /// A rewrite of event data.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Transform {
     /// Rhai returning the new data.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub script: Option<Spanned<String>>,
     /// File holding that script.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub script_file: Option<Spanned<String>>,
     /// A jq program returning the new data (Argo's `transform.jq`).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub jq: Option<Spanned<String>>,
 }
 
 /// A trigger with its delivery settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Trigger {
     /// What to execute.
@@ -198,6 +211,7 @@ pub struct Trigger {
     pub retry_strategy: Option<Backoff>,
     /// At most this many executions (attempts included) per unit of time.
     #[serde(default)]
+    #[schemars(with = "Option<RateLimit>")]
     pub rate_limit: Option<Spanned<RateLimit>>,
     /// Argo's at-least-once switch; triggerd always retries, so it only documents intent.
     #[serde(default)]
@@ -208,13 +222,14 @@ pub struct Trigger {
 }
 
 /// The trigger itself: a name and exactly one type.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TriggerTemplate {
     /// Name, unique within the sensor.
     pub name: String,
     /// Which dependencies must have arrived: `a && (b || c)`; default all of them.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub conditions: Option<Spanned<String>>,
     /// When partially met conditions are forgotten.
     #[serde(default)]
@@ -249,15 +264,16 @@ pub struct TriggerTemplate {
 }
 
 /// When to forget dependencies that arrived but did not complete a condition.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConditionsReset {
     /// On a cron schedule.
+    #[schemars(with = "ConditionsResetByTime")]
     pub by_time: Spanned<ConditionsResetByTime>,
 }
 
 /// A cron schedule for resetting conditions.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionsResetByTime {
     /// Standard 5-field cron.
@@ -268,7 +284,7 @@ pub struct ConditionsResetByTime {
 }
 
 /// A trigger rate limit.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RateLimit {
     /// `Second` (default), `Minute` or `Hour`.
@@ -279,7 +295,7 @@ pub struct RateLimit {
 }
 
 /// An HTTP request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpTrigger {
     /// Target URL (older Argo manifests call it `serverURL`).
@@ -299,9 +315,11 @@ pub struct HttpTrigger {
     pub parameters: Vec<Parameter>,
     /// Rhai building the whole body from `events`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub payload_script: Option<Spanned<String>>,
     /// File holding that script.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub payload_script_file: Option<Spanned<String>>,
     /// Request timeout in seconds (default 60).
     #[serde(default)]
@@ -312,27 +330,32 @@ pub struct HttpTrigger {
 }
 
 /// An AWS Lambda invocation (Argo's `awsLambda`, plus `endpoint` and `payloadScript`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AwsLambdaTrigger {
     /// Function name, ARN or partial ARN.
     pub function_name: String,
     /// AWS region, e.g. `us-east-1`.
+    #[schemars(with = "String")]
     pub region: Spanned<String>,
     /// Access key id (with `secretKey`); without both, the default credential chain.
     #[serde(default)]
+    #[schemars(with = "Option<SecretRef>")]
     pub access_key: Option<Spanned<SecretRef>>,
     /// Secret access key (with `accessKey`).
     #[serde(default)]
+    #[schemars(with = "Option<SecretRef>")]
     pub secret_key: Option<Spanned<SecretRef>>,
     /// A role to assume through STS with the credentials above (or the default chain).
     #[serde(default, rename = "roleARN")]
     pub role_arn: Option<String>,
     /// `RequestResponse` (default), `Event` or `DryRun`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub invocation_type: Option<Spanned<String>>,
     /// Endpoint URL override for emulators such as moto or LocalStack (triggerd only).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub endpoint: Option<Spanned<String>>,
     /// Parameters building the JSON payload.
     #[serde(default)]
@@ -342,17 +365,20 @@ pub struct AwsLambdaTrigger {
     pub parameters: Vec<Parameter>,
     /// Rhai building the whole payload from `events`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub payload_script: Option<Spanned<String>>,
     /// File holding that script.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub payload_script_file: Option<Spanned<String>>,
 }
 
 /// Publishes the payload on a NATS subject (Argo's `NATSTrigger`, plus `jetStream`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NatsTrigger {
     /// Server URL(s), comma-separated (`nats://host:4222`; the scheme may be left out).
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
     /// Subject to publish on; parameters may change it.
     pub subject: String,
@@ -368,9 +394,11 @@ pub struct NatsTrigger {
     pub parameters: Vec<Parameter>,
     /// Rhai building the whole payload from `events`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub payload_script: Option<Spanned<String>>,
     /// File holding that script.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub payload_script_file: Option<Spanned<String>>,
     /// Credentials.
     #[serde(default)]
@@ -382,10 +410,11 @@ pub struct NatsTrigger {
 
 /// Writes the payload (JSON) as a record to a Kafka topic (Argo's `KafkaTrigger`, plus
 /// `timeout`). Fields triggerd cannot honour yet are parsed only to be rejected with a hint.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KafkaTrigger {
     /// Bootstrap servers, comma-separated `host:port`.
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
     /// Topic to write to; parameters may change it.
     pub topic: String,
@@ -397,16 +426,19 @@ pub struct KafkaTrigger {
     pub headers: BTreeMap<String, String>,
     /// Acknowledgements the broker waits for: -1 (all in-sync replicas, default), 1 or 0.
     #[serde(default)]
+    #[schemars(with = "Option<i64>")]
     pub required_acks: Option<Spanned<i64>>,
     /// Compress records (lz4).
     #[serde(default)]
     pub compress: bool,
     /// Batching delay in milliseconds (librdkafka's `linger.ms`).
     #[serde(default)]
+    #[schemars(with = "Option<i64>")]
     pub flush_frequency: Option<Spanned<i64>>,
     /// How long one attempt waits for the broker's acknowledgement (Go duration, default
     /// 10s; triggerd only).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
     /// Deprecated in Argo, where it is ignored too; records are partitioned by key.
     #[serde(default)]
@@ -422,26 +454,32 @@ pub struct KafkaTrigger {
     pub parameters: Vec<Parameter>,
     /// Rhai building the whole payload from `events`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub payload_script: Option<Spanned<String>>,
     /// File holding that script.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub payload_script_file: Option<Spanned<String>>,
     /// TLS towards the brokers (CA, client certificate and key as files).
     #[serde(default)]
+    #[schemars(with = "Option<ClientTls>")]
     pub tls: Option<Spanned<ClientTls>>,
     /// SASL authentication (PLAIN or SCRAM).
     #[serde(default)]
+    #[schemars(with = "Option<KafkaSasl>")]
     pub sasl: Option<Spanned<KafkaSasl>>,
     /// Rejected: not supported yet.
     #[serde(default)]
+    #[schemars(with = "Option<Value>")]
     pub schema_registry: Option<Spanned<Value>>,
     /// Rejected: use `headers`.
     #[serde(default)]
+    #[schemars(with = "Option<Value>")]
     pub secure_headers: Option<Spanned<Value>>,
 }
 
 /// Client TLS options.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsConfig {
     /// Skip certificate verification (never the default).
@@ -450,7 +488,7 @@ pub struct TlsConfig {
 }
 
 /// Writes the events to the agent's log.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LogTrigger {
     /// Argo's minimum interval between log lines; accepted, not enforced.
@@ -459,7 +497,7 @@ pub struct LogTrigger {
 }
 
 /// A parameter: a value from an event (or a script) written to `dest`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Parameter {
     /// Where the value comes from.
@@ -472,7 +510,7 @@ pub struct Parameter {
 }
 
 /// Source of a parameter value.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ParameterSource {
     /// Dependency whose event is read.
@@ -492,14 +530,16 @@ pub struct ParameterSource {
     pub use_raw_data: Option<bool>,
     /// Rhai returning the value.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub script: Option<Spanned<String>>,
     /// File holding that script.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub script_file: Option<Spanned<String>>,
 }
 
 /// How the response of a trigger is judged.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Policy {
     /// Status codes that count as success.
@@ -507,9 +547,11 @@ pub struct Policy {
     pub status: Option<StatusPolicy>,
     /// Rhai policy script.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub script: Option<Spanned<String>>,
     /// File holding that script.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub script_file: Option<Spanned<String>>,
     /// Kubernetes triggers: labels the live object must get.
     #[serde(default)]
@@ -517,11 +559,12 @@ pub struct Policy {
     /// Kubernetes triggers: how long a script returning "wait" may keep waiting for the
     /// live object to change (Go duration, default 10m).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub timeout: Option<Spanned<String>>,
 }
 
 /// Allowed HTTP status codes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusPolicy {
     /// Codes that mean success.
@@ -529,7 +572,7 @@ pub struct StatusPolicy {
 }
 
 /// Argo's `retryStrategy` (Kubernetes wait.Backoff fields). `steps` is the total number of attempts.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// First delay: a Go duration string (`"10ms"`, `"1s"`) or nanoseconds as a number.

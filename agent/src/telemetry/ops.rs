@@ -9,21 +9,33 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
 
-/// Whether the agent is ready to take events (bus up, every source listening).
-#[derive(Debug, Default)]
+/// Whether the agent is ready to take events (bus up, every source listening); changes of
+/// the sources' state can be awaited (cluster mode writes object status when a plan starts
+/// serving).
+#[derive(Debug)]
 pub struct Readiness {
-    started: AtomicBool,
+    started: watch::Sender<bool>,
     bus_down: AtomicBool,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            started: watch::channel(false).0,
+            bus_down: AtomicBool::new(false),
+        }
+    }
 }
 
 impl Readiness {
     /// Marks the agent's sources started (or stopped).
     pub fn set(&self, ready: bool) {
-        self.started.store(ready, Ordering::SeqCst);
+        self.started.send_replace(ready);
     }
 
     /// Records whether the bus connection is up (a JetStream bus that lost its server
@@ -34,7 +46,12 @@ impl Readiness {
 
     /// Whether the agent is ready.
     pub fn is_ready(&self) -> bool {
-        self.started.load(Ordering::SeqCst) && !self.bus_down.load(Ordering::SeqCst)
+        *self.started.borrow() && !self.bus_down.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that sees every change of the sources' state ([`Self::set`]).
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.started.subscribe()
     }
 }
 

@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 
+use super::rbac;
 use super::resource::ResourceType;
 use super::status::ApiError;
+use super::store::Store;
 
 /// A failure the server answers instead of handling the next matching requests.
 #[derive(Debug, Clone)]
@@ -73,6 +75,12 @@ pub(crate) enum Caller {
         name: String,
         namespaces: Vec<String>,
     },
+    /// A ServiceAccount token (TokenRequest): RBAC Roles and RoleBindings decide.
+    ServiceAccount {
+        user: String,
+        namespace: String,
+        name: String,
+    },
 }
 
 impl Caller {
@@ -81,6 +89,7 @@ impl Caller {
         match self {
             Caller::Admin => "admin",
             Caller::User { name, .. } => name,
+            Caller::ServiceAccount { user, .. } => user,
         }
     }
 }
@@ -96,20 +105,29 @@ pub(crate) struct Access<'a> {
 
 impl Caller {
     /// Admin may do anything; a user may do anything in its namespaces and GET those
-    /// namespaces' objects. Denials read like RBAC's.
-    pub fn authorize(&self, access: &Access<'_>) -> Result<(), ApiError> {
-        let Caller::User { name, namespaces } = self else {
-            return Ok(());
-        };
-        let own = |ns: &str| namespaces.iter().any(|n| n == ns);
-        let allowed = if access.rt.namespaced {
-            access.namespace.is_some_and(own)
-        } else {
-            access.rt.group.is_empty()
-                && access.rt.plural == "namespaces"
-                && access.verb == "get"
-                && access.subresource.is_none()
-                && access.name.is_some_and(own)
+    /// namespaces' objects; a ServiceAccount what its namespace's Roles grant it (see
+    /// `rbac`). Denials read like RBAC's.
+    pub fn authorize(&self, access: &Access<'_>, store: &Store) -> Result<(), ApiError> {
+        let (name, allowed) = match self {
+            Caller::Admin => return Ok(()),
+            Caller::User { name, namespaces } => {
+                let own = |ns: &str| namespaces.iter().any(|n| n == ns);
+                let allowed = if access.rt.namespaced {
+                    access.namespace.is_some_and(own)
+                } else {
+                    access.rt.group.is_empty()
+                        && access.rt.plural == "namespaces"
+                        && access.verb == "get"
+                        && access.subresource.is_none()
+                        && access.name.is_some_and(own)
+                };
+                (name, allowed)
+            }
+            Caller::ServiceAccount {
+                user,
+                namespace,
+                name,
+            } => (user, rbac::allows(store, namespace, name, access)),
         };
         if allowed {
             return Ok(());

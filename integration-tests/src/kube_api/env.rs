@@ -31,12 +31,13 @@ pub const KUBECONFIG_ENV: &str = "TRIGGERD_TEST_KUBECONFIG";
 /// `kubectl delete crd,namespace -l app.kubernetes.io/managed-by=triggerd-tests`.
 pub const CRD_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "triggerd-tests");
 
-/// The agent's identity: ServiceAccount, Role and RoleBinding `triggerd` from `manifests/rbac/`.
+/// The agent's identity: ServiceAccount, Role and RoleBinding `triggerd` from the deployment
+/// base, `manifests/deploy/base/`.
 const AGENT_SA: &str = "triggerd";
 const RBAC_MANIFESTS: [&str; 3] = [
-    "manifests/rbac/serviceaccount.yaml",
-    "manifests/rbac/role.yaml",
-    "manifests/rbac/rolebinding.yaml",
+    "manifests/deploy/base/serviceaccount.yaml",
+    "manifests/deploy/base/role.yaml",
+    "manifests/deploy/base/rolebinding.yaml",
 ];
 
 /// How long a CRD may take to become Established on a real cluster.
@@ -172,9 +173,9 @@ impl KubeEnv {
 
     /// Writes a kubeconfig for the agent under test and returns its path (in the env's temp
     /// dir). Its identity is ServiceAccount `triggerd` of [`KubeEnv::namespace`], set up from
-    /// `manifests/rbac/` (ServiceAccount, least-privilege Role, RoleBinding), with a token
-    /// from the TokenRequest API; the context's namespace is the test's namespace. On a real
-    /// cluster the Role's rules apply; the test server only limits it to the namespace.
+    /// `manifests/deploy/base/` (ServiceAccount, least-privilege Role, RoleBinding), with a
+    /// token from the TokenRequest API; the context's namespace is the test's namespace. The
+    /// Role's rules apply, on a real cluster and on the test server alike.
     pub async fn agent_kubeconfig(&self) -> PathBuf {
         for manifest in RBAC_MANIFESTS {
             self.apply_manifest(manifest).await;

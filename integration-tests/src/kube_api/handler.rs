@@ -147,15 +147,16 @@ fn serve(
         Target::Group(group) => discovery::group(types, &group),
         Target::Resources { group, version } => discovery::resources(types, &group, &version),
         Target::Resource(r) => {
-            drop(store);
             let verb = verb.ok_or_else(|| ApiError::method_not_allowed(req.method.as_str()))?;
-            caller.authorize(&Access {
+            let access = Access {
                 verb,
                 rt: &r.rt,
                 namespace: r.namespace.as_deref(),
                 name: r.name.as_deref(),
                 subresource: r.subresource.as_deref(),
-            })?;
+            };
+            caller.authorize(&access, &store)?;
+            drop(store);
             return resource(shared, req, &r, verb);
         }
     };
@@ -266,7 +267,7 @@ fn resource(
 }
 
 /// `POST .../serviceaccounts/{name}/token`: mints a token for the ServiceAccount, which then
-/// acts as `system:serviceaccount:<namespace>:<name>`, allowed in its namespace only.
+/// acts as `system:serviceaccount:<namespace>:<name>`, with what RBAC grants it there.
 fn token_request(
     shared: &Arc<Shared>,
     req: &Request<'_>,
@@ -283,9 +284,10 @@ fn token_request(
     let token = format!("sa-{}", uuid::Uuid::new_v4().simple());
     shared.control().users.insert(
         token.clone(),
-        Caller::User {
-            name: format!("system:serviceaccount:{ns}:{name}"),
-            namespaces: vec![ns.to_owned()],
+        Caller::ServiceAccount {
+            user: format!("system:serviceaccount:{ns}:{name}"),
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
         },
     );
     let expires = chrono::Utc::now() + chrono::Duration::seconds(seconds);

@@ -21,13 +21,17 @@
 //!   are ADDED/DELETED).
 //! - Bearer-token users limited to namespaces (403 with RBAC's message), 401 without one,
 //!   injected failures and a request log.
+//! - ServiceAccount tokens (TokenRequest) authorized by RBAC: the namespace's Roles and
+//!   RoleBindings, rule by rule (verbs, API groups, resources and subresources,
+//!   resourceNames, `*`), denied with the real 403 Forbidden Status (see `rbac`).
 //!
 //! # What it does not
 //! Managed fields and apply conflicts (apply merges; see `patch`), finalizers and graceful
 //! deletion (DELETE removes at once; deleting a namespace is immediate), defaulting and
 //! schema validation (objects are stored as sent), conversion between CRD versions (only
-//! `apiVersion` changes), RBAC rules (a user may do every verb on every resource of its
-//! namespaces), field selectors beyond `metadata.name`/`metadata.namespace`, the
+//! `apiVersion` changes), ClusterRoles and ClusterRoleBindings (a ServiceAccount gets only
+//! what Roles of the request's namespace grant; other users every verb on every resource of
+//! their namespaces), field selectors beyond `metadata.name`/`metadata.namespace`, the
 //! TokenRequest API, aggregated discovery, protobuf, TLS.
 
 mod control;
@@ -37,6 +41,7 @@ mod handler;
 mod kubeconfig;
 mod objects;
 mod patch;
+mod rbac;
 mod resource;
 mod route;
 mod selector;

@@ -139,7 +139,7 @@ pub(crate) fn builtins() -> Vec<ResourceType> {
             true,
             false,
         ),
-        // Stored only: the server does not evaluate RBAC rules (see `Caller::authorize`).
+        // Evaluated for ServiceAccount callers (see `rbac`).
         ResourceType::builtin(
             "rbac.authorization.k8s.io",
             "v1",
