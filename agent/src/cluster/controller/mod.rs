@@ -15,7 +15,8 @@
 //! says whether it compiled and runs, naming field, line and column of each error, and
 //! counts its triggers' outcomes; failed executions are also recorded as Warning Events on
 //! their Sensor. With several replicas, a Lease (`leader`) picks the one that runs singleton
-//! sources (calendars) and writes status.
+//! sources (calendars, resource watches, core NATS subscriptions without a queue group) and
+//! writes status.
 
 mod compile;
 
@@ -42,7 +43,7 @@ use super::Cluster;
 use crate::agent::{run_plan, AgentOptions, Shared};
 use crate::manifest::API_VERSION;
 use crate::script::Limits;
-use crate::source::{SourceKind, SourceSpec};
+use crate::source::SourceSpec;
 use crate::telemetry::{OutcomeLabels, Readiness};
 use compile::{
     compile, describe, is_script_error, CompileSettings, Compiled, Group, Key, Kind, Object,
@@ -71,7 +72,7 @@ pub struct ControllerOptions {
     /// How long to wait before starting a plan again after it failed to start.
     pub retry_delay: Duration,
     /// With several replicas: the Lease that picks the one running singleton sources
-    /// (calendars) and writing status. `None`: this replica does both.
+    /// (see [`SourceSpec::is_singleton`]) and writing status. `None`: this replica does both.
     pub leader: Option<LeaderOptions>,
 }
 
@@ -82,7 +83,7 @@ struct Running {
     stop: CancellationToken,
     handle: JoinHandle<()>,
     state: PlanState,
-    /// The group has singleton sources (calendars)...
+    /// The group has singleton sources (see [`SourceSpec::is_singleton`])...
     has_singletons: bool,
     /// ...and they were started (this replica led when the group started).
     singletons_on: bool,
@@ -434,12 +435,11 @@ impl Controller {
     }
 
     /// Starts a group's plan with its own readiness; metrics and the API connection are
-    /// shared. Unless this replica leads, singleton sources (calendars) are held back.
+    /// shared. Unless this replica leads, singleton sources are held back.
     fn start_group(&mut self, mut group: Group) {
-        let is_singleton = |s: &SourceSpec| matches!(s.kind, SourceKind::Calendar(_));
-        let has_singletons = group.plan.sources.iter().any(is_singleton);
+        let has_singletons = group.plan.sources.iter().any(SourceSpec::is_singleton);
         if !self.leader {
-            group.plan.sources.retain(|s| !is_singleton(s));
+            group.plan.sources.retain(|s| !s.is_singleton());
         }
         let id = self.plans_started;
         self.plans_started += 1;
