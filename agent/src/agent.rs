@@ -151,6 +151,12 @@ pub async fn run_plan(
     // Cancelled once the sources stopped: JetStream consumers then stop fetching (the
     // embedded queues close by themselves when the last source drops its bus handle).
     let consume_stop = CancellationToken::new();
+    // A start that fails part-way stops the sensors already running.
+    let failed = |e: anyhow::Error| {
+        consume_stop.cancel();
+        abort.cancel();
+        Err(e)
+    };
     let (bus, sensor_tasks) = match start_sensors(
         &plan,
         jetstream.as_ref(),
@@ -161,11 +167,7 @@ pub async fn run_plan(
     .await
     {
         Ok(started) => started,
-        Err(e) => {
-            consume_stop.cancel();
-            abort.cancel();
-            return Err(e);
-        }
+        Err(e) => return failed(e),
     };
     let source_ctx = SourceContext {
         bus,
@@ -207,11 +209,7 @@ pub async fn run_plan(
     drop(source_ctx);
     let sources = match started {
         Ok(s) => s,
-        Err(e) => {
-            consume_stop.cancel();
-            abort.cancel();
-            return Err(e);
-        }
+        Err(e) => return failed(e),
     };
     shared.ready.set(true);
     if reloaded {

@@ -21,8 +21,8 @@ pub(crate) type DedupLock = std::sync::Mutex<Dedup>;
 /// One piece of unfinished work on a bus message; finish it with [`Pending::done`].
 #[derive(Debug)]
 pub struct Pending {
+    /// `None` once this piece is finished (or for messages with nothing to acknowledge).
     tracked: Option<Arc<Tracked>>,
-    finished: bool,
 }
 
 /// Where a finished message's id is remembered, so a redelivery of it is recognised.
@@ -45,10 +45,7 @@ struct Tracked {
 impl Pending {
     /// Nothing to acknowledge (the embedded bus, offline tests).
     pub fn none() -> Self {
-        Self {
-            tracked: None,
-            finished: false,
-        }
+        Self { tracked: None }
     }
 
     /// The obligation of a JetStream message, sending "in progress" every half `ack_wait`
@@ -82,7 +79,6 @@ impl Pending {
         });
         Self {
             tracked: Some(tracked),
-            finished: false,
         }
     }
 
@@ -93,20 +89,14 @@ impl Pending {
         }
         Pending {
             tracked: self.tracked.clone(),
-            finished: false,
         }
     }
 
     /// Finishes this piece; the last one acknowledges the message (unless a piece was
     /// abandoned, or one asked for redelivery).
     pub async fn done(mut self) {
-        self.finished = true;
         let Some(t) = self.tracked.take() else { return };
-        if t.remaining.fetch_sub(1, Ordering::SeqCst) != 1 {
-            return;
-        }
-        t.progress.cancel();
-        if t.abandoned.load(Ordering::SeqCst) {
+        if !t.release(false) || t.abandoned.load(Ordering::SeqCst) {
             return;
         }
         if let Some(c) = &t.completed {
@@ -122,28 +112,35 @@ impl Pending {
     /// Gives the message back for redelivery after `delay` (work that cannot finish now,
     /// e.g. the condition store is unreachable); the other pieces no longer acknowledge it.
     pub async fn retry_later(mut self, delay: Duration) {
-        self.finished = true;
         let Some(t) = self.tracked.take() else { return };
-        t.abandoned.store(true, Ordering::SeqCst);
-        if t.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            t.progress.cancel();
-        }
+        t.release(true);
         if let Err(e) = t.message.ack_with(AckKind::Nak(Some(delay))).await {
             tracing::warn!(error = %e, "negative acknowledgement failed; the event will be delivered again after the ack wait");
         }
     }
 }
 
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
+impl Tracked {
+    /// Ends one piece of work (`abandon`: unfinished, so the message must not be
+    /// acknowledged); whether it was the last one, which also stops the progress beats.
+    fn release(&self, abandon: bool) -> bool {
+        if abandon {
+            self.abandoned.store(true, Ordering::SeqCst);
         }
+        let last = self.remaining.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last {
+            self.progress.cancel();
+        }
+        last
+    }
+}
+
+impl Drop for Pending {
+    /// A piece dropped without [`Pending::done`] (cancelled work, a panic) was not
+    /// finished: the message is left for redelivery.
+    fn drop(&mut self) {
         if let Some(t) = self.tracked.take() {
-            t.abandoned.store(true, Ordering::SeqCst);
-            if t.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-                t.progress.cancel();
-            }
+            t.release(true);
         }
     }
 }

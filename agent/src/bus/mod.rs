@@ -66,7 +66,7 @@ impl Bus {
     pub async fn offer(&self, event: Event) -> Result<Published, PublishError> {
         match self {
             Bus::Embedded(b) => b.try_publish(event),
-            Bus::JetStream(p) => p.publish(event).await,
+            Bus::JetStream(p) => p.publish(&event).await,
         }
     }
 

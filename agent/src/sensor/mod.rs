@@ -7,6 +7,7 @@ mod fired;
 mod jq;
 mod transform;
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -452,21 +453,9 @@ impl CompiledSensor {
             let outcome = deliver(&delivery, &trigger, &fired).await;
             match (outcome, durable) {
                 (Final::DeadLettered { reason }, Some(d)) => {
-                    let record = DeadLetterRecord {
-                        sensor: trigger.sensor.clone(),
-                        trigger: trigger.name.clone(),
-                        error: reason,
-                        time: chrono::Utc::now(),
-                        replica: d.replica.clone(),
-                        events: fired.by_dependency.clone(),
-                    };
-                    match d.dead_letters.record(&record).await {
-                        Ok(()) => ack.done().await,
-                        Err(e) => {
-                            tracing::error!(sensor = %trigger.sensor, trigger = %trigger.name, error = %e, "dead letter not stored; the event will be delivered again");
-                            ack.retry_later(REDELIVER_AFTER).await;
-                        }
-                    }
+                    let events = fired.by_dependency.clone();
+                    store_dead_letter(&d, &trigger.sensor, &trigger.name, reason, events, ack)
+                        .await;
                 }
                 _ => ack.done().await,
             }
@@ -488,24 +477,17 @@ impl CompiledSensor {
             .find(|t| t.trigger.name == replay.trigger)
         else {
             tracing::error!(sensor = %self.name, trigger = %replay.trigger, "replayed dead letter names a trigger this sensor no longer has; keeping it as a dead letter");
-            if let Some(d) = &ctx.durable {
-                let record = DeadLetterRecord {
-                    sensor: self.name.clone(),
-                    trigger: replay.trigger.clone(),
-                    error: format!(
-                        "replay: sensor {:?} has no trigger {:?}",
-                        self.name, replay.trigger
-                    ),
-                    time: chrono::Utc::now(),
-                    replica: d.replica.clone(),
-                    events: replay.events,
-                };
-                if d.dead_letters.record(&record).await.is_err() {
-                    ack.retry_later(REDELIVER_AFTER).await;
-                    return;
+            let error = format!(
+                "replay: sensor {:?} has no trigger {:?}",
+                self.name, replay.trigger
+            );
+            match &ctx.durable {
+                Some(d) => {
+                    store_dead_letter(d, &self.name, &replay.trigger, error, replay.events, ack)
+                        .await
                 }
+                None => ack.done().await,
             }
-            ack.done().await;
             return;
         };
         tracing::info!(sensor = %self.name, trigger = %replay.trigger, "replaying a dead letter");
@@ -580,6 +562,33 @@ impl CompiledSensor {
             Some(e) => {
                 tracing::info!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "event filtered out: filter could not be evaluated")
             }
+        }
+    }
+}
+
+/// Stores a dead letter, then finishes `ack`; a dead letter that cannot be stored hands the
+/// message back for redelivery instead, so the failure is not lost.
+async fn store_dead_letter(
+    durable: &Durable,
+    sensor: &str,
+    trigger: &str,
+    error: String,
+    events: BTreeMap<String, Arc<Event>>,
+    ack: Pending,
+) {
+    let record = DeadLetterRecord {
+        sensor: sensor.to_owned(),
+        trigger: trigger.to_owned(),
+        error,
+        time: chrono::Utc::now(),
+        replica: durable.replica.clone(),
+        events,
+    };
+    match durable.dead_letters.record(&record).await {
+        Ok(()) => ack.done().await,
+        Err(e) => {
+            tracing::error!(sensor, trigger, error = %e, "dead letter not stored; the event will be delivered again");
+            ack.retry_later(REDELIVER_AFTER).await;
         }
     }
 }

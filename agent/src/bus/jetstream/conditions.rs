@@ -17,7 +17,7 @@ use crate::sensor::Condition;
 const CAS_ATTEMPTS: usize = 20;
 
 /// The latest accepted event of each dependency (by index), as stored.
-pub type StoredState = Vec<Option<Arc<Event>>>;
+type StoredState = Vec<Option<Arc<Event>>>;
 
 /// The bucket of partial condition state.
 #[derive(Debug, Clone)]

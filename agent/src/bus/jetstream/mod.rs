@@ -27,13 +27,13 @@ use async_nats::jetstream::Context;
 use async_nats::Client;
 use thiserror::Error;
 
-pub use conditions::{ConditionStore, StoredState};
+pub use conditions::ConditionStore;
 pub use consumer::SensorConsumer;
 pub use dlq::{DeadLetterEntry, DeadLetterRecord, DeadLetters};
 pub use lease::Lease;
 pub use names::{token, Names};
 pub use publisher::Publisher;
-pub use wire::{decode, encode, DecodeError, WireEvent};
+pub use wire::{DecodeError, WireEvent};
 
 /// Dead letters are kept this long.
 const DLQ_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);

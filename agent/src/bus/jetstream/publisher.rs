@@ -49,11 +49,7 @@ impl Publisher {
 
     /// Publishes `event` to every subscribed sensor and waits for the server's
     /// acknowledgements; refused at once when the connection is down.
-    pub async fn publish(&self, event: Event) -> Result<Published, PublishError> {
-        self.publish_ref(&event).await
-    }
-
-    async fn publish_ref(&self, event: &Event) -> Result<Published, PublishError> {
+    pub async fn publish(&self, event: &Event) -> Result<Published, PublishError> {
         let Some(targets) = self
             .routes
             .get(&(event.source.clone(), event.subject.clone()))
@@ -97,7 +93,7 @@ impl Publisher {
         let mut delay = RETRY_FIRST;
         let mut warned = false;
         loop {
-            match self.publish_ref(&event).await {
+            match self.publish(&event).await {
                 Err(PublishError::Closed) => return Err(PublishError::Closed),
                 Err(e) => {
                     if !warned {
