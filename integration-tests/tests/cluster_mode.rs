@@ -72,6 +72,20 @@ async fn create(api: &Api<DynamicObject>, obj: &DynamicObject) {
         .unwrap_or_else(|e| panic!("create {:?}: {e}", obj.metadata.name));
 }
 
+/// Creates EventSource `hooks` with webhook event `push` on `port` at `/push`.
+async fn create_hooks(env: &KubeEnv, port: u16) {
+    create(
+        &event_sources(env),
+        &object("EventSource", "hooks", webhook_source(port, "/push")),
+    )
+    .await;
+}
+
+/// Creates Sensor `name` with `spec`.
+async fn create_sensor(env: &KubeEnv, name: &str, spec: Value) {
+    create(&sensors(env), &object("Sensor", name, spec)).await;
+}
+
 fn webhook_source(port: u16, endpoint: &str) -> Value {
     json!({"webhook": {"push": {"port": port.to_string(), "endpoint": endpoint, "method": "POST"}}})
 }
@@ -147,18 +161,11 @@ async fn objects_run_reload_on_edit_and_go_away_on_delete() {
     let (env, agent, _) = start().await;
     let sink = Sink::start().await;
     let port = free_port();
-    create(
-        &event_sources(&env),
-        &object("EventSource", "hooks", webhook_source(port, "/push")),
-    )
-    .await;
-    create(
-        &sensors(&env),
-        &object(
-            "Sensor",
-            "forward",
-            forwarding_sensor("event.body.kind == \"a\"", &sink.url("/hit")),
-        ),
+    create_hooks(&env, port).await;
+    create_sensor(
+        &env,
+        "forward",
+        forwarding_sensor("event.body.kind == \"a\"", &sink.url("/hit")),
     )
     .await;
     wait_ready(&event_sources(&env), "hooks").await;
@@ -256,29 +263,14 @@ async fn a_script_error_marks_its_object_and_the_others_keep_working() {
     let (env, agent, _) = start().await;
     let sink = Sink::start().await;
     let port = free_port();
-    create(
-        &event_sources(&env),
-        &object("EventSource", "hooks", webhook_source(port, "/push")),
+    create_hooks(&env, port).await;
+    create_sensor(
+        &env,
+        "broken",
+        forwarding_sensor("let x = ;\nx", &sink.url("/broken")),
     )
     .await;
-    create(
-        &sensors(&env),
-        &object(
-            "Sensor",
-            "broken",
-            forwarding_sensor("let x = ;\nx", &sink.url("/broken")),
-        ),
-    )
-    .await;
-    create(
-        &sensors(&env),
-        &object(
-            "Sensor",
-            "good",
-            forwarding_sensor("true", &sink.url("/good")),
-        ),
-    )
-    .await;
+    create_sensor(&env, "good", forwarding_sensor("true", &sink.url("/good"))).await;
 
     let broken = wait_for(&sensors(&env), "broken", "Ready=False", |o| {
         condition(o, "Ready").is_some_and(|c| c["status"] == "False")
@@ -369,15 +361,7 @@ async fn the_deploy_role_allows_the_examples_and_refuses_the_rest() {
         kube::Error::Api(s) => (s.code, s.reason, s.message),
         other => panic!("expected a 403 Status, got {other}"),
     };
-    create(
-        &sensors(&env),
-        &object(
-            "Sensor",
-            "s",
-            forwarding_sensor("true", "http://127.0.0.1:9/"),
-        ),
-    )
-    .await;
+    create_sensor(&env, "s", forwarding_sensor("true", "http://127.0.0.1:9/")).await;
     let (code, reason, message) = refused(
         own_sensors
             .delete("s", &DeleteParams::default())
@@ -402,11 +386,7 @@ async fn the_deploy_role_allows_the_examples_and_refuses_the_rest() {
 
     // The agent itself: a k8s trigger creating a Secret is refused and dead-lettered.
     let port = free_port();
-    create(
-        &event_sources(&env),
-        &object("EventSource", "hooks", webhook_source(port, "/push")),
-    )
-    .await;
+    create_hooks(&env, port).await;
     let sensor = json!({
         "dependencies": [{"name": "push", "eventSourceName": "hooks", "eventName": "push"}],
         "triggers": [{
@@ -417,7 +397,7 @@ async fn the_deploy_role_allows_the_examples_and_refuses_the_rest() {
             "retryStrategy": {"steps": 1},
         }],
     });
-    create(&sensors(&env), &object("Sensor", "secret-maker", sensor)).await;
+    create_sensor(&env, "secret-maker", sensor).await;
     wait_ready(&sensors(&env), "secret-maker").await;
     agent
         .post_event(&agent.webhook_url(port, "/push"), &json!({}))
@@ -487,18 +467,11 @@ async fn an_edit_restarts_only_the_objects_it_touches() {
     let (env, agent, _) = start().await;
     let sink = Sink::start().await;
     let (port, pair_port) = (free_port(), free_port());
-    create(
-        &event_sources(&env),
-        &object("EventSource", "hooks", webhook_source(port, "/push")),
-    )
-    .await;
-    create(
-        &sensors(&env),
-        &object(
-            "Sensor",
-            "forward",
-            forwarding_sensor("true", &sink.url("/forward")),
-        ),
+    create_hooks(&env, port).await;
+    create_sensor(
+        &env,
+        "forward",
+        forwarding_sensor("true", &sink.url("/forward")),
     )
     .await;
     let pair_source = json!({"webhook": {
@@ -521,7 +494,7 @@ async fn an_edit_restarts_only_the_objects_it_touches() {
             "retryStrategy": {"steps": 1},
         }],
     });
-    create(&sensors(&env), &object("Sensor", "pair", pair)).await;
+    create_sensor(&env, "pair", pair).await;
     wait_ready(&sensors(&env), "forward").await;
     wait_ready(&sensors(&env), "pair").await;
 
@@ -601,7 +574,7 @@ async fn replicas_run_the_calendar_on_the_leader_only() {
         "dependencies": [{"name": "tick", "eventSourceName": "ticks", "eventName": "tick"}],
         "triggers": [{"template": {"name": "log", "log": {}}}],
     });
-    create(&sensors(&env), &object("Sensor", "count", sensor)).await;
+    create_sensor(&env, "count", sensor).await;
 
     let deadline = tokio::time::Instant::now() + STATUS_TIMEOUT;
     let leader = loop {
@@ -668,14 +641,10 @@ async fn scripts_in_a_configmap_are_script_files_and_reload_when_changed() {
         .create(&PostParams::default(), &scripts("a"))
         .await
         .expect("create the script ConfigMap");
-    create(
-        &event_sources(&env),
-        &object("EventSource", "hooks", webhook_source(port, "/push")),
-    )
-    .await;
+    create_hooks(&env, port).await;
     let mut sensor = forwarding_sensor("", &sink.url("/hit"));
     sensor["dependencies"][0]["filters"] = json!({"scriptFile": "wanted.rhai"});
-    create(&sensors(&env), &object("Sensor", "forward", sensor)).await;
+    create_sensor(&env, "forward", sensor).await;
     wait_ready(&sensors(&env), "forward").await;
     let url = agent.webhook_url(port, "/push");
     agent.post_event(&url, &json!({"kind": "b"})).await;
