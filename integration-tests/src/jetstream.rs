@@ -36,6 +36,22 @@ pub fn jetstream_bus_args(nats_url: &str, namespace: &str) -> Vec<String> {
     .to_vec()
 }
 
+/// An agent on `server`'s JetStream bus for `namespace`, running EventSource `hooks`
+/// (webhook event `push` on `port` at `/push`) and Sensor `sensor`, which forwards each
+/// event to `sink_url` (see [`crate::forward_sensor`]). Add arguments and start it.
+pub fn forwarding_agent(
+    server: &NatsServer,
+    namespace: &str,
+    sensor: &str,
+    port: u16,
+    sink_url: &str,
+) -> crate::AgentBuilder {
+    crate::Agent::builder()
+        .manifest(crate::webhook_source("hooks", "push", port, "/push"))
+        .manifest(crate::forward_sensor(sensor, "hooks", "push", sink_url))
+        .args(jetstream_bus_args(&server.url(), namespace))
+}
+
 /// The events stream of `namespace`.
 pub fn events_stream(namespace: &str) -> String {
     format!("triggerd-{namespace}-events")

@@ -38,7 +38,9 @@ mod tls_proxy;
 pub use agent::{Agent, AgentBuilder};
 pub use binary::{triggerd_bin, workspace_root};
 pub use cli::{run_cli, run_failing_to_start, CliOutput};
-pub use jetstream::{conditions_bucket, events_stream, jetstream_bus_args, JetStreamProbe};
+pub use jetstream::{
+    conditions_bucket, events_stream, forwarding_agent, jetstream_bus_args, JetStreamProbe,
+};
 pub use kafka::{tansu_binary, Record, Tansu, TansuSecurity};
 pub use kube_api::{FaultSpec, KubeEnv, RecordedRequest, TestApiServer, CRD_LABEL, KUBECONFIG_ENV};
 pub use load::{Load, LoadReport};

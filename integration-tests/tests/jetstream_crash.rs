@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use integration_tests::{
-    forward_sensor, free_port, jetstream_bus_args, webhook_source, Agent, JetStreamProbe, Load,
+    forward_sensor, forwarding_agent, free_port, webhook_source, Agent, JetStreamProbe, Load,
     NatsServer, TallySink,
 };
 use serde_json::json;
@@ -37,10 +37,7 @@ async fn sigkilled_agent_loses_no_accepted_event_and_duplicates_stay_within_the_
     let server = NatsServer::start();
     let sink = TallySink::start(usize::try_from(EVENTS).expect("fits")).await;
     let port = free_port();
-    let agent = Agent::builder()
-        .manifest(webhook_source("hooks", "push", port, "/push"))
-        .manifest(forward_sensor(SENSOR, "hooks", "push", &sink.url("/n")))
-        .args(jetstream_bus_args(&server.url(), NAMESPACE))
+    let agent = forwarding_agent(&server, NAMESPACE, SENSOR, port, &sink.url("/n"))
         .start()
         .await;
     let probe = JetStreamProbe::connect(&server, NAMESPACE).await;

@@ -5,8 +5,7 @@
 use std::collections::BTreeSet;
 
 use integration_tests::{
-    forward_sensor, free_port, jetstream_bus_args, webhook_source, Agent, JetStreamProbe,
-    NatsServer, Sink, DELIVERY_TIMEOUT,
+    forwarding_agent, free_port, JetStreamProbe, NatsServer, Sink, DELIVERY_TIMEOUT,
 };
 use serde_json::{json, Value};
 
@@ -22,10 +21,7 @@ async fn a_full_stream_refuses_new_events_and_keeps_the_accepted_ones() {
     let server = NatsServer::start();
     let sink = Sink::start().await;
     let port = free_port();
-    let agent = Agent::builder()
-        .manifest(webhook_source("hooks", "push", port, "/push"))
-        .manifest(forward_sensor(SENSOR, "hooks", "push", &sink.url("/held")))
-        .args(jetstream_bus_args(&server.url(), NAMESPACE))
+    let agent = forwarding_agent(&server, NAMESPACE, SENSOR, port, &sink.url("/held"))
         .args(["--jetstream-max-bytes", MAX_BYTES])
         .start()
         .await;

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use integration_tests::{
-    forward_sensor, free_port, jetstream_bus_args, webhook_source, Agent, JetStreamProbe, Load,
-    NatsServer, TallySink,
+    forwarding_agent, free_port, Agent, JetStreamProbe, Load, NatsServer, TallySink,
 };
 use serde_json::json;
 use tokio::time::Instant;
@@ -41,10 +40,7 @@ async fn webhook_answers_503_while_nats_is_down_and_nothing_accepted_is_lost() {
     let mut server = NatsServer::start();
     let sink = TallySink::start(usize::try_from(EVENTS).expect("fits")).await;
     let port = free_port();
-    let agent = Agent::builder()
-        .manifest(webhook_source("hooks", "push", port, "/push"))
-        .manifest(forward_sensor(SENSOR, "hooks", "push", &sink.url("/n")))
-        .args(jetstream_bus_args(&server.url(), NAMESPACE))
+    let agent = forwarding_agent(&server, NAMESPACE, SENSOR, port, &sink.url("/n"))
         .start()
         .await;
     let url = agent.webhook_url(port, "/push");

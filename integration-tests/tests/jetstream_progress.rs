@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use integration_tests::{
-    forward_sensor, free_port, jetstream_bus_args, webhook_source, Agent, JetStreamProbe,
-    NatsServer, Sink, DELIVERY_TIMEOUT,
+    forwarding_agent, free_port, JetStreamProbe, NatsServer, Sink, DELIVERY_TIMEOUT,
 };
 use serde_json::json;
 
@@ -21,10 +20,7 @@ async fn a_trigger_longer_than_the_ack_wait_fires_once() {
     let server = NatsServer::start();
     let sink = Sink::start().await;
     let port = free_port();
-    let agent = Agent::builder()
-        .manifest(webhook_source("hooks", "push", port, "/push"))
-        .manifest(forward_sensor(SENSOR, "hooks", "push", &sink.url("/slow")))
-        .args(jetstream_bus_args(&server.url(), NAMESPACE))
+    let agent = forwarding_agent(&server, NAMESPACE, SENSOR, port, &sink.url("/slow"))
         .start()
         .await;
     let probe = JetStreamProbe::connect(&server, NAMESPACE).await;

@@ -6,8 +6,7 @@ use std::fmt::Display;
 use std::time::Duration;
 
 use integration_tests::{
-    forward_sensor, free_port, jetstream_bus_args, webhook_source, Agent, JetStreamProbe, Load,
-    LoadReport, NatsServer, TallySink,
+    forwarding_agent, free_port, Agent, JetStreamProbe, Load, LoadReport, NatsServer, TallySink,
 };
 use tokio::time::Instant;
 
@@ -22,10 +21,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An agent running the shared sensor, with its webhook on `port`.
 async fn replica(server: &NatsServer, sink: &TallySink, port: u16, id: &str) -> Agent {
-    Agent::builder()
-        .manifest(webhook_source("hooks", "push", port, "/push"))
-        .manifest(forward_sensor(SENSOR, "hooks", "push", &sink.url("/n")))
-        .args(jetstream_bus_args(&server.url(), NAMESPACE))
+    forwarding_agent(server, NAMESPACE, SENSOR, port, &sink.url("/n"))
         .args(["--replica-id", id])
         .start()
         .await
