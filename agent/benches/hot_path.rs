@@ -10,12 +10,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::json;
+use triggerd::compile::compile_standalone;
 use triggerd::event::Event;
+use triggerd::event::FiredEvents;
 use triggerd::manifest::{load_text, Filters, Policy};
-use triggerd::plan::{build_plan, compile_standalone};
+use triggerd::plan::build_plan;
 use triggerd::policy::CompiledPolicy;
 use triggerd::script::{to_dynamic, Limits, ScriptHost};
-use triggerd::sensor::{CompiledFilters, FiredEvents, Logic};
+use triggerd::sensor::{CompiledFilters, Logic};
 use triggerd::trigger::{HttpReply, Reply, Response};
 
 /// A GitHub push webhook event of about 1 KB, as the webhook source builds it.
@@ -110,12 +112,13 @@ fn hot_path(c: &mut Criterion) {
     load_text(Path::new("bench.yaml"), SENSOR, &mut docs, &mut errors);
     assert!(errors.is_empty());
     let plan = build_plan(&docs, &host, &[]).expect("sensor compiles");
-    let trigger = plan.sensors[0].triggers[0].trigger.clone();
+    let delivery = plan.sensors[0].triggers[0].delivery.clone();
     let shared = Arc::new(event.clone());
     c.bench_function("parameters_and_payload", |b| {
         b.iter(|| {
             let fired = FiredEvents::new(BTreeMap::from([("push".to_owned(), shared.clone())]));
-            trigger
+            delivery
+                .trigger
                 .build_payload(&host, black_box(&fired), None)
                 .expect("payload")
         })

@@ -145,7 +145,7 @@ pub async fn run_plan(
     };
     for sensor in &plan.sensors {
         for t in &sensor.triggers {
-            t.trigger.prepare(&prepare).await?;
+            t.delivery.prepare(&prepare).await?;
         }
     }
     // Cancelled once the sources stopped: JetStream consumers then stop fetching (the

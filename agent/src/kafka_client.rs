@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use crate::compile::CompileContext;
 use crate::manifest::{ClientTls, KafkaSasl, SecretRef, Spanned};
-use crate::plan::CompileContext;
-use crate::source::{resolve_secret, secret_file, SecretError};
+use crate::secret::{resolve_secret, secret_file, SecretError};
 use rdkafka::config::ClientConfig;
 
 /// The SASL mechanisms librdkafka is built with here (GSSAPI needs Kerberos, OAUTHBEARER a

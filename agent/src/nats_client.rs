@@ -6,9 +6,9 @@ use std::path::Path;
 use async_nats::{Client, ConnectOptions};
 use thiserror::Error;
 
-use crate::delivery::Backoff;
+use crate::backoff::Backoff;
 use crate::manifest::{ClientTls, NatsAuth};
-use crate::source::{resolve_secret, secret_file, SecretError};
+use crate::secret::{resolve_secret, secret_file, SecretError};
 
 /// Why no NATS connection could be made.
 #[derive(Debug, Error)]

@@ -19,12 +19,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use triggerd::compile::{compile_standalone, CompileContext};
 use triggerd::event::Event;
+use triggerd::event::FiredEvents;
 use triggerd::manifest::{Filters, Parameter, Policy, SourceFilter, Spanned, Transform};
-use triggerd::plan::{compile_standalone, CompileContext};
 use triggerd::policy::{labels_satisfied, CompiledPolicy, Outcome};
 use triggerd::script::{to_dynamic, Limits, ScriptHost};
-use triggerd::sensor::{CompiledFilters, CompiledTransform, FiredEvents, Logic};
+use triggerd::sensor::{CompiledFilters, CompiledTransform, Logic};
 use triggerd::source::{expand, request_body, EventSourceFilter};
 use triggerd::trigger::params::{apply_all, CompiledParameter};
 use triggerd::trigger::{HttpReply, HttpRequestSpec, K8sReply, Reply, Response};
@@ -804,7 +805,7 @@ impl Runner {
             &response,
             1,
             1,
-            &triggerd::sensor::FiredEvents::new(Default::default()),
+            &triggerd::event::FiredEvents::new(Default::default()),
         ) {
             Ok(Outcome::Success) => None,
             Ok(Outcome::Fail { reason } | Outcome::Retry { reason, .. }) => Some(reason),
@@ -848,7 +849,7 @@ impl Runner {
             &response,
             1,
             1,
-            &triggerd::sensor::FiredEvents::new(Default::default()),
+            &triggerd::event::FiredEvents::new(Default::default()),
         );
         let waits = matches!(verdict, Ok(Outcome::Wait));
         if waits == labels_satisfied(&want, &live) {

@@ -14,11 +14,12 @@ use serde_json::{json, Value};
 use crate::delivery::stub::invocation_json;
 use crate::delivery::{StubResponse, StubShape};
 use crate::event::Event;
+use crate::event::FiredEvents;
 use crate::manifest::load_paths;
 use crate::plan::{build_plan, Plan};
 use crate::policy::{outcome_from_script, Outcome};
 use crate::script::{from_dynamic, Limits, ScriptError, ScriptHost, ScriptKind};
-use crate::sensor::{CompiledSensor, Condition, FiredEvents, Logic};
+use crate::sensor::{CompiledSensor, Condition, Logic};
 use crate::testing::matcher::render;
 use crate::testing::{read_document, EventInput};
 use crate::trigger::{K8sOperation, WorkflowOperation};
@@ -450,7 +451,7 @@ fn eval_sensor(args: &EvalArgs, lib: Vec<PathBuf>) -> Result<(), String> {
         .iter()
         .map(|t| {
             let mut out = json!({
-                "name": t.trigger.name,
+                "name": t.delivery.trigger.name,
                 "condition": condition_text(&t.condition, &names),
             });
             let fires = accepted.is_ok() && t.condition.holds(&present);
@@ -464,11 +465,11 @@ fn eval_sensor(args: &EvalArgs, lib: Vec<PathBuf>) -> Result<(), String> {
             }
             if let (true, Ok(e)) = (fires, &accepted) {
                 let fired = FiredEvents::new(BTreeMap::from([(dep.name.clone(), e.clone())]));
-                match t.trigger.invocation(&host, &fired) {
+                match t.delivery.trigger.invocation(&host, &fired) {
                     Ok(inv) => out["request"] = invocation_json(&inv),
                     Err(e) => out["error"] = json!(e.to_string()),
                 }
-                match t.trigger.build_payload(&host, &fired, None) {
+                match t.delivery.trigger.build_payload(&host, &fired, None) {
                     Ok(p) => out["payload"] = p,
                     Err(e) => out["error"] = json!(e.to_string()),
                 }

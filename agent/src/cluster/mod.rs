@@ -4,7 +4,6 @@
 //! Built only when a plan needs it (a `k8s` or `argoWorkflow` trigger, a `resource` source),
 //! so file mode on a laptop without a cluster never looks for credentials.
 
-pub mod controller;
 pub mod crd;
 mod discovery;
 mod guard;

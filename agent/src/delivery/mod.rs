@@ -5,18 +5,20 @@
 //! (`triggerd test`) answers from canned responses and records what would have been sent,
 //! so offline tests run this very loop — policy, retries, backoff and dead letter included.
 
-mod backoff;
+mod plan;
+mod rate_limit;
 pub mod stub;
 
 use std::sync::Arc;
 
-pub use backoff::{parse_duration, Backoff};
+pub use plan::{compile_delivery, DeliveryPlan};
+pub use rate_limit::Limiter;
 pub use stub::{StubResponse, StubShape, Stubs};
 
-use crate::policy::Outcome;
+use crate::event::FiredEvents;
 use crate::script::ScriptHost;
-use crate::sensor::FiredEvents;
 use crate::telemetry::{trigger_labels, Metrics, OutcomeLabels, ScriptLabels};
+use crate::trigger::Outcome;
 use futures::StreamExt;
 
 use crate::trigger::{
@@ -76,8 +78,8 @@ impl Run {
     }
 
     /// Waits for the trigger's rate limit (live runs only).
-    async fn pace(&self, trigger: &CompiledTrigger) {
-        if let (Run::Live, Some(limiter)) = (self, &trigger.rate_limit) {
+    async fn pace(&self, plan: &DeliveryPlan) {
+        if let (Run::Live, Some(limiter)) = (self, &plan.rate_limit) {
             limiter.until_ready().await;
         }
     }
@@ -135,13 +137,10 @@ pub enum Final {
 
 /// Executes `trigger` for `events` until it succeeds or fails for good; a failure goes to the
 /// trigger's `dlqTrigger` (or is recorded as dead-lettered in the log and metrics).
-pub async fn deliver(
-    ctx: &DeliveryContext,
-    trigger: &CompiledTrigger,
-    events: &FiredEvents,
-) -> Final {
+pub async fn deliver(ctx: &DeliveryContext, plan: &DeliveryPlan, events: &FiredEvents) -> Final {
+    let trigger = &plan.trigger;
     let run = ctx.executor.start(trigger, events);
-    let final_outcome = attempt_all(ctx, &run, trigger, events, None).await;
+    let final_outcome = attempt_all(ctx, &run, plan, events, None).await;
     run.finish(&final_outcome, false);
     let labels = trigger_labels(&trigger.sensor, &trigger.name);
     let outcome_labels = |outcome: &str| OutcomeLabels {
@@ -178,7 +177,7 @@ pub async fn deliver(
                 reason = %reason,
                 "trigger failed; dead-lettering"
             );
-            if let Some(dlq) = &trigger.dlq {
+            if let Some(dlq) = &plan.dlq {
                 let dead = DeadLetter {
                     trigger: trigger.name.clone(),
                     error: reason.clone(),
@@ -190,7 +189,7 @@ pub async fn deliver(
                     tracing::error!(
                         sensor = %trigger.sensor,
                         trigger = %trigger.name,
-                        dlq_trigger = %dlq.name,
+                        dlq_trigger = %dlq.trigger.name,
                         events = %events.ids(),
                         reason = %dlq_reason,
                         "dead-letter trigger failed too; the events are recorded here only"
@@ -206,10 +205,11 @@ pub async fn deliver(
 async fn attempt_all(
     ctx: &DeliveryContext,
     run: &Run,
-    trigger: &CompiledTrigger,
+    plan: &DeliveryPlan,
     events: &FiredEvents,
     dead_letter: Option<&DeadLetter>,
 ) -> Result<(), (String, u32)> {
+    let trigger = &plan.trigger;
     let labels = trigger_labels(&trigger.sensor, &trigger.name);
     let built = trigger.invocation(&ctx.host, events).and_then(|inv| {
         trigger
@@ -226,10 +226,10 @@ async fn attempt_all(
             return Err((e.to_string(), 0));
         }
     };
-    let max = trigger.backoff.steps.max(1);
+    let max = plan.backoff.steps.max(1);
     let mut attempt = 1;
     loop {
-        run.pace(trigger).await;
+        run.pace(plan).await;
         ctx.metrics.trigger_attempts.get_or_create(&labels).inc();
         if attempt > 1 {
             ctx.metrics.trigger_retries.get_or_create(&labels).inc();
@@ -248,8 +248,7 @@ async fn attempt_all(
             .get_or_create(&labels)
             .observe(response.duration.as_secs_f64());
         let judge = |response: &Response| {
-            trigger
-                .policy
+            plan.policy
                 .judge(&ctx.host, response, attempt, max, events)
                 .unwrap_or_else(|e| {
                     count_script_error(ctx, trigger, "policy");
@@ -262,7 +261,7 @@ async fn attempt_all(
         let mut response = response;
         if outcome == Outcome::Wait {
             (outcome, response) =
-                wait_for_verdict(run, trigger, response, attempt, events, &judge).await;
+                wait_for_verdict(run, plan, response, attempt, events, &judge).await;
         }
         run.judged(&outcome, dead_letter.is_some());
         match outcome {
@@ -278,7 +277,7 @@ async fn attempt_all(
                 return Ok(());
             }
             Outcome::Retry { reason, after } if attempt < max => {
-                let delay = after.unwrap_or_else(|| trigger.backoff.delay(attempt + 1));
+                let delay = after.unwrap_or_else(|| plan.backoff.delay(attempt + 1));
                 tracing::info!(
                     sensor = %trigger.sensor,
                     trigger = %trigger.name,
@@ -307,17 +306,18 @@ async fn attempt_all(
 /// given on (the last state seen).
 async fn wait_for_verdict(
     run: &Run,
-    trigger: &CompiledTrigger,
+    plan: &DeliveryPlan,
     response: Response,
     attempt: u32,
     events: &FiredEvents,
     judge: &impl Fn(&Response) -> Outcome,
 ) -> (Outcome, Response) {
+    let trigger = &plan.trigger;
     let Some(mut changes) = run.changes(trigger, &response, attempt) else {
         let reason = "the policy answered \"wait\", which only Kubernetes triggers with a live object can do".to_owned();
         return (Outcome::Fail { reason }, response);
     };
-    let limit = trigger.policy.wait_limit();
+    let limit = plan.policy.wait_limit();
     tracing::info!(
         sensor = %trigger.sensor,
         trigger = %trigger.name,

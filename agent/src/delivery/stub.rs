@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::policy::Outcome;
-use crate::sensor::FiredEvents;
+use crate::event::FiredEvents;
+use crate::trigger::Outcome;
 use crate::trigger::{
     CompiledTrigger, HttpReply, Invocation, K8sReply, KafkaReply, LambdaReply, NatsReply,
     ObjectBase, ObjectChanges, Reply, Response, TriggerError, TriggerKind,

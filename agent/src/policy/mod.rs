@@ -5,33 +5,12 @@ use std::time::Duration;
 
 use rhai::Dynamic;
 
+use crate::compile::CompileContext;
+use crate::event::FiredEvents;
 use crate::manifest::{Policy, ScriptSource};
-use crate::plan::CompileContext;
 use crate::script::{CompiledScript, ScriptError, ScriptHost, ScriptKind};
-use crate::sensor::FiredEvents;
+pub use crate::trigger::Outcome;
 use crate::trigger::Response;
-
-/// The verdict on one attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Done.
-    Success,
-    /// Try again (while attempts remain), optionally after a given delay.
-    Retry {
-        /// Why.
-        reason: String,
-        /// Delay requested by the policy instead of the backoff.
-        after: Option<Duration>,
-    },
-    /// Give up now and dead-letter.
-    Fail {
-        /// Why.
-        reason: String,
-    },
-    /// Kubernetes triggers: judge the live object again when it changes (bounded by the
-    /// policy's timeout).
-    Wait,
-}
 
 /// How long a waiting policy may wait, and what running out of time means.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +51,7 @@ impl CompiledPolicy {
         };
         let timeout = match &p.timeout {
             None => None,
-            Some(t) => match crate::delivery::parse_duration(&t.value) {
+            Some(t) => match crate::backoff::parse_duration(&t.value) {
                 Ok(d) if !d.is_zero() => Some(d),
                 _ => {
                     ctx.error_with_hint(
@@ -87,7 +66,7 @@ impl CompiledPolicy {
         };
         let k8s_wait = match &p.k8s {
             Some(k) => {
-                let backoff = crate::delivery::Backoff::compile(
+                let backoff = crate::backoff::Backoff::compile(
                     ctx,
                     &format!("{field}.k8s.backoff"),
                     k.backoff.as_ref(),
@@ -216,7 +195,7 @@ pub fn outcome_from_script(value: &Dynamic, default_reason: &str) -> Result<Outc
                     v.clone()
                         .into_immutable_string()
                         .ok()
-                        .and_then(|s| crate::delivery::parse_duration(&s).ok())
+                        .and_then(|s| crate::backoff::parse_duration(&s).ok())
                 })
         });
         return named_outcome(&outcome, &reason, after);

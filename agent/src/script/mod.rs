@@ -1,10 +1,12 @@
 //! The Rhai host: one hardened engine, scripts compiled once at load, evaluated with limits.
 
 mod engine;
+mod govaluate;
 mod value;
 mod view;
 
 pub use engine::{CompiledScript, Limits, ScriptHost, ScriptKind};
+pub use govaluate::translate_govaluate;
 pub use value::{from_dynamic, to_dynamic};
 pub use view::{PathTree, Reads};
 

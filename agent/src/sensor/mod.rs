@@ -3,7 +3,6 @@
 
 mod condition;
 mod filter;
-mod fired;
 mod jq;
 mod transform;
 
@@ -20,19 +19,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use condition::Condition;
-pub use filter::{translate_govaluate, CompiledFilters, Logic, Verdict};
-pub use fired::FiredEvents;
+pub use filter::{CompiledFilters, Logic, Verdict};
 pub use transform::CompiledTransform;
 
 use crate::bus::jetstream::{DeadLetterRecord, Durable};
 use crate::bus::{Item, Pending, Received, Replay, Subscription};
 use crate::clock::Clock;
-use crate::delivery::{deliver, DeliveryContext, Final};
-use crate::event::Event;
+use crate::compile::CompileContext;
+use crate::delivery::{compile_delivery, deliver, DeliveryContext, DeliveryPlan, Final};
+use crate::event::{Event, FiredEvents};
 use crate::manifest::{ConditionsReset, SensorSpec};
-use crate::plan::CompileContext;
 use crate::telemetry::{DependencyLabels, ScriptLabels};
-use crate::trigger::{compile_trigger, CompiledTrigger};
 
 /// A compiled dependency.
 #[derive(Debug)]
@@ -52,8 +49,8 @@ pub struct CompiledDependency {
 /// A trigger with the condition that fires it.
 #[derive(Debug)]
 pub struct GuardedTrigger {
-    /// The trigger.
-    pub trigger: Arc<CompiledTrigger>,
+    /// The trigger with its delivery.
+    pub delivery: Arc<DeliveryPlan>,
     /// When it fires.
     pub condition: Condition,
     /// Dependencies the condition mentions (indexes into the sensor's dependencies).
@@ -155,12 +152,12 @@ pub fn compile_sensor(
             .pointer(&format!("/spec/triggers/{i}"))
             .cloned()
             .unwrap_or(Value::Null);
-        let trigger = compile_trigger(ctx, name, &field, t, tjson, &names);
+        let trigger = compile_delivery(ctx, name, &field, t, tjson, &names);
         if let (Some(trigger), Some(condition)) = (trigger, condition) {
             let mut mentions = Vec::new();
             condition.dependencies(&mut mentions);
             triggers.push(GuardedTrigger {
-                trigger: Arc::new(trigger),
+                delivery: Arc::new(trigger),
                 condition,
                 mentions,
                 resets,
@@ -396,11 +393,11 @@ impl CompiledSensor {
                             .conditions
                             .advance(
                                 &self.name,
-                                &t.trigger.name,
+                                &t.delivery.trigger.name,
                                 self.dependencies.len(),
                                 index,
                                 &accepted,
-                                &t.condition,
+                                |present| t.condition.holds(present),
                             )
                             .await?;
                         match advanced {
@@ -428,7 +425,7 @@ impl CompiledSensor {
                     .collect();
                 self.fire(
                     ctx,
-                    t.trigger.clone(),
+                    t.delivery.clone(),
                     Arc::new(FiredEvents::new(fired)),
                     ack.share(),
                     permit.clone(),
@@ -443,7 +440,7 @@ impl CompiledSensor {
     fn fire(
         &self,
         ctx: &SensorContext,
-        trigger: Arc<CompiledTrigger>,
+        trigger: Arc<DeliveryPlan>,
         fired: Arc<FiredEvents>,
         ack: Pending,
         permit: Arc<tokio::sync::OwnedSemaphorePermit>,
@@ -454,8 +451,15 @@ impl CompiledSensor {
             match (outcome, durable) {
                 (Final::DeadLettered { reason }, Some(d)) => {
                     let events = fired.by_dependency.clone();
-                    store_dead_letter(&d, &trigger.sensor, &trigger.name, reason, events, ack)
-                        .await;
+                    store_dead_letter(
+                        &d,
+                        &trigger.trigger.sensor,
+                        &trigger.trigger.name,
+                        reason,
+                        events,
+                        ack,
+                    )
+                    .await;
                 }
                 _ => ack.done().await,
             }
@@ -474,7 +478,7 @@ impl CompiledSensor {
         let Some(t) = self
             .triggers
             .iter()
-            .find(|t| t.trigger.name == replay.trigger)
+            .find(|t| t.delivery.trigger.name == replay.trigger)
         else {
             tracing::error!(sensor = %self.name, trigger = %replay.trigger, "replayed dead letter names a trigger this sensor no longer has; keeping it as a dead letter");
             let error = format!(
@@ -492,7 +496,7 @@ impl CompiledSensor {
         };
         tracing::info!(sensor = %self.name, trigger = %replay.trigger, "replaying a dead letter");
         let fired = Arc::new(FiredEvents::new(replay.events));
-        self.fire(ctx, t.trigger.clone(), fired, ack, permit);
+        self.fire(ctx, t.delivery.clone(), fired, ack, permit);
     }
 
     async fn reset_due(&self, ctx: &SensorContext, states: &mut [TriggerState]) {
@@ -504,10 +508,10 @@ impl CompiledSensor {
             let forgot = match &ctx.durable {
                 Some(d) if t.mentions.len() > 1 => d
                     .conditions
-                    .reset(&self.name, &t.trigger.name, self.dependencies.len())
+                    .reset(&self.name, &t.delivery.trigger.name, self.dependencies.len())
                     .await
                     .unwrap_or_else(|e| {
-                        tracing::warn!(sensor = %self.name, trigger = %t.trigger.name, error = %e, "conditions reset failed; the partial state stays");
+                        tracing::warn!(sensor = %self.name, trigger = %t.delivery.trigger.name, error = %e, "conditions reset failed; the partial state stays");
                         false
                     }),
                 _ => state.events.iter().any(Option::is_some),
@@ -518,10 +522,10 @@ impl CompiledSensor {
                     .condition_resets
                     .get_or_create(&crate::telemetry::trigger_labels(
                         &self.name,
-                        &t.trigger.name,
+                        &t.delivery.trigger.name,
                     ))
                     .inc();
-                tracing::info!(sensor = %self.name, trigger = %t.trigger.name, "conditions reset: partial dependencies forgotten");
+                tracing::info!(sensor = %self.name, trigger = %t.delivery.trigger.name, "conditions reset: partial dependencies forgotten");
             }
             state.events.iter_mut().for_each(|e| *e = None);
             state.next_reset = Self::next_reset(t, now);

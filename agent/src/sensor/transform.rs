@@ -7,9 +7,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::jq::CompiledJq;
+use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{ScriptSource, Transform};
-use crate::plan::CompileContext;
 use crate::script::{from_dynamic, to_dynamic, CompiledScript, ScriptHost, ScriptKind};
 
 /// A compiled transform.
@@ -106,8 +106,8 @@ impl CompiledTransform {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::compile_standalone;
     use crate::manifest::Transform;
-    use crate::plan::compile_standalone;
     use crate::script::Limits;
     use bytes::Bytes;
     use serde_json::json;

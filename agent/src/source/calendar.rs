@@ -11,11 +11,11 @@ use croner::Cron;
 use serde_json::{json, Value};
 
 use super::SourceContext;
+use crate::backoff::parse_duration;
 pub use crate::clock::Clock;
-use crate::delivery::parse_duration;
+use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{CalendarEvent, Spanned};
-use crate::plan::CompileContext;
 use crate::telemetry::SourceLabels;
 
 /// When a calendar fires.

@@ -6,9 +6,9 @@
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
-use crate::plan::CompileContext;
+use crate::compile::CompileContext;
+use crate::script::translate_govaluate;
 use crate::script::{to_dynamic, CompiledScript, ScriptHost, ScriptKind};
-use crate::sensor::translate_govaluate;
 
 /// A compiled EventSource filter.
 #[derive(Debug, Clone)]

@@ -26,10 +26,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Map, Value};
 
 use super::SourceContext;
-use crate::delivery::Backoff;
+use crate::backoff::Backoff;
+use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{KafkaEvent, Spanned};
-use crate::plan::CompileContext;
 use crate::telemetry::SourceLabels;
 
 /// How long one start-up check waits for the topic's metadata, and shutdown for the last

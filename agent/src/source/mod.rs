@@ -6,7 +6,6 @@ mod filter;
 mod kafka;
 mod nats;
 pub mod resource;
-mod secret;
 mod webhook;
 
 use std::path::PathBuf;
@@ -20,12 +19,11 @@ pub use filter::{expand, EventSourceFilter};
 pub use kafka::{Assignment, KafkaConfig};
 pub use nats::{DeliverFrom, Delivery, JetStreamSettings, NatsConfig};
 pub use resource::{ResourceConfig, ResourceEventType};
-pub use secret::{resolve_secret, secret_file, SecretError};
 pub use webhook::{request_body, WebhookConfig};
 
 use crate::bus::Bus;
+use crate::compile::CompileContext;
 use crate::manifest::EventSourceSpec;
-use crate::plan::CompileContext;
 use crate::telemetry::Metrics;
 
 /// The closed set of source kinds.
@@ -100,6 +98,11 @@ impl SourceSpec {
             SourceKind::Nats(n) => matches!(&n.delivery, Delivery::Core { queue: None }),
             SourceKind::Webhook(_) | SourceKind::Kafka(_) => false,
         }
+    }
+
+    /// Whether the source talks to the Kubernetes API (resource watches).
+    pub fn needs_cluster(&self) -> bool {
+        matches!(self.kind, SourceKind::Resource(_))
     }
 
     /// Port and endpoint of a webhook event.

@@ -22,11 +22,11 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 
 use super::SourceContext;
-use crate::delivery::{parse_duration, Backoff};
+use crate::backoff::{parse_duration, Backoff};
+use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{NatsEvent, Spanned};
 use crate::nats_client::{auth_problem, tls_problem, NatsConnection};
-use crate::plan::CompileContext;
 use crate::telemetry::SourceLabels;
 
 /// How messages are received.

@@ -17,11 +17,12 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
-use super::{resolve_secret, SourceContext, SourceKind, SourceSpec};
+use super::{SourceContext, SourceKind, SourceSpec};
 use crate::bus::Published;
+use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{SecretRef, Spanned, WebhookEvent, WebhookSignature};
-use crate::plan::CompileContext;
+use crate::secret::resolve_secret;
 use crate::telemetry::SourceLabels;
 
 /// Default `maxPayloadSize`: 1 MiB.

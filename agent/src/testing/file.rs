@@ -12,7 +12,8 @@ use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
 use super::input::EventInput;
-use crate::delivery::{parse_duration, StubResponse, StubShape};
+use crate::backoff::parse_duration;
+use crate::delivery::{StubResponse, StubShape};
 use crate::manifest::{parse_fragment, ManifestError, Origin, Position};
 use crate::plan::Plan;
 
@@ -619,7 +620,7 @@ impl Resolver<'_> {
             .iter()
             .filter(|s| s.name == t.sensor)
             .flat_map(|s| &s.triggers)
-            .flat_map(|g| std::iter::once(&g.trigger).chain(g.trigger.dlq.as_ref()))
+            .flat_map(|g| g.delivery.triggers())
             .find(|c| c.name == t.trigger)
             .map_or(StubShape::Http, |c| StubShape::of(&c.kind))
     }
@@ -977,9 +978,9 @@ impl Resolver<'_> {
         let mut known = Vec::new();
         for s in &self.plan.sensors {
             for t in &s.triggers {
-                let mut names = vec![t.trigger.name.as_str()];
+                let mut names = vec![t.delivery.trigger.name.as_str()];
                 if with_dlq {
-                    names.extend(t.trigger.dlq.as_ref().map(|d| d.name.as_str()));
+                    names.extend(t.delivery.dlq.as_ref().map(|d| d.trigger.name.as_str()));
                 }
                 for n in names {
                     known.push(n.to_owned());

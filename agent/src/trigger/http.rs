@@ -11,8 +11,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::response::{duration_ms, status_outcome};
+use super::Outcome;
 use super::{Reply, ReplyShape, Response, TriggerError};
-use crate::policy::Outcome;
 use crate::script::to_dynamic;
 
 /// Default request timeout when the manifest sets none.

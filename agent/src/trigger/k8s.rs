@@ -21,9 +21,9 @@ use tokio::time::Instant;
 use super::argo_workflow::{self, WorkflowOperation};
 use super::params::{set_path, Operation, ResolvedParameter};
 use super::response::status_outcome;
+use super::Outcome;
 use super::{Reply, ReplyShape, Response, TriggerError};
 use crate::cluster::{Cluster, ResolvedKind};
-use crate::policy::Outcome;
 
 /// The field manager triggerd writes as (server-side apply, audit logs).
 pub const FIELD_MANAGER: &str = "triggerd";

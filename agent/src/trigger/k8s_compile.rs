@@ -9,8 +9,8 @@ use super::{
     compile_params, parse_resource, Invocation, K8sRequestSpec, ObjectBase, PayloadBuilder,
     TriggerKind, TypeParts, WorkflowOperation,
 };
+use crate::compile::CompileContext;
 use crate::manifest::{ArgoWorkflowTrigger, ArtifactLocation, K8sTrigger, Spanned};
-use crate::plan::CompileContext;
 
 /// Compiles a `k8s` trigger.
 pub(super) fn compile_k8s(

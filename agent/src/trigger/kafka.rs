@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::response::duration_ms;
+use super::Outcome;
 use super::{Reply, ReplyShape, Response, TriggerError};
-use crate::policy::Outcome;
 
 /// The spec fields parameters may change (`dest: topic`, `dest: partitioningKey`).
 pub const PARAMETER_FIELDS: [&str; 2] = ["topic", "partitioningKey"];
@@ -127,7 +127,7 @@ impl KafkaTarget {
     pub fn prepare(
         &self,
         secrets_dir: Option<&std::path::Path>,
-    ) -> Result<(), crate::source::SecretError> {
+    ) -> Result<(), crate::secret::SecretError> {
         self.settings.security.check_secrets(secrets_dir)?;
         let _ = self
             .secrets_dir

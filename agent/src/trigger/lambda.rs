@@ -21,11 +21,11 @@ use serde_json::Value;
 use thiserror::Error;
 
 use super::response::status_outcome;
+use super::Outcome;
 use super::{Reply, ReplyShape, Response, TriggerError};
 use crate::manifest::SecretRef;
-use crate::policy::Outcome;
 use crate::script::to_dynamic;
-use crate::source::{resolve_secret, SecretError};
+use crate::secret::{resolve_secret, SecretError};
 
 /// How long one invocation may take, connection included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);

@@ -10,10 +10,7 @@ mod lambda;
 mod log;
 mod nats;
 pub mod params;
-mod rate_limit;
 mod response;
-
-use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -28,15 +25,13 @@ pub use lambda::{LambdaReply, LambdaRequestSpec, LambdaSettings, LambdaSetupErro
 pub use log::LogTarget;
 pub use nats::{NatsReply, NatsRequestSpec, NatsTarget};
 pub use params::{CompiledParameter, ParamError};
-pub use rate_limit::Limiter;
-pub use response::{Reply, ReplyShape, Response, TriggerError};
+pub use response::{Outcome, Reply, ReplyShape, Response, TriggerError};
 
-use crate::delivery::Backoff;
+use crate::backoff::Backoff;
+use crate::compile::CompileContext;
+use crate::event::FiredEvents;
 use crate::manifest::{ScriptSource, Trigger};
-use crate::plan::CompileContext;
-use crate::policy::CompiledPolicy;
 use crate::script::{from_dynamic, CompiledScript, ScriptHost, ScriptKind};
-use crate::sensor::FiredEvents;
 
 /// The closed set of trigger types.
 #[derive(Debug, Clone)]
@@ -113,14 +108,6 @@ pub struct CompiledTrigger {
     fixed: Option<Invocation>,
     /// How the payload is built.
     pub payload: PayloadBuilder,
-    /// How responses are judged.
-    pub policy: CompiledPolicy,
-    /// Attempts and delays.
-    pub backoff: Backoff,
-    /// Spacing of executions (attempts included), when `rateLimit` is set.
-    pub rate_limit: Option<Limiter>,
-    /// Run with the failed events after the last failed attempt.
-    pub dlq: Option<Arc<CompiledTrigger>>,
 }
 
 /// Why an execution could not even be attempted (not retryable: same events, same error).
@@ -222,10 +209,9 @@ impl CompiledTrigger {
         }
     }
 
-    /// Whether the trigger (or its dead-letter trigger) talks to the Kubernetes API.
+    /// Whether the trigger talks to the Kubernetes API.
     pub fn needs_cluster(&self) -> bool {
         matches!(self.kind, TriggerKind::K8s(_))
-            || self.dlq.as_ref().is_some_and(|d| d.needs_cluster())
     }
 
     /// The payload for these events.
@@ -295,8 +281,7 @@ impl CompiledTrigger {
         }
     }
 
-    /// Readies the trigger's client before the first event (and its dead-letter trigger's):
-    /// resolves secrets and builds SDK clients. Nothing to do for http, kafka (its producer
+    /// Readies the trigger's client before the first event: resolves secrets and builds SDK clients. Nothing to do for http, kafka (its producer
     /// is made at the first attempt) and log.
     pub async fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareError> {
         let secrets_dir = ctx.secrets_dir;
@@ -321,9 +306,6 @@ impl CompiledTrigger {
                 None => return Err(failed(PrepareFailure::NoCluster)),
             },
             TriggerKind::Http(_) | TriggerKind::Log(_) => {}
-        }
-        if let Some(dlq) = &self.dlq {
-            Box::pin(dlq.prepare(ctx)).await?;
         }
         Ok(())
     }
@@ -361,19 +343,21 @@ pub enum PrepareFailure {
     Nats(#[from] crate::nats_client::NatsConnectError),
     /// A Kafka TLS file or SASL credential could not be read.
     #[error("kafka {0}")]
-    Kafka(#[from] crate::source::SecretError),
+    Kafka(#[from] crate::secret::SecretError),
     /// A Kubernetes trigger without a connection to the API server (internal).
     #[error("no Kubernetes API connection was made for this plan")]
     NoCluster,
 }
 
-/// Compiles one trigger of a sensor; `field` is its path (e.g. `spec.triggers[0]`).
+/// Compiles what one trigger of a sensor does (its template and parameters; the delivery
+/// compiles policy, retries, rate limit and dead letter); `field` is its path (e.g.
+/// `spec.triggers[0]`).
 pub fn compile_trigger(
     ctx: &mut CompileContext<'_>,
     sensor: &str,
     field: &str,
     trigger: &Trigger,
-    template_json: Value,
+    template_json: &Value,
     dependencies: &[String],
 ) -> Option<CompiledTrigger> {
     let t = &trigger.template;
@@ -382,42 +366,6 @@ pub fn compile_trigger(
         compile_params(ctx, f, list, dependencies)
     };
     let template_params = params(ctx, &format!("{field}.parameters"), &trigger.parameters);
-    let policy = match (&trigger.policy, &t.policy) {
-        (Some(_), Some(_)) => {
-            ctx.error(
-                None,
-                format!("{tfield}.policy"),
-                "policy is set both on the trigger and in its template; keep one",
-            );
-            None
-        }
-        (Some(p), None) => CompiledPolicy::compile(ctx, &format!("{field}.policy"), Some(p)),
-        (None, p) => CompiledPolicy::compile(ctx, &format!("{tfield}.policy"), p.as_ref()),
-    };
-    let backoff = Backoff::compile(
-        ctx,
-        &format!("{field}.retryStrategy"),
-        trigger.retry_strategy.as_ref(),
-    );
-    let rate_limit = match &trigger.rate_limit {
-        Some(r) => Limiter::compile(ctx, &format!("{field}.rateLimit"), r).map(Some),
-        None => Some(None),
-    };
-    let dlq = trigger.dlq_trigger.as_ref().and_then(|d| {
-        let json = template_json
-            .get("dlqTrigger")
-            .cloned()
-            .unwrap_or(Value::Null);
-        compile_trigger(
-            ctx,
-            sensor,
-            &format!("{field}.dlqTrigger"),
-            d,
-            json,
-            dependencies,
-        )
-        .map(Arc::new)
-    });
     let mut template_value = template_json
         .get("template")
         .cloned()
@@ -559,10 +507,6 @@ pub fn compile_trigger(
         type_params: type_params?,
         fixed,
         payload: payload?,
-        policy: policy?,
-        backoff: backoff?,
-        rate_limit: rate_limit?,
-        dlq,
     })
 }
 
@@ -935,7 +879,7 @@ fn compile_kafka(
     };
     let timeout = match &k.timeout {
         None => kafka::DEFAULT_TIMEOUT,
-        Some(t) => match crate::delivery::parse_duration(&t.value) {
+        Some(t) => match crate::backoff::parse_duration(&t.value) {
             Ok(d) if !d.is_zero() => d,
             _ => {
                 ctx.error_with_hint(

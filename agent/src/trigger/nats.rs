@@ -17,9 +17,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
+use super::Outcome;
 use super::{Reply, ReplyShape, Response, TriggerError};
 use crate::nats_client::{NatsConnectError, NatsConnection};
-use crate::policy::Outcome;
 
 /// The spec fields parameters may change (`dest: subject`).
 pub const PARAMETER_FIELDS: [&str; 1] = ["subject"];

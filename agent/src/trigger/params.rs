@@ -5,10 +5,10 @@ use rhai::Dynamic;
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::compile::CompileContext;
+use crate::event::FiredEvents;
 use crate::manifest::{Parameter, ScriptSource};
-use crate::plan::CompileContext;
 use crate::script::{from_dynamic, CompiledScript, ScriptError, ScriptHost, ScriptKind};
-use crate::sensor::FiredEvents;
 
 /// Why a parameter could not be resolved; not retryable (the same events give the same error).
 #[derive(Debug, Error)]
@@ -453,9 +453,9 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
+    use crate::compile::compile_standalone;
     use crate::event::Event;
     use crate::manifest::Filters;
-    use crate::plan::compile_standalone;
     use crate::script::Limits;
     use crate::sensor::{CompiledFilters, Logic};
 

@@ -15,7 +15,28 @@ use super::k8s::K8sReply;
 use super::kafka::KafkaReply;
 use super::lambda::LambdaReply;
 use super::nats::NatsReply;
-use crate::policy::Outcome;
+
+/// The verdict on one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Try again (while attempts remain), optionally after a given delay.
+    Retry {
+        /// Why.
+        reason: String,
+        /// Delay requested by the policy instead of the backoff.
+        after: Option<Duration>,
+    },
+    /// Give up now and dead-letter.
+    Fail {
+        /// Why.
+        reason: String,
+    },
+    /// Kubernetes triggers: judge the live object again when it changes (bounded by the
+    /// policy's timeout).
+    Wait,
+}
 
 /// A failure to get any reply (connection refused, timeout, bad URL, missing credentials).
 #[derive(Debug, Clone, Error)]

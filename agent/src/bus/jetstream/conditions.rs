@@ -10,7 +10,6 @@ use bytes::Bytes;
 
 use super::{BusError, Names, WireEvent};
 use crate::event::Event;
-use crate::sensor::Condition;
 
 /// Attempts of one compare-and-set before giving up (each conflict means another replica
 /// changed the state in between, so this only runs out under extreme contention).
@@ -32,8 +31,8 @@ impl ConditionStore {
     }
 
     /// Records `event` for dependency `index` of a trigger with `deps` dependencies. When
-    /// `condition` then holds, the state is cleared and the events that fire are returned
-    /// (by dependency index).
+    /// `holds` (the trigger's condition over which dependencies are present) then holds, the
+    /// state is cleared and the events that fire are returned (by dependency index).
     pub async fn advance(
         &self,
         sensor: &str,
@@ -41,7 +40,7 @@ impl ConditionStore {
         deps: usize,
         index: usize,
         event: &Arc<Event>,
-        condition: &Condition,
+        holds: impl Fn(&[bool]) -> bool,
     ) -> Result<Option<Vec<(usize, Arc<Event>)>>, BusError> {
         let key = self.names.condition_key(sensor, trigger);
         let what = format!("condition state {key}");
@@ -49,7 +48,7 @@ impl ConditionStore {
             let (mut state, revision) = self.read(&key, deps).await?;
             state[index] = Some(event.clone());
             let present: Vec<bool> = state.iter().map(Option::is_some).collect();
-            let fired = condition.holds(&present);
+            let fired = holds(&present);
             let next: StoredState = if fired {
                 vec![None; deps]
             } else {

@@ -5,9 +5,9 @@ use regex::Regex;
 use serde_saphyr::Spanned;
 
 use super::{Logic, Verdict};
+use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::DataFilter;
-use crate::plan::CompileContext;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Comparator {

@@ -12,12 +12,12 @@ use serde_saphyr::Spanned;
 
 pub use context::CompiledContextFilter;
 pub use data::CompiledDataFilter;
-pub use expr::{translate_govaluate, CompiledExpr};
+pub use expr::CompiledExpr;
 pub use time::CompiledTimeFilter;
 
+use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{Filters, ScriptSource};
-use crate::plan::CompileContext;
 use crate::script::{CompiledScript, Reads, ScriptError, ScriptHost, ScriptKind};
 
 /// How several results combine.

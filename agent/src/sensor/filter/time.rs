@@ -6,8 +6,8 @@ use chrono_tz::Tz;
 use serde_saphyr::Spanned;
 
 use super::Verdict;
+use crate::compile::CompileContext;
 use crate::manifest::TimeFilter;
-use crate::plan::CompileContext;
 
 /// A compiled time window.
 #[derive(Debug, Clone)]

@@ -37,8 +37,8 @@ pub use selector::{FieldRequirement, SelectorError};
 pub(super) use watch::{run, start};
 pub use watch::{ResourceStartError, StartProblem, Watch};
 
+use crate::compile::CompileContext;
 use crate::manifest::{ResourceEvent, Spanned};
-use crate::plan::CompileContext;
 
 /// A change to a watched object, named as in Argo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

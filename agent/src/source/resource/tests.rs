@@ -7,11 +7,23 @@ use serde_json::json;
 
 use super::watch::{change_event, dropped_by, event_id, event_time};
 use super::*;
-use crate::manifest::{load_text, ManifestError};
-use crate::plan::build_plan;
+use crate::compile::CompileContext;
+use crate::manifest::{load_text, Document, ManifestError};
 use crate::script::ScriptHost;
+use crate::source::{compile_event_source, SourceSpec};
 
-fn plan_of(resource: &str) -> Result<crate::plan::Plan, Vec<ManifestError>> {
+/// The compiled sources of one EventSource document (the source layer's part of a plan).
+struct Plan {
+    sources: Vec<SourceSpec>,
+}
+
+impl Plan {
+    fn needs_cluster(&self) -> bool {
+        self.sources.iter().any(SourceSpec::needs_cluster)
+    }
+}
+
+fn plan_of(resource: &str) -> Result<Plan, Vec<ManifestError>> {
     let text = format!(
         "apiVersion: argoproj.io/v1alpha1
 kind: EventSource
@@ -29,7 +41,24 @@ spec:
         return Err(errors);
     }
     let host = ScriptHost::new(Default::default(), vec![]);
-    build_plan(&docs, &host, &[])
+    let mut sources = Vec::new();
+    for loaded in &docs {
+        let Document::EventSource(es) = &loaded.doc else {
+            continue;
+        };
+        let mut ctx = CompileContext {
+            host: &host,
+            origin: &loaded.origin,
+            library_dirs: &[],
+            errors: &mut errors,
+        };
+        sources.extend(compile_event_source(&mut ctx, &es.metadata.name, &es.spec));
+    }
+    if errors.is_empty() {
+        Ok(Plan { sources })
+    } else {
+        Err(errors)
+    }
 }
 
 fn errors_of(resource: &str) -> Vec<ManifestError> {

@@ -37,10 +37,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::crd::{Condition, ResourceStatus, TriggerOutcomes};
-use super::leader::{LeaderOptions, LeaseLock};
-use super::Cluster;
 use crate::agent::{run_plan, AgentOptions, Shared};
+use crate::cluster::crd::{Condition, ResourceStatus, TriggerOutcomes};
+use crate::cluster::leader::{LeaderOptions, LeaseLock};
+use crate::cluster::Cluster;
 use crate::manifest::API_VERSION;
 use crate::script::Limits;
 use crate::source::SourceSpec;

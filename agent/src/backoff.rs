@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use crate::compile::CompileContext;
 use crate::manifest::{Backoff as BackoffSpec, IntOrString};
-use crate::plan::CompileContext;
 
 /// Attempts and delays of one trigger.
 #[derive(Debug, Clone, PartialEq)]

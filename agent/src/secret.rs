@@ -1,4 +1,5 @@
-//! Secret values for sources (e.g. webhook bearer tokens), resolved at start-up.
+//! Secret values (webhook tokens, client credentials, TLS files) for sources, triggers and
+//! their clients, resolved from mounted secret files or the environment.
 
 use std::path::{Path, PathBuf};
 

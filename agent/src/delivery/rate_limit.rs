@@ -8,8 +8,8 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, Quota};
 use serde_saphyr::Spanned;
 
+use crate::compile::CompileContext;
 use crate::manifest::RateLimit;
-use crate::plan::CompileContext;
 
 /// A shared limiter for one trigger.
 #[derive(Debug, Clone)]

@@ -10,6 +10,10 @@ use serde_json::{Map, Value};
 
 use crate::script::{CompiledScript, Reads};
 
+mod fired;
+
+pub use fired::FiredEvents;
+
 /// Views of an event computed at most once, however many dependencies, scripts and
 /// triggers look at it. A clone starts empty, so a changed copy never sees stale views.
 #[derive(Debug, Default)]

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use rhai::Dynamic;
 use serde_json::Value;
 
-use crate::event::Event;
+use super::Event;
 use crate::script::{CompiledScript, PathTree, Reads};
 
 /// Events by dependency name, with the script view built at most once per firing, and only
