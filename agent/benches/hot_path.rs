@@ -132,7 +132,7 @@ fn hot_path(c: &mut Criterion) {
     )
     .expect("policy compiles");
     let response = Response::replied(
-        Reply::Http(HttpReply {
+        Reply::new(HttpReply {
             status: 201,
             body: json!({"ok": true, "id": 42}),
             ..HttpReply::default()

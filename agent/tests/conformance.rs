@@ -797,7 +797,7 @@ impl Runner {
                 .ok_or("response_status is not a status code")?,
         };
         let response = Response::replied(
-            Reply::Http(HttpReply::status(status)),
+            Reply::new(HttpReply::status(status)),
             std::time::Duration::ZERO,
         );
         let error = match policy.judge(
@@ -841,7 +841,7 @@ impl Runner {
         };
         let object = json!({"metadata": {"labels": live}});
         let response = Response::replied(
-            Reply::K8s(K8sReply::stub("create", 200, object)),
+            Reply::new(K8sReply::stub("create", 200, object)),
             std::time::Duration::ZERO,
         );
         let verdict = policy.judge(

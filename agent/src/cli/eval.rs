@@ -11,7 +11,6 @@ use clap::{ArgGroup, Args, ValueEnum};
 use rhai::Dynamic;
 use serde_json::{json, Value};
 
-use crate::delivery::stub::invocation_json;
 use crate::delivery::{StubResponse, StubShape};
 use crate::event::Event;
 use crate::event::FiredEvents;
@@ -466,7 +465,7 @@ fn eval_sensor(args: &EvalArgs, lib: Vec<PathBuf>) -> Result<(), String> {
             if let (true, Ok(e)) = (fires, &accepted) {
                 let fired = FiredEvents::new(BTreeMap::from([(dep.name.clone(), e.clone())]));
                 match t.delivery.trigger.invocation(&host, &fired) {
-                    Ok(inv) => out["request"] = invocation_json(&inv),
+                    Ok(inv) => out["request"] = inv.to_json(),
                     Err(e) => out["error"] = json!(e.to_string()),
                 }
                 match t.delivery.trigger.build_payload(&host, &fired, None) {

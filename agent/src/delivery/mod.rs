@@ -21,9 +21,7 @@ use crate::telemetry::{trigger_labels, Metrics, OutcomeLabels, ScriptLabels};
 use crate::trigger::Outcome;
 use futures::StreamExt;
 
-use crate::trigger::{
-    CompiledTrigger, DeadLetter, Invocation, ObjectChanges, Reply, Response, TriggerKind,
-};
+use crate::trigger::{CompiledTrigger, DeadLetter, Invocation, ObjectChanges, Response};
 
 /// What every execution needs.
 #[derive(Debug, Clone)]
@@ -72,7 +70,7 @@ impl Run {
         dead_letter: bool,
     ) -> Response {
         match self {
-            Run::Live => trigger.execute(invocation, payload).await,
+            Run::Live => invocation.attempt(payload).await,
             Run::Stub(r) => r.execute(trigger, invocation, payload, attempt, dead_letter),
         }
     }
@@ -92,12 +90,11 @@ impl Run {
         response: &Response,
         attempt: u32,
     ) -> Option<ObjectChanges> {
-        match (self, &trigger.kind, &response.reply) {
-            (Run::Live, TriggerKind::K8s(target), Ok(Reply::K8s(reply))) => target.watch(reply),
-            (Run::Stub(r), TriggerKind::K8s(_), Ok(Reply::K8s(_))) => {
-                Some(r.changes(trigger, attempt))
-            }
-            _ => None,
+        let reply = response.reply.as_ref().ok()?;
+        match self {
+            Run::Live => reply.shape().changes(),
+            // Replies about an object (Kubernetes) change as the stub's `objects` say.
+            Run::Stub(r) => reply.shape().object().map(|_| r.changes(trigger, attempt)),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::event::FiredEvents;
 use crate::trigger::Outcome;
 use crate::trigger::{
     CompiledTrigger, HttpReply, Invocation, K8sReply, KafkaReply, LambdaReply, NatsReply,
-    ObjectBase, ObjectChanges, Reply, Response, TriggerError, TriggerKind,
+    ObjectChanges, Reply, Response, TriggerError, TriggerKind,
 };
 
 /// Which reply shape a stub plays: the one of the trigger it answers.
@@ -92,7 +92,7 @@ impl StubResponse {
             return Response::failed(TriggerError::new(e.clone(), self.retryable), Duration::ZERO);
         }
         let reply = match self.shape {
-            StubShape::Http => Reply::Http(HttpReply {
+            StubShape::Http => Reply::new(HttpReply {
                 status: self.status,
                 headers: self
                     .headers
@@ -101,18 +101,18 @@ impl StubResponse {
                     .collect(),
                 body: self.body.clone(),
             }),
-            StubShape::Lambda => Reply::Lambda(LambdaReply {
+            StubShape::Lambda => Reply::new(LambdaReply {
                 status: self.status,
                 function_error: self.function_error.clone(),
                 payload: self.body.clone(),
                 error: None,
             }),
             // The subject and stream position are the live server's to give.
-            StubShape::Nats => Reply::Nats(NatsReply::default()),
+            StubShape::Nats => Reply::new(NatsReply::default()),
             // Partition 0, offset 0: the live broker's to give.
-            StubShape::Kafka => Reply::Kafka(KafkaReply::default()),
+            StubShape::Kafka => Reply::new(KafkaReply::default()),
             StubShape::K8s(operation) => {
-                Reply::K8s(K8sReply::stub(operation, self.status, self.body.clone()))
+                Reply::new(K8sReply::stub(operation, self.status, self.body.clone()))
             }
         };
         Response::replied(reply, Duration::ZERO)
@@ -304,7 +304,7 @@ impl Recording {
         self.with(dead_letter, |r| {
             r.trigger = trigger.name.clone();
             if r.request.is_none() {
-                r.request = Some(invocation_json(invocation));
+                r.request = Some(invocation.to_json());
                 r.payload = Some(payload.clone());
             }
             r.attempts.push(AttemptRecord {
@@ -343,7 +343,7 @@ impl Recording {
             .into_iter()
             .map(|object| {
                 Response::replied(
-                    Reply::K8s(K8sReply::stub(operation, stub.status, object)),
+                    Reply::new(K8sReply::stub(operation, stub.status, object)),
                     Duration::ZERO,
                 )
             })
@@ -365,70 +365,5 @@ impl Recording {
                 Some(reason) => Ended::Failed(reason.to_owned()),
             });
         });
-    }
-}
-
-/// The request of an invocation as JSON: `{type: http, url, method, headers, timeout?}` (the
-/// method upper-cased, POST when not given), `{type: awsLambda, functionName,
-/// invocationType}`, `{type: nats, subject}`, `{type: kafka, topic, partitioningKey}` or
-/// `{type: log}`.
-pub fn invocation_json(invocation: &Invocation) -> Value {
-    match invocation {
-        Invocation::Http(spec) => {
-            let mut out = serde_json::Map::new();
-            out.insert("type".into(), "http".into());
-            out.insert("url".into(), spec.url.clone().into());
-            out.insert(
-                "method".into(),
-                spec.method
-                    .as_deref()
-                    .unwrap_or("POST")
-                    .to_ascii_uppercase()
-                    .into(),
-            );
-            out.insert("headers".into(), json!(spec.headers));
-            if let Some(t) = spec.timeout {
-                out.insert("timeout".into(), t.into());
-            }
-            Value::Object(out)
-        }
-        Invocation::Lambda(spec) => json!({
-            "type": "awsLambda",
-            "functionName": spec.function_name,
-            "invocationType": spec.invocation_type(),
-        }),
-        Invocation::Nats(spec) => json!({ "type": "nats", "subject": spec.subject }),
-        Invocation::Kafka(spec) => json!({
-            "type": "kafka",
-            "topic": spec.topic,
-            "partitioningKey": spec.key(),
-        }),
-        Invocation::K8s(spec) => {
-            let mut out = json!({ "type": "k8s" });
-            match &spec.base {
-                ObjectBase::Object(object) => {
-                    let mut resource = object.clone();
-                    for p in &spec.params {
-                        let _ = p.apply(&mut resource);
-                    }
-                    out["resource"] = resource;
-                }
-                ObjectBase::ConfigMap {
-                    name,
-                    key,
-                    namespace,
-                } => {
-                    out["configmap"] = json!({ "name": name, "key": key, "namespace": namespace });
-                }
-                ObjectBase::File(path) => {
-                    out["file"] = json!(path.display().to_string());
-                }
-            }
-            if let Some(ops) = &spec.json_patch {
-                out["jsonPatch"] = ops.clone();
-            }
-            out
-        }
-        Invocation::Log => json!({ "type": "log" }),
     }
 }

@@ -115,10 +115,13 @@ impl CompiledPolicy {
                 .and_then(|v| outcome_from_script(&v, &format!("policy: {}", response.summary())));
         }
         let outcome = default_outcome(response, self.allow.as_deref());
-        if let (Outcome::Success, Some(expected), Ok(crate::trigger::Reply::K8s(reply))) =
-            (&outcome, &self.labels, &response.reply)
-        {
-            if !labels_satisfied(expected, &reply.labels()) {
+        let object = response
+            .reply
+            .as_ref()
+            .ok()
+            .and_then(|r| r.shape().object());
+        if let (Outcome::Success, Some(expected), Some(object)) = (&outcome, &self.labels, object) {
+            if !labels_satisfied(expected, &labels_of(object)) {
                 return Ok(Outcome::Wait);
             }
         }
@@ -148,6 +151,14 @@ pub fn default_outcome(response: &Response, allow: Option<&[u16]>) -> Outcome {
             reason: e.to_string(),
         },
     }
+}
+
+/// An object's `metadata.labels`.
+fn labels_of(object: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// Argo's Kubernetes resource-label policy: every expected label is on the live object with
@@ -237,7 +248,7 @@ mod tests {
     use crate::trigger::{HttpReply, Reply, TriggerError};
 
     fn status(s: u16) -> Response {
-        Response::replied(Reply::Http(HttpReply::status(s)), Duration::ZERO)
+        Response::replied(Reply::new(HttpReply::status(s)), Duration::ZERO)
     }
 
     #[test]

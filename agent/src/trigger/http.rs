@@ -1,8 +1,10 @@
 //! The HTTP trigger: sends the payload as a JSON request.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
@@ -10,10 +12,14 @@ use rhai::{Dynamic, Map};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::compile::{compile_params, payload_builder, KindInput, KindParts};
 use super::response::{duration_ms, status_outcome};
-use super::Outcome;
-use super::{Reply, ReplyShape, Response, TriggerError};
-use crate::script::to_dynamic;
+use super::{compile::parameterized, BuildError, Call, CompiledParameter, Invocation, Outcome};
+use super::{Reply, ReplyShape, Response, TriggerError, TriggerKind};
+use crate::compile::CompileContext;
+use crate::event::FiredEvents;
+use crate::manifest::{HttpTrigger, ScriptSource};
+use crate::script::{to_dynamic, ScriptHost};
 
 /// Default request timeout when the manifest sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -55,6 +61,63 @@ impl HttpRequestSpec {
     }
 }
 
+/// Compiles an `http` spec: the client (certificate verification fixed at load), the
+/// request (parameters may change any of its fields) and the payload.
+pub(super) fn compile(
+    ctx: &mut CompileContext<'_>,
+    h: &HttpTrigger,
+    input: &KindInput<'_>,
+) -> Option<KindParts> {
+    let f = format!("{}.http", input.tfield);
+    let params = compile_params(
+        ctx,
+        &format!("{f}.parameters"),
+        &h.parameters,
+        input.dependencies,
+    );
+    let payload = payload_builder(
+        ctx,
+        &f,
+        &h.payload,
+        ScriptSource::from_fields(&h.payload_script, &h.payload_script_file),
+        input.dependencies,
+    );
+    let target = match HttpTarget::new(h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)) {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            ctx.error(None, f, format!("cannot build HTTP client: {e}"));
+            return None;
+        }
+    };
+    let spec = HttpRequestSpec {
+        url: h.url.clone(),
+        method: h.method.clone(),
+        headers: h.headers.clone(),
+        timeout: h.timeout,
+    };
+    let parameterized = !h.parameters.is_empty() || input.template_parameterized();
+    let static_ok = match spec.problem() {
+        Some(p) if !parameterized => {
+            ctx.error(None, format!("{f}.url"), p);
+            return None;
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let fixed = (static_ok && !parameterized).then(|| {
+        Invocation::new(HttpCall {
+            target: target.clone(),
+            spec,
+        })
+    });
+    Some(KindParts {
+        kind: TriggerKind::Http(target),
+        params: params?,
+        payload: payload?,
+        fixed,
+    })
+}
+
 /// An HTTP trigger with its connection pool.
 #[derive(Debug, Clone)]
 pub struct HttpTarget {
@@ -85,6 +148,28 @@ impl HttpTarget {
         Ok(Self {
             client: shared_client(insecure)?,
         })
+    }
+
+    /// The request of one execution: the template's `http` section after parameters.
+    pub(super) fn invocation(
+        self: &Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let spec = parameterized(
+            template,
+            "http",
+            params,
+            host,
+            events,
+            HttpRequestSpec::problem,
+        )?;
+        Ok(Invocation::new(HttpCall {
+            target: self.clone(),
+            spec,
+        }))
     }
 
     /// Sends one request.
@@ -153,13 +238,48 @@ impl HttpTarget {
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Response::replied(
-            Reply::Http(HttpReply {
+            Reply::new(HttpReply {
                 status,
                 headers,
                 body,
             }),
             started.elapsed(),
         )
+    }
+}
+
+/// One HTTP request to send.
+#[derive(Debug)]
+struct HttpCall {
+    target: Arc<HttpTarget>,
+    spec: HttpRequestSpec,
+}
+
+impl Call for HttpCall {
+    fn attempt<'a>(&'a self, payload: &'a Value) -> BoxFuture<'a, Response> {
+        Box::pin(self.target.execute(&self.spec, payload))
+    }
+
+    /// `{type: http, url, method, headers, timeout?}`, the method upper-cased (POST when
+    /// not given).
+    fn to_json(&self) -> Value {
+        let spec = &self.spec;
+        let mut out = serde_json::Map::new();
+        out.insert("type".into(), "http".into());
+        out.insert("url".into(), spec.url.clone().into());
+        out.insert(
+            "method".into(),
+            spec.method
+                .as_deref()
+                .unwrap_or("POST")
+                .to_ascii_uppercase()
+                .into(),
+        );
+        out.insert("headers".into(), serde_json::json!(spec.headers));
+        if let Some(t) = spec.timeout {
+            out.insert("timeout".into(), t.into());
+        }
+        Value::Object(out)
     }
 }
 

@@ -5,25 +5,27 @@
 //! The kind's plural and scope come from discovery. Every action is checked against the
 //! namespace guard first. The policy sees `#{operation, status, object, reason, message}`,
 //! where `object` is the live resource after the action; a policy that answers `"wait"` gets
-//! it again on every change, from a watch on that one object ([`K8sTarget::watch`]).
+//! it again on every change, from a watch on that one object ([`K8sReply`]'s `changes`).
 
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::StreamExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use rhai::{Dynamic, Map};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::argo_workflow::{self, WorkflowOperation};
-use super::params::{set_path, Operation, ResolvedParameter};
+use super::params::{self, set_path, Operation, ResolvedParameter};
 use super::response::status_outcome;
-use super::Outcome;
-use super::{Reply, ReplyShape, Response, TriggerError};
+use super::{BuildError, Call, CompiledParameter, Invocation, Outcome, PrepareContext};
+use super::{ObjectChanges, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
 use crate::cluster::{Cluster, ResolvedKind};
+use crate::event::FiredEvents;
+use crate::script::ScriptHost;
 
 /// The field manager triggerd writes as (server-side apply, audit logs).
 pub const FIELD_MANAGER: &str = "triggerd";
@@ -171,9 +173,6 @@ pub struct K8sTarget {
     cluster: Arc<OnceLock<Cluster>>,
 }
 
-/// Responses to a policy that waits: the object each time it changes.
-pub type ObjectChanges = Pin<Box<dyn Stream<Item = Response> + Send>>;
-
 /// The reply of the API server to one action.
 #[derive(Debug, Clone)]
 pub struct K8sReply {
@@ -189,17 +188,22 @@ pub struct K8sReply {
     pub message: String,
     /// The object was deleted (a watch saw it go).
     pub deleted: bool,
-    /// The API resource, so a waiting policy can watch the object.
-    resource: Option<(ResolvedKind, String)>,
+    /// The object's API endpoint, so a waiting policy can watch it.
+    resource: Option<ObjectApi>,
+}
+
+/// The API endpoint of one kind in one namespace, where a replied object can be watched.
+#[derive(Clone)]
+struct ObjectApi(Api<DynamicObject>);
+
+impl std::fmt::Debug for ObjectApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ObjectApi")
+    }
 }
 
 impl K8sReply {
-    fn ok(
-        operation: &'static str,
-        status: u16,
-        object: Value,
-        resource: (ResolvedKind, String),
-    ) -> Self {
+    fn ok(operation: &'static str, status: u16, object: Value, resource: ObjectApi) -> Self {
         Self {
             resource: Some(resource),
             ..Self::stub(operation, status, object)
@@ -217,14 +221,6 @@ impl K8sReply {
             deleted: false,
             resource: None,
         }
-    }
-
-    /// The live object's labels.
-    pub fn labels(&self) -> std::collections::BTreeMap<String, String> {
-        self.object
-            .pointer("/metadata/labels")
-            .and_then(|l| serde_json::from_value(l.clone()).ok())
-            .unwrap_or_default()
     }
 
     fn name(&self) -> Option<&str> {
@@ -275,6 +271,41 @@ impl ReplyShape for K8sReply {
         let gone = if self.deleted { ", deleted" } else { "" };
         format!("{} {name}: {}{phase}{gone}", self.operation, self.status)
     }
+
+    fn object(&self) -> Option<&Value> {
+        Some(&self.object)
+    }
+
+    /// A watch on that one object (its first item is the current state, so a change between
+    /// the action and the watch is not missed).
+    fn changes(&self) -> Option<ObjectChanges> {
+        let resource = self.resource.clone()?;
+        let name = self.name()?.to_owned();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let operation = self.operation;
+        let started = Instant::now();
+        let changes = watcher::watcher(resource.0.clone(), config).filter_map(move |event| {
+            let resource = resource.clone();
+            let name = name.clone();
+            async move {
+                let (object, deleted) = match event {
+                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
+                    Ok(watcher::Event::Delete(o)) => (o, true),
+                    Ok(watcher::Event::Init | watcher::Event::InitDone) => return None,
+                    Err(e) => {
+                        tracing::warn!(object = %name, error = %e, "watch of a triggered object failed; retrying");
+                        return None;
+                    }
+                };
+                let object = serde_json::to_value(object).ok()?;
+                let mut reply = K8sReply::ok(operation, 200, object, resource);
+                reply.deleted = deleted;
+                Some(Response::replied(Reply::new(reply), started.elapsed()))
+            }
+        });
+        // The watcher retries failed requests itself, backing off between them.
+        Some(Box::pin(changes.boxed()))
+    }
 }
 
 /// What an action needs besides its object: the cluster and who is acting.
@@ -284,6 +315,55 @@ pub(super) struct ActionContext<'a> {
     pub(super) trigger: &'a str,
     /// Labels put on created objects.
     pub(super) labels: Vec<(&'static str, String)>,
+}
+
+/// A Kubernetes trigger was readied without a connection to the API server (internal: the
+/// agent connects for every plan with Kubernetes triggers).
+#[derive(Debug, thiserror::Error)]
+#[error("no Kubernetes API connection was made for this plan")]
+struct NoCluster;
+
+/// One action to carry out.
+#[derive(Debug)]
+struct K8sCall {
+    target: Arc<K8sTarget>,
+    spec: K8sRequestSpec,
+}
+
+impl Call for K8sCall {
+    fn attempt<'a>(&'a self, _payload: &'a Value) -> BoxFuture<'a, Response> {
+        Box::pin(self.target.execute(&self.spec))
+    }
+
+    /// `{type: k8s, resource | configmap | file, jsonPatch?}`, the resource with the
+    /// parameters written in.
+    fn to_json(&self) -> Value {
+        let spec = &self.spec;
+        let mut out = json!({ "type": "k8s" });
+        match &spec.base {
+            ObjectBase::Object(object) => {
+                let mut resource = object.clone();
+                for p in &spec.params {
+                    let _ = p.apply(&mut resource);
+                }
+                out["resource"] = resource;
+            }
+            ObjectBase::ConfigMap {
+                name,
+                key,
+                namespace,
+            } => {
+                out["configmap"] = json!({ "name": name, "key": key, "namespace": namespace });
+            }
+            ObjectBase::File(path) => {
+                out["file"] = json!(path.display().to_string());
+            }
+        }
+        if let Some(ops) = &spec.json_patch {
+            out["jsonPatch"] = ops.clone();
+        }
+        out
+    }
 }
 
 /// Why an action could not be carried out; says whether trying again may help.
@@ -342,8 +422,46 @@ impl K8sTarget {
     }
 
     /// Remembers the cluster when the plan starts.
-    pub fn prepare(&self, cluster: &Cluster) {
+    pub(super) fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+        let cluster = ctx.cluster.ok_or(NoCluster)?;
         let _ = self.cluster.set(cluster.clone());
+        Ok(())
+    }
+
+    /// The request of one execution: the template's `k8s` (or `argoWorkflow`) section after
+    /// template-level parameters, with the kind-level parameters resolved for writing into
+    /// the resource once it is known.
+    pub(super) fn invocation(
+        self: &Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let key = match self.action {
+            K8sAction::Resource { .. } => "k8s",
+            K8sAction::Workflow(_) => "argoWorkflow",
+        };
+        let spec = template.get(key).cloned().unwrap_or(Value::Null);
+        // An inline resource may have been changed by template-level parameters
+        // (`dest: k8s.source.resource.…`); other sources are as compiled.
+        let base = match spec.pointer("/source/resource") {
+            Some(resource) => ObjectBase::Object(resource.clone()),
+            None => self.base.clone(),
+        };
+        Ok(self.call(K8sRequestSpec {
+            base,
+            params: params::resolve_all(params, host, events)?,
+            json_patch: spec.get("jsonPatch").cloned(),
+        }))
+    }
+
+    /// The invocation carrying out `spec` on this target.
+    pub(super) fn call(self: &Arc<Self>, spec: K8sRequestSpec) -> Invocation {
+        Invocation::new(K8sCall {
+            target: self.clone(),
+            spec,
+        })
     }
 
     /// Carries out one attempt.
@@ -360,9 +478,9 @@ impl K8sTarget {
         let result = self.act(cluster, spec).await;
         let elapsed = started.elapsed();
         match result {
-            Ok(reply) => Response::replied(Reply::K8s(reply), elapsed),
+            Ok(reply) => Response::replied(Reply::new(reply), elapsed),
             Err(ActionError::Api(status)) => Response::replied(
-                Reply::K8s(K8sReply {
+                Reply::new(K8sReply {
                     operation: self.action.name(),
                     status: status.code,
                     object: Value::Null,
@@ -504,41 +622,6 @@ impl K8sTarget {
             (TRIGGER_LABEL, label_value(&self.trigger)),
         ]
     }
-
-    /// The object of `reply` each time it changes, for a policy that answered `"wait"`:
-    /// a watch on that one object (its first item is the current state, so a change between
-    /// the action and the watch is not missed). `None` when the reply names no object.
-    pub fn watch(&self, reply: &K8sReply) -> Option<ObjectChanges> {
-        let cluster = self.cluster.get()?;
-        let (kind, namespace) = reply.resource.clone()?;
-        let name = reply.name()?.to_owned();
-        let api: Api<DynamicObject> = api_for(cluster, &kind, &namespace);
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let operation = reply.operation;
-        let started = Instant::now();
-        let changes = watcher::watcher(api, config).filter_map(move |event| {
-            let kind = kind.clone();
-            let namespace = namespace.clone();
-            let name = name.clone();
-            async move {
-                let (object, deleted) = match event {
-                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
-                    Ok(watcher::Event::Delete(o)) => (o, true),
-                    Ok(watcher::Event::Init | watcher::Event::InitDone) => return None,
-                    Err(e) => {
-                        tracing::warn!(object = %name, error = %e, "watch of a triggered object failed; retrying");
-                        return None;
-                    }
-                };
-                let object = serde_json::to_value(object).ok()?;
-                let mut reply = K8sReply::ok(operation, 200, object, (kind, namespace));
-                reply.deleted = deleted;
-                Some(Response::replied(Reply::K8s(reply), started.elapsed()))
-            }
-        });
-        // The watcher retries failed requests itself, backing off between them.
-        Some(Box::pin(changes.boxed()))
-    }
 }
 
 /// One object's API endpoint: kind resolved, namespace checked against the guard.
@@ -606,12 +689,7 @@ impl Target {
     }
 
     pub(super) fn reply(&self, operation: &'static str, status: u16, object: Value) -> K8sReply {
-        K8sReply::ok(
-            operation,
-            status,
-            object,
-            (self.kind.clone(), self.namespace.clone()),
-        )
+        K8sReply::ok(operation, status, object, ObjectApi(self.api.clone()))
     }
 
     pub(super) async fn get(&self, name: &str) -> Result<Value, ActionError> {

@@ -4,10 +4,13 @@
 
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use super::compile::{compile_params, KindInput, KindParts};
 use super::k8s::{K8sAction, K8sOperation, K8sTarget, PatchStrategy};
 use super::{
-    compile_params, parse_resource, Invocation, K8sRequestSpec, ObjectBase, PayloadBuilder,
-    TriggerKind, TypeParts, WorkflowOperation,
+    parse_resource, CompiledParameter, K8sRequestSpec, ObjectBase, PayloadBuilder, TriggerKind,
+    WorkflowOperation,
 };
 use crate::compile::CompileContext;
 use crate::manifest::{ArgoWorkflowTrigger, ArtifactLocation, K8sTrigger, Spanned};
@@ -15,14 +18,11 @@ use crate::manifest::{ArgoWorkflowTrigger, ArtifactLocation, K8sTrigger, Spanned
 /// Compiles a `k8s` trigger.
 pub(super) fn compile_k8s(
     ctx: &mut CompileContext<'_>,
-    tfield: &str,
     k: &K8sTrigger,
-    sensor: &str,
-    trigger: &str,
-    template_params: bool,
-    dependencies: &[String],
-) -> Option<TypeParts> {
-    let f = format!("{tfield}.k8s");
+    input: &KindInput<'_>,
+) -> Option<KindParts> {
+    let f = format!("{}.k8s", input.tfield);
+    let dependencies = input.dependencies;
     let before = ctx.errors.len();
     let operation = parse_choice(
         ctx,
@@ -82,28 +82,17 @@ pub(super) fn compile_k8s(
         live_object: k.live_object,
     };
     let json_patch = k.json_patch.as_ref().map(|p| p.value.clone());
-    parts(
-        action,
-        sensor,
-        trigger,
-        base?,
-        params?,
-        template_params,
-        json_patch,
-    )
+    parts(action, input, base?, params?, json_patch)
 }
 
 /// Compiles an `argoWorkflow` trigger.
 pub(super) fn compile_argo_workflow(
     ctx: &mut CompileContext<'_>,
-    tfield: &str,
     w: &ArgoWorkflowTrigger,
-    sensor: &str,
-    trigger: &str,
-    template_params: bool,
-    dependencies: &[String],
-) -> Option<TypeParts> {
-    let f = format!("{tfield}.argoWorkflow");
+    input: &KindInput<'_>,
+) -> Option<KindParts> {
+    let f = format!("{}.argoWorkflow", input.tfield);
+    let dependencies = input.dependencies;
     let before = ctx.errors.len();
     let operation = parse_choice(
         ctx,
@@ -126,42 +115,33 @@ pub(super) fn compile_argo_workflow(
     if ctx.errors.len() > before {
         return None;
     }
-    parts(
-        K8sAction::Workflow(operation?),
-        sensor,
-        trigger,
-        base?,
-        params?,
-        template_params,
-        None,
-    )
+    parts(K8sAction::Workflow(operation?), input, base?, params?, None)
 }
 
 fn parts(
     action: K8sAction,
-    sensor: &str,
-    trigger: &str,
+    input: &KindInput<'_>,
     base: ObjectBase,
-    params: Vec<super::CompiledParameter>,
-    template_params: bool,
+    params: Vec<CompiledParameter>,
     json_patch: Option<Value>,
-) -> Option<TypeParts> {
-    let target = K8sTarget::new(action, sensor, trigger).with_base(base.clone());
+) -> Option<KindParts> {
+    let target =
+        Arc::new(K8sTarget::new(action, input.sensor, input.trigger).with_base(base.clone()));
     // Parameters (the trigger's or the template's) make each invocation different.
-    let fixed = (params.is_empty() && !template_params).then(|| {
-        Invocation::K8s(K8sRequestSpec {
+    let fixed = (params.is_empty() && !input.template_parameterized()).then(|| {
+        target.call(K8sRequestSpec {
             base,
             params: Vec::new(),
             json_patch,
         })
     });
     // A Kubernetes trigger sends its resource, not a payload.
-    Some((
-        TriggerKind::K8s(Box::new(target)),
+    Some(KindParts {
+        kind: TriggerKind::K8s(target),
         params,
-        Some(PayloadBuilder::Events),
+        payload: PayloadBuilder::Events,
         fixed,
-    ))
+    })
 }
 
 fn parse_choice<T>(

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -17,11 +18,22 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rhai::{Dynamic, Map};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use super::compile::{
+    check_parameter_dests, compile_params, parameterized, payload_builder, FixedParts, KindInput,
+    KindParts,
+};
 use super::response::duration_ms;
-use super::Outcome;
-use super::{Reply, ReplyShape, Response, TriggerError};
+use super::TriggerKind;
+use super::{BuildError, Call, CompiledParameter, Invocation, KindError, Outcome};
+use super::{PrepareContext, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
+use crate::backoff::parse_duration;
+use crate::compile::CompileContext;
+use crate::event::FiredEvents;
+use crate::kafka_client::KafkaSecurity;
+use crate::manifest::{KafkaTrigger, ScriptSource};
+use crate::script::ScriptHost;
 
 /// The spec fields parameters may change (`dest: topic`, `dest: partitioningKey`).
 pub const PARAMETER_FIELDS: [&str; 2] = ["topic", "partitioningKey"];
@@ -74,6 +86,149 @@ impl KafkaRequestSpec {
     }
 }
 
+/// Compiles a `kafka` spec: the producer settings (fixed at load), parameters (which may
+/// change only `topic` and `partitioningKey`) and payload.
+pub(super) fn compile(
+    ctx: &mut CompileContext<'_>,
+    k: &KafkaTrigger,
+    input: &KindInput<'_>,
+) -> Option<KindParts> {
+    let (tfield, dependencies) = (input.tfield, input.dependencies);
+    let f = format!("{tfield}.kafka");
+    let at = Some(&k.url.referenced);
+    let before = ctx.errors.len();
+    check_parameter_dests(
+        ctx,
+        tfield,
+        FixedParts {
+            type_key: "kafka",
+            allowed: &PARAMETER_FIELDS,
+            fixed: "url, headers, requiredAcks, compress, flushFrequency and timeout",
+        },
+        &k.parameters,
+        input.template_params,
+    );
+    if k.url.value.trim().is_empty() {
+        ctx.error_with_hint(
+            at,
+            format!("{f}.url"),
+            "url is empty",
+            "bootstrap servers, e.g. 127.0.0.1:9092",
+        );
+    }
+    let unsupported = [
+        (
+            "schemaRegistry",
+            k.schema_registry.as_ref(),
+            "Avro/schema registry encoding is not supported; the payload is written as JSON",
+        ),
+        (
+            "secureHeaders",
+            k.secure_headers.as_ref(),
+            "not supported yet; use `headers`",
+        ),
+    ];
+    for (name, value, hint) in unsupported {
+        if let Some(v) = value {
+            ctx.error_with_hint(
+                Some(&v.referenced),
+                format!("{f}.{name}"),
+                format!("{name} is not supported"),
+                hint,
+            );
+        }
+    }
+    let security = KafkaSecurity::compile(ctx, &f, k.tls.as_ref(), k.sasl.as_ref());
+    let required_acks = match &k.required_acks {
+        None => -1,
+        Some(a) if [-1, 0, 1].contains(&a.value) => a.value,
+        Some(a) => {
+            ctx.error_with_hint(
+                Some(&a.referenced),
+                format!("{f}.requiredAcks"),
+                format!("invalid requiredAcks {}", a.value),
+                "-1 (all in-sync replicas, the default), 1 (the leader) or 0 (none)",
+            );
+            -1
+        }
+    };
+    let linger_ms = match &k.flush_frequency {
+        Some(ms) if !(0..=900_000).contains(&ms.value) => {
+            ctx.error_with_hint(
+                Some(&ms.referenced),
+                format!("{f}.flushFrequency"),
+                format!("invalid flushFrequency {}", ms.value),
+                "milliseconds between 0 and 900000",
+            );
+            None
+        }
+        other => other.as_ref().map(|ms| ms.value),
+    };
+    let timeout = match &k.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => match parse_duration(&t.value) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                ctx.error_with_hint(
+                    Some(&t.referenced),
+                    format!("{f}.timeout"),
+                    format!("invalid timeout {:?}", t.value),
+                    "a Go duration such as 10s or 500ms",
+                );
+                DEFAULT_TIMEOUT
+            }
+        },
+    };
+    let spec = KafkaRequestSpec {
+        topic: k.topic.clone(),
+        partitioning_key: k.partitioning_key.clone().map(Value::String),
+    };
+    let parameterized = !k.parameters.is_empty() || input.template_parameterized();
+    let static_ok = match spec.problem() {
+        Some(p) if !parameterized => {
+            ctx.error(at, format!("{f}.topic"), p);
+            false
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let compiled = compile_params(ctx, &format!("{f}.parameters"), &k.parameters, dependencies);
+    let payload = payload_builder(
+        ctx,
+        &f,
+        &k.payload,
+        ScriptSource::from_fields(&k.payload_script, &k.payload_script_file),
+        dependencies,
+    );
+    if ctx.errors.len() > before {
+        return None;
+    }
+    let target = Arc::new(KafkaTarget::new(
+        KafkaSettings {
+            url: k.url.value.trim().to_owned(),
+            required_acks,
+            compress: k.compress,
+            linger_ms,
+            timeout,
+            headers: k.headers.clone(),
+            security,
+        },
+        format!("triggerd/{}/{}", input.sensor, input.trigger),
+    ));
+    let fixed = (static_ok && !parameterized).then(|| {
+        Invocation::new(KafkaCall {
+            target: target.clone(),
+            spec,
+        })
+    });
+    Some(KindParts {
+        kind: TriggerKind::Kafka(target),
+        params: compiled?,
+        payload: payload?,
+        fixed,
+    })
+}
+
 /// Producer settings fixed at load.
 #[derive(Debug, Clone)]
 pub struct KafkaSettings {
@@ -90,7 +245,7 @@ pub struct KafkaSettings {
     /// Record headers.
     pub headers: BTreeMap<String, String>,
     /// TLS and SASL towards the brokers.
-    pub security: crate::kafka_client::KafkaSecurity,
+    pub security: KafkaSecurity,
 }
 
 /// A Kafka cluster to write to, with its producer once made.
@@ -124,15 +279,38 @@ impl KafkaTarget {
 
     /// Resolves the TLS files and SASL credentials (a missing one stops the start) and
     /// remembers where secrets live; the producer is made at the first attempt.
-    pub fn prepare(
-        &self,
-        secrets_dir: Option<&std::path::Path>,
-    ) -> Result<(), crate::secret::SecretError> {
-        self.settings.security.check_secrets(secrets_dir)?;
+    pub(super) fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+        let secrets_dir = ctx.secrets_dir;
+        self.settings
+            .security
+            .check_secrets(secrets_dir)
+            .map_err(|e| KindError::boxed("kafka", e))?;
         let _ = self
             .secrets_dir
             .set(secrets_dir.map(std::path::Path::to_path_buf));
         Ok(())
+    }
+
+    /// The request of one execution: the template's `kafka` section after parameters.
+    pub(super) fn invocation(
+        self: &Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let spec = parameterized(
+            template,
+            "kafka",
+            params,
+            host,
+            events,
+            KafkaRequestSpec::problem,
+        )?;
+        Ok(Invocation::new(KafkaCall {
+            target: self.clone(),
+            spec,
+        }))
     }
 
     fn producer(&self) -> Result<&FutureProducer, KafkaError> {
@@ -195,7 +373,7 @@ impl KafkaTarget {
             .await
         {
             Ok(delivery) => Response::replied(
-                Reply::Kafka(KafkaReply {
+                Reply::new(KafkaReply {
                     topic,
                     partition: delivery.partition,
                     offset: delivery.offset,
@@ -207,6 +385,28 @@ impl KafkaTarget {
                 is_retryable(&e),
             )),
         }
+    }
+}
+
+/// One record to write.
+#[derive(Debug)]
+struct KafkaCall {
+    target: Arc<KafkaTarget>,
+    spec: KafkaRequestSpec,
+}
+
+impl Call for KafkaCall {
+    fn attempt<'a>(&'a self, payload: &'a Value) -> BoxFuture<'a, Response> {
+        Box::pin(self.target.execute(&self.spec, payload))
+    }
+
+    /// `{type: kafka, topic, partitioningKey}`.
+    fn to_json(&self) -> Value {
+        json!({
+            "type": "kafka",
+            "topic": self.spec.topic,
+            "partitioningKey": self.spec.key(),
+        })
     }
 }
 

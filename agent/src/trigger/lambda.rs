@@ -5,7 +5,7 @@
 //! SDK's own retries are off: `retryStrategy` and the policy decide, as for every trigger.
 
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -15,16 +15,23 @@ use aws_sdk_lambda::config::Credentials;
 use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
+use futures::future::BoxFuture;
 use rhai::{Dynamic, Map};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use thiserror::Error;
 
+use super::compile::{
+    check_parameter_dests, compile_params, parameterized, payload_builder, FixedParts, KindInput,
+    KindParts,
+};
 use super::response::status_outcome;
-use super::Outcome;
-use super::{Reply, ReplyShape, Response, TriggerError};
-use crate::manifest::SecretRef;
-use crate::script::to_dynamic;
+use super::{BuildError, Call, CompiledParameter, Invocation, Outcome, PrepareContext};
+use super::{PrepareFailure, Reply, ReplyShape, Response, TriggerError, TriggerKind};
+use crate::compile::CompileContext;
+use crate::event::FiredEvents;
+use crate::manifest::{AwsLambdaTrigger, ScriptSource, SecretRef};
+use crate::script::{to_dynamic, ScriptHost};
 use crate::secret::{resolve_secret, SecretError};
 
 /// How long one invocation may take, connection included.
@@ -66,6 +73,119 @@ impl LambdaRequestSpec {
     pub fn invocation_type(&self) -> &str {
         self.invocation_type.as_deref().unwrap_or("RequestResponse")
     }
+}
+
+/// Compiles an `awsLambda` spec: its settings (fixed at load), parameters (which may change
+/// only `functionName` and `invocationType`) and payload.
+pub(super) fn compile(
+    ctx: &mut CompileContext<'_>,
+    l: &AwsLambdaTrigger,
+    input: &KindInput<'_>,
+) -> Option<KindParts> {
+    let (tfield, dependencies) = (input.tfield, input.dependencies);
+    let f = format!("{tfield}.awsLambda");
+    let before = ctx.errors.len();
+    check_parameter_dests(
+        ctx,
+        tfield,
+        FixedParts {
+            type_key: "awsLambda",
+            allowed: &PARAMETER_FIELDS,
+            fixed: "region, credentials and endpoint",
+        },
+        &l.parameters,
+        input.template_params,
+    );
+    if l.region.value.trim().is_empty() {
+        ctx.error(
+            Some(&l.region.referenced),
+            format!("{f}.region"),
+            "region is empty",
+        );
+    }
+    if let Some(e) = &l.endpoint {
+        if let Err(err) = reqwest::Url::parse(&e.value) {
+            ctx.error_with_hint(
+                Some(&e.referenced),
+                format!("{f}.endpoint"),
+                format!("invalid endpoint {:?}: {err}", e.value),
+                "an absolute URL such as http://127.0.0.1:5000",
+            );
+        }
+    }
+    let keys = match (&l.access_key, &l.secret_key) {
+        (Some(a), Some(s)) => Some((a.value.clone(), s.value.clone())),
+        (None, None) => None,
+        (Some(a), None) | (None, Some(a)) => {
+            let missing = if l.access_key.is_some() {
+                "secretKey"
+            } else {
+                "accessKey"
+            };
+            ctx.error_with_hint(
+                Some(&a.referenced),
+                format!("{f}.{missing}"),
+                format!("{missing} is missing"),
+                "give both accessKey and secretKey, or neither (the default AWS credential chain)",
+            );
+            None
+        }
+    };
+    let spec = LambdaRequestSpec {
+        function_name: l.function_name.clone(),
+        invocation_type: l.invocation_type.as_ref().map(|t| t.value.clone()),
+    };
+    // A literal invocation type must be valid even when a parameter may replace it.
+    if let Some(t) = &l.invocation_type {
+        if !INVOCATION_TYPES.contains(&t.value.as_str()) {
+            ctx.error_with_hint(
+                Some(&t.referenced),
+                format!("{f}.invocationType"),
+                format!("invalid invocationType {:?}", t.value),
+                format!("one of: {}", INVOCATION_TYPES.join(", ")),
+            );
+        }
+    }
+    let parameterized = !l.parameters.is_empty() || input.template_parameterized();
+    let static_ok = match spec.problem() {
+        Some(p) if !parameterized => {
+            if spec.function_name.trim().is_empty() {
+                ctx.error(None, format!("{f}.functionName"), p);
+            }
+            false
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let compiled = compile_params(ctx, &format!("{f}.parameters"), &l.parameters, dependencies);
+    let payload = payload_builder(
+        ctx,
+        &f,
+        &l.payload,
+        ScriptSource::from_fields(&l.payload_script, &l.payload_script_file),
+        dependencies,
+    );
+    if ctx.errors.len() > before {
+        return None;
+    }
+    let target = Arc::new(LambdaTarget::new(LambdaSettings {
+        region: l.region.value.clone(),
+        endpoint: l.endpoint.as_ref().map(|e| e.value.clone()),
+        keys,
+        role_arn: l.role_arn.clone(),
+    }));
+    let fixed = (static_ok && !parameterized).then(|| {
+        Invocation::new(LambdaCall {
+            target: target.clone(),
+            spec,
+        })
+    });
+    Some(KindParts {
+        kind: TriggerKind::Lambda(target),
+        params: compiled?,
+        payload: payload?,
+        fixed,
+    })
 }
 
 /// Where the client connects and with which credentials (fixed at load time).
@@ -111,9 +231,36 @@ impl LambdaTarget {
         }
     }
 
+    /// Readies the target when its plan starts (see [`LambdaTarget::build_client`]).
+    pub(super) async fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+        Ok(self.build_client(ctx.secrets_dir).await?)
+    }
+
+    /// The request of one execution: the template's `awsLambda` section after parameters.
+    pub(super) fn invocation(
+        self: &Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let spec = parameterized(
+            template,
+            "awsLambda",
+            params,
+            host,
+            events,
+            LambdaRequestSpec::problem,
+        )?;
+        Ok(Invocation::new(LambdaCall {
+            target: self.clone(),
+            spec,
+        }))
+    }
+
     /// Resolves the credentials and builds the client; no network traffic yet (credentials
     /// of the default chain and assumed roles are fetched at the first invocation).
-    pub async fn prepare(&self, secrets_dir: Option<&Path>) -> Result<(), LambdaSetupError> {
+    async fn build_client(&self, secrets_dir: Option<&Path>) -> Result<(), LambdaSetupError> {
         if self.client.get().is_some() {
             return Ok(());
         }
@@ -215,7 +362,29 @@ impl LambdaTarget {
                 );
             }
         };
-        Response::replied(Reply::Lambda(reply), started.elapsed())
+        Response::replied(Reply::new(reply), started.elapsed())
+    }
+}
+
+/// One invocation to make.
+#[derive(Debug)]
+struct LambdaCall {
+    target: Arc<LambdaTarget>,
+    spec: LambdaRequestSpec,
+}
+
+impl Call for LambdaCall {
+    fn attempt<'a>(&'a self, payload: &'a Value) -> BoxFuture<'a, Response> {
+        Box::pin(self.target.execute(&self.spec, payload))
+    }
+
+    /// `{type: awsLambda, functionName, invocationType}`.
+    fn to_json(&self) -> Value {
+        json!({
+            "type": "awsLambda",
+            "functionName": self.spec.function_name,
+            "invocationType": self.spec.invocation_type(),
+        })
     }
 }
 

@@ -12,14 +12,25 @@ use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::Client;
+use futures::future::BoxFuture;
 use rhai::{Dynamic, Map};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use super::Outcome;
-use super::{Reply, ReplyShape, Response, TriggerError};
-use crate::nats_client::{NatsConnectError, NatsConnection};
+use super::compile::{
+    check_parameter_dests, compile_params, parameterized, payload_builder, FixedParts, KindInput,
+    KindParts,
+};
+use super::TriggerKind;
+use super::{BuildError, Call, CompiledParameter, Invocation, KindError, Outcome};
+use super::{PrepareContext, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
+use crate::backoff::Backoff;
+use crate::compile::CompileContext;
+use crate::event::FiredEvents;
+use crate::manifest::{NatsTrigger, ScriptSource};
+use crate::nats_client::{auth_problem, tls_problem, NatsConnectError, NatsConnection};
+use crate::script::ScriptHost;
 
 /// The spec fields parameters may change (`dest: subject`).
 pub const PARAMETER_FIELDS: [&str; 1] = ["subject"];
@@ -47,6 +58,97 @@ impl NatsRequestSpec {
     }
 }
 
+/// Compiles a `nats` spec: the connection (fixed at load), parameters (which may change only
+/// `subject`) and payload.
+pub(super) fn compile(
+    ctx: &mut CompileContext<'_>,
+    n: &NatsTrigger,
+    input: &KindInput<'_>,
+) -> Option<KindParts> {
+    let (tfield, dependencies) = (input.tfield, input.dependencies);
+    let f = format!("{tfield}.nats");
+    let before = ctx.errors.len();
+    check_parameter_dests(
+        ctx,
+        tfield,
+        FixedParts {
+            type_key: "nats",
+            allowed: &PARAMETER_FIELDS,
+            fixed: "url, auth and tls",
+        },
+        &n.parameters,
+        input.template_params,
+    );
+    if n.url.value.trim().is_empty() {
+        ctx.error_with_hint(
+            Some(&n.url.referenced),
+            format!("{f}.url"),
+            "url is empty",
+            "e.g. nats://127.0.0.1:4222",
+        );
+    }
+    if let Some(problem) = n.auth.as_ref().and_then(auth_problem) {
+        ctx.error(Some(&n.url.referenced), format!("{f}.auth"), problem);
+    }
+    if let Some((sub, problem, hint)) = n.tls.as_ref().and_then(tls_problem) {
+        ctx.error_with_hint(
+            Some(&n.url.referenced),
+            format!("{f}.tls.{sub}"),
+            problem,
+            hint,
+        );
+    }
+    let spec = NatsRequestSpec {
+        subject: n.subject.clone(),
+    };
+    let parameterized = !n.parameters.is_empty() || input.template_parameterized();
+    let static_ok = match spec.problem() {
+        Some(p) if !parameterized => {
+            ctx.error(Some(&n.url.referenced), format!("{f}.subject"), p);
+            false
+        }
+        Some(_) => false,
+        None => true,
+    };
+    let compiled = compile_params(ctx, &format!("{f}.parameters"), &n.parameters, dependencies);
+    let payload = payload_builder(
+        ctx,
+        &f,
+        &n.payload,
+        ScriptSource::from_fields(&n.payload_script, &n.payload_script_file),
+        dependencies,
+    );
+    if ctx.errors.len() > before {
+        return None;
+    }
+    let target = Arc::new(NatsTarget::new(
+        NatsConnection {
+            url: n.url.value.trim().to_owned(),
+            auth: n.auth.clone(),
+            tls: n.tls.clone(),
+            // One try per attempt: `retryStrategy` spaces the attempts.
+            backoff: Backoff {
+                steps: 1,
+                ..Backoff::default()
+            },
+        },
+        n.jet_stream,
+        format!("{}/{}", input.sensor, input.trigger),
+    ));
+    let fixed = (static_ok && !parameterized).then(|| {
+        Invocation::new(NatsCall {
+            target: target.clone(),
+            spec,
+        })
+    });
+    Some(KindParts {
+        kind: TriggerKind::Nats(target),
+        params: compiled?,
+        payload: payload?,
+        fixed,
+    })
+}
+
 /// A NATS server to publish to, with its connection once made.
 #[derive(Debug, Clone)]
 pub struct NatsTarget {
@@ -70,10 +172,35 @@ impl NatsTarget {
     }
 
     /// Checks the credentials and remembers where secrets live; connects at the first attempt.
-    pub fn prepare(&self, secrets_dir: Option<&Path>) -> Result<(), NatsConnectError> {
-        self.connection.check_secrets(secrets_dir)?;
+    pub(super) fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+        let secrets_dir = ctx.secrets_dir;
+        self.connection
+            .check_secrets(secrets_dir)
+            .map_err(|e| KindError::boxed("nats", e))?;
         let _ = self.secrets_dir.set(secrets_dir.map(Path::to_path_buf));
         Ok(())
+    }
+
+    /// The request of one execution: the template's `nats` section after parameters.
+    pub(super) fn invocation(
+        self: &Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let spec = parameterized(
+            template,
+            "nats",
+            params,
+            host,
+            events,
+            NatsRequestSpec::problem,
+        )?;
+        Ok(Invocation::new(NatsCall {
+            target: self.clone(),
+            spec,
+        }))
     }
 
     /// Publishes one payload.
@@ -135,7 +262,25 @@ impl NatsTarget {
                 duplicate: false,
             }
         };
-        Response::replied(Reply::Nats(reply), started.elapsed())
+        Response::replied(Reply::new(reply), started.elapsed())
+    }
+}
+
+/// One publish to make.
+#[derive(Debug)]
+struct NatsCall {
+    target: Arc<NatsTarget>,
+    spec: NatsRequestSpec,
+}
+
+impl Call for NatsCall {
+    fn attempt<'a>(&'a self, payload: &'a Value) -> BoxFuture<'a, Response> {
+        Box::pin(self.target.execute(&self.spec, payload))
+    }
+
+    /// `{type: nats, subject}`.
+    fn to_json(&self) -> Value {
+        json!({ "type": "nats", "subject": self.spec.subject })
     }
 }
 

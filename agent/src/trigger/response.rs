@@ -1,20 +1,19 @@
 //! What a trigger attempt returns, as policies see it.
 //!
 //! Every attempt ends in a [`Response`]: a [`Reply`] from the target, or a [`TriggerError`]
-//! when nothing came back. Each trigger type has its own reply shape (a struct in its own
-//! file implementing [`ReplyShape`]); [`Reply`] is the closed set of them. Adding a shape is
-//! one struct, one variant and one arm in [`Reply::shape`].
+//! when nothing came back. Each trigger kind has its own reply shape, a struct in the kind's
+//! own file implementing [`ReplyShape`]; a [`Reply`] holds any of them, so a new kind adds
+//! no variant here.
 
+use std::fmt::Debug;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::Stream;
 use rhai::{Dynamic, Map};
+use serde_json::Value;
 use thiserror::Error;
-
-use super::http::HttpReply;
-use super::k8s::K8sReply;
-use super::kafka::KafkaReply;
-use super::lambda::LambdaReply;
-use super::nats::NatsReply;
 
 /// The verdict on one attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -77,41 +76,42 @@ impl TriggerError {
     }
 }
 
+/// Responses to a policy that waits: the object each time it changes.
+pub type ObjectChanges = Pin<Box<dyn Stream<Item = Response> + Send>>;
+
 /// What one reply shape tells policies, the default policy and logs.
-pub trait ReplyShape {
+pub trait ReplyShape: Debug + Send + Sync {
     /// `response` for policy scripts (`duration` is how long the attempt took).
     fn to_dynamic(&self, duration: Duration) -> Dynamic;
     /// The verdict without a policy script; `allow` is `policy.status.allow`.
     fn default_outcome(&self, allow: Option<&[u16]>) -> Outcome;
     /// A short description for logs and dead letters.
     fn summary(&self) -> String;
+    /// The live object the attempt acted on (Kubernetes triggers), which `policy.k8s.labels`
+    /// checks; `None` for kinds that act on no object.
+    fn object(&self) -> Option<&Value> {
+        None
+    }
+    /// The object's later states, for a policy that answered "wait"; `None` when the reply
+    /// names no object that can be watched.
+    fn changes(&self) -> Option<ObjectChanges> {
+        None
+    }
 }
 
-/// A reply from a target, one shape per trigger type.
+/// A reply from a target, in its kind's shape.
 #[derive(Debug, Clone)]
-pub enum Reply {
-    /// `http` (and `log`): `#{status, headers, body, duration_ms}`.
-    Http(HttpReply),
-    /// `awsLambda`: `#{status, function_error, payload}`.
-    Lambda(LambdaReply),
-    /// `nats`: `#{subject, stream, sequence, duplicate, duration_ms}`.
-    Nats(NatsReply),
-    /// `kafka`: `#{topic, partition, offset, duration_ms}`.
-    Kafka(KafkaReply),
-    /// `k8s` and `argoWorkflow`: `#{operation, status, object, reason, message, deleted}`.
-    K8s(K8sReply),
-}
+pub struct Reply(Arc<dyn ReplyShape>);
 
 impl Reply {
+    /// Wraps one kind's reply.
+    pub fn new(shape: impl ReplyShape + 'static) -> Self {
+        Self(Arc::new(shape))
+    }
+
     /// The shape behind this reply.
     pub fn shape(&self) -> &dyn ReplyShape {
-        match self {
-            Reply::Http(r) => r,
-            Reply::Lambda(r) => r,
-            Reply::Nats(r) => r,
-            Reply::Kafka(r) => r,
-            Reply::K8s(r) => r,
-        }
+        self.0.as_ref()
     }
 }
 
