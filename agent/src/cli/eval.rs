@@ -11,7 +11,6 @@ use clap::{ArgGroup, Args, ValueEnum};
 use rhai::Dynamic;
 use serde_json::{json, Value};
 
-use crate::delivery::{StubResponse, StubShape};
 use crate::event::Event;
 use crate::event::FiredEvents;
 use crate::manifest::load_paths;
@@ -21,7 +20,9 @@ use crate::script::{from_dynamic, Limits, ScriptError, ScriptHost, ScriptKind};
 use crate::sensor::{CompiledSensor, Condition, Logic};
 use crate::testing::matcher::render;
 use crate::testing::{read_document, EventInput};
-use crate::trigger::{K8sOperation, WorkflowOperation};
+use crate::trigger::{
+    HttpStub, K8sOperation, K8sStub, LambdaStub, Shape, StubResponse, WorkflowOperation,
+};
 
 const LONG_ABOUT: &str = "\
 Evaluates one script, or one dependency of a sensor, against one event, and prints the
@@ -314,7 +315,7 @@ fn response_of(doc: Value) -> Result<StubResponse, String> {
                 .ok_or("response.status must be a number")?,
         };
         return Ok(StubResponse {
-            shape: StubShape::K8s(operation),
+            shape: Shape::new(K8sStub { operation }),
             status,
             body: object.clone(),
             ..StubResponse::default()
@@ -352,9 +353,9 @@ fn response_of(doc: Value) -> Result<StubResponse, String> {
     let body = obj.get(if lambda { "payload" } else { "body" });
     Ok(StubResponse {
         shape: if lambda {
-            StubShape::Lambda
+            Shape::new(LambdaStub)
         } else {
-            StubShape::Http
+            Shape::new(HttpStub)
         },
         status,
         headers,

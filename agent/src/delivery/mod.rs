@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use plan::{compile_delivery, DeliveryPlan};
 pub use rate_limit::Limiter;
-pub use stub::{StubResponse, StubShape, Stubs};
+pub use stub::Stubs;
 
 use crate::event::FiredEvents;
 use crate::script::ScriptHost;

@@ -2,160 +2,17 @@
 //! every delivery — the request and payload that would have been sent, each attempt with its
 //! response and the policy's verdict, the final outcome and the dead letter.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 // Held only to push or update a record inside synchronous code, never across an await.
 #[allow(clippy::disallowed_types)]
 use std::sync::Mutex;
-use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::event::FiredEvents;
 use crate::trigger::Outcome;
-use crate::trigger::{
-    CompiledTrigger, HttpReply, Invocation, K8sReply, KafkaReply, LambdaReply, NatsReply,
-    ObjectChanges, Reply, Response, TriggerError, TriggerKind,
-};
-
-/// Which reply shape a stub plays: the one of the trigger it answers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum StubShape {
-    /// `{status, headers, body}` (http and log triggers).
-    #[default]
-    Http,
-    /// `{status, functionError, payload}` (awsLambda triggers).
-    Lambda,
-    /// `{}` (published) or `{error}` (nats triggers).
-    Nats,
-    /// `{}` (acknowledged) or `{error}` (kafka triggers).
-    Kafka,
-    /// `{status, object, objects}` (k8s and argoWorkflow triggers; the operation's name).
-    K8s(&'static str),
-}
-
-impl StubShape {
-    /// The shape a trigger type replies with.
-    pub fn of(kind: &TriggerKind) -> Self {
-        match kind {
-            TriggerKind::Lambda(_) => StubShape::Lambda,
-            TriggerKind::Nats(_) => StubShape::Nats,
-            TriggerKind::Kafka(_) => StubShape::Kafka,
-            TriggerKind::K8s(t) => StubShape::K8s(t.action().name()),
-            TriggerKind::Http(_) | TriggerKind::Log(_) => StubShape::Http,
-        }
-    }
-}
-
-/// A canned answer to one attempt.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StubResponse {
-    /// The reply shape.
-    pub shape: StubShape,
-    /// Status code (ignored when `error` is set).
-    pub status: u16,
-    /// Response headers (http).
-    pub headers: BTreeMap<String, String>,
-    /// Response body (http), the function's payload (awsLambda) or the live object after
-    /// the action (k8s).
-    pub body: Value,
-    /// k8s: the object's later states, one per change a policy that answered "wait" sees.
-    pub objects: Vec<Value>,
-    /// `X-Amz-Function-Error` (awsLambda): the function ran and failed.
-    pub function_error: Option<String>,
-    /// A transport error instead of a response (connection refused, timeout, ...).
-    pub error: Option<String>,
-    /// Whether the transport error may go away on retry (the default policy retries it).
-    pub retryable: bool,
-}
-
-impl Default for StubResponse {
-    /// What an unstubbed trigger answers: status 200, no body.
-    fn default() -> Self {
-        Self {
-            shape: StubShape::Http,
-            status: 200,
-            headers: BTreeMap::new(),
-            body: Value::Null,
-            objects: Vec::new(),
-            function_error: None,
-            error: None,
-            retryable: true,
-        }
-    }
-}
-
-impl StubResponse {
-    /// The response a policy judges.
-    pub fn to_response(&self) -> Response {
-        if let Some(e) = &self.error {
-            return Response::failed(TriggerError::new(e.clone(), self.retryable), Duration::ZERO);
-        }
-        let reply = match self.shape {
-            StubShape::Http => Reply::new(HttpReply {
-                status: self.status,
-                headers: self
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                    .collect(),
-                body: self.body.clone(),
-            }),
-            StubShape::Lambda => Reply::new(LambdaReply {
-                status: self.status,
-                function_error: self.function_error.clone(),
-                payload: self.body.clone(),
-                error: None,
-            }),
-            // The subject and stream position are the live server's to give.
-            StubShape::Nats => Reply::new(NatsReply::default()),
-            // Partition 0, offset 0: the live broker's to give.
-            StubShape::Kafka => Reply::new(KafkaReply::default()),
-            StubShape::K8s(operation) => {
-                Reply::new(K8sReply::stub(operation, self.status, self.body.clone()))
-            }
-        };
-        Response::replied(reply, Duration::ZERO)
-    }
-
-    /// The response as JSON, for reports: `{status, headers?, body?}`,
-    /// `{status, functionError?, payload?}`, `{}` (nats, kafka) or `{error}`.
-    pub fn to_json(&self) -> Value {
-        if let Some(e) = &self.error {
-            return json!({ "error": e });
-        }
-        let mut out = serde_json::Map::new();
-        let body_key = match self.shape {
-            // Acknowledgements only: the live broker gives the subject or position.
-            StubShape::Nats | StubShape::Kafka => return json!({}),
-            StubShape::Http => {
-                out.insert("status".into(), self.status.into());
-                if !self.headers.is_empty() {
-                    out.insert("headers".into(), json!(self.headers));
-                }
-                "body"
-            }
-            StubShape::Lambda => {
-                out.insert("status".into(), self.status.into());
-                if let Some(f) = &self.function_error {
-                    out.insert("functionError".into(), f.clone().into());
-                }
-                "payload"
-            }
-            StubShape::K8s(_) => {
-                out.insert("status".into(), self.status.into());
-                if !self.objects.is_empty() {
-                    out.insert("objects".into(), self.objects.clone().into());
-                }
-                "object"
-            }
-        };
-        if !self.body.is_null() {
-            out.insert(body_key.into(), self.body.clone());
-        }
-        Value::Object(out)
-    }
-}
+use crate::trigger::{CompiledTrigger, Invocation, ObjectChanges, Response, StubResponse};
 
 /// How an execution ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,7 +156,7 @@ impl Recording {
     ) -> Response {
         let mut stub = self.stubs.response(&trigger.sensor, &trigger.name, attempt);
         // Unstubbed attempts answer 200 in the trigger's own shape.
-        stub.shape = StubShape::of(&trigger.kind);
+        stub.shape = trigger.stub_shape();
         let response = stub.to_response();
         self.with(dead_letter, |r| {
             r.trigger = trigger.name.clone();
@@ -333,22 +190,9 @@ impl Recording {
 
     /// The object states a waiting policy sees after attempt `attempt` (its stub's `objects`).
     pub(super) fn changes(&self, trigger: &CompiledTrigger, attempt: u32) -> ObjectChanges {
-        let stub = self.stubs.response(&trigger.sensor, &trigger.name, attempt);
-        let operation = match StubShape::of(&trigger.kind) {
-            StubShape::K8s(op) => op,
-            _ => "",
-        };
-        let states: Vec<Response> = stub
-            .objects
-            .into_iter()
-            .map(|object| {
-                Response::replied(
-                    Reply::new(K8sReply::stub(operation, stub.status, object)),
-                    Duration::ZERO,
-                )
-            })
-            .collect();
-        Box::pin(futures::stream::iter(states))
+        let mut stub = self.stubs.response(&trigger.sensor, &trigger.name, attempt);
+        stub.shape = trigger.stub_shape();
+        Box::pin(futures::stream::iter(stub.changes()))
     }
 
     /// Records that the request or payload could not be built, so no attempt was made (the

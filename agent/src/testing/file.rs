@@ -1,7 +1,7 @@
 //! The test file format (`*.test.yaml`), parsed with located errors, and its resolution
 //! against the loaded sensors: every trigger and dependency a test names must exist.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,9 +13,9 @@ use serde_saphyr::Spanned;
 
 use super::input::EventInput;
 use crate::backoff::parse_duration;
-use crate::delivery::{StubResponse, StubShape};
 use crate::manifest::{parse_fragment, ManifestError, Origin, Position};
 use crate::plan::Plan;
+use crate::trigger::{CompiledTrigger, Shape, StubResponse, StubSpec};
 
 /// A test file.
 #[derive(Debug, Deserialize)]
@@ -44,7 +44,7 @@ pub struct Case {
     pub events: Vec<EventStep>,
     /// Stubbed responses by trigger: attempt n gets item n, the last repeats.
     #[serde(default)]
-    pub responses: HashMap<String, Spanned<Vec<Spanned<ResponseSpec>>>>,
+    pub responses: HashMap<String, Spanned<Vec<Spanned<StubSpec>>>>,
     /// What must happen.
     #[serde(default)]
     pub expect: Expect,
@@ -75,39 +75,6 @@ pub struct EventStep {
     /// How long after the previous event (or the case start) this one arrives (Go duration).
     #[serde(default)]
     pub after: Option<Spanned<String>>,
-}
-
-/// A stubbed response.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ResponseSpec {
-    /// Status code.
-    #[serde(default)]
-    pub status: Option<u16>,
-    /// Headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Body (any JSON).
-    #[serde(default)]
-    pub body: Value,
-    /// A transport error instead of a response.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// Whether the transport error is retryable (default true).
-    #[serde(default)]
-    pub retryable: Option<bool>,
-    /// awsLambda: the function error (`X-Amz-Function-Error`, e.g. `Unhandled`).
-    #[serde(default)]
-    pub function_error: Option<String>,
-    /// awsLambda: what the function returned.
-    #[serde(default)]
-    pub payload: Option<Value>,
-    /// Reserved for the Kubernetes triggers.
-    #[serde(default)]
-    pub object: Option<Value>,
-    /// Reserved for the Kubernetes triggers.
-    #[serde(default)]
-    pub objects: Option<Value>,
 }
 
 /// Expectations of a case.
@@ -497,7 +464,7 @@ impl Resolver<'_> {
                 .value
                 .iter()
                 .enumerate()
-                .filter_map(|(i, s)| self.response(&format!("{f}[{i}]"), s, shape))
+                .filter_map(|(i, s)| self.response(&format!("{f}[{i}]"), s, &shape))
                 .collect();
             responses.insert((t.sensor, t.trigger), stubs);
         }
@@ -613,8 +580,8 @@ impl Resolver<'_> {
         }
     }
 
-    /// The reply shape of a resolved trigger (or dead-letter trigger).
-    fn shape_of(&self, t: &TriggerRef) -> StubShape {
+    /// The stub shape of a resolved trigger (or dead-letter trigger).
+    fn shape_of(&self, t: &TriggerRef) -> Shape {
         self.plan
             .sensors
             .iter()
@@ -622,174 +589,30 @@ impl Resolver<'_> {
             .flat_map(|s| &s.triggers)
             .flat_map(|g| g.delivery.triggers())
             .find(|c| c.name == t.trigger)
-            .map_or(StubShape::Http, |c| StubShape::of(&c.kind))
+            .map_or_else(Shape::default, CompiledTrigger::stub_shape)
     }
 
+    /// A stub in its trigger's shape; a misuse is an error at the stub (or its field).
     fn response(
         &mut self,
         field: &str,
-        s: &Spanned<ResponseSpec>,
-        shape: StubShape,
+        s: &Spanned<StubSpec>,
+        shape: &Shape,
     ) -> Option<StubResponse> {
-        let at = &s.referenced;
-        let v = &s.value;
-        match shape {
-            StubShape::Http if v.function_error.is_some() || v.payload.is_some() => {
-                let name = if v.payload.is_some() {
-                    "payload"
-                } else {
-                    "functionError"
+        match shape.parse(&s.value) {
+            Ok(stub) => Some(stub),
+            Err(misuse) => {
+                let at = match misuse.field {
+                    Some(name) => format!("{field}.{name}"),
+                    None => field.to_owned(),
                 };
-                self.error_with_hint(
-                    at,
-                    &format!("{field}.{name}"),
-                    format!("`{name}` is for awsLambda triggers"),
-                    "http and log triggers take status, body, headers or error",
-                );
-                return None;
-            }
-            StubShape::Lambda if !v.body.is_null() || !v.headers.is_empty() => {
-                let name = if v.body.is_null() { "headers" } else { "body" };
-                self.error_with_hint(
-                    at,
-                    &format!("{field}.{name}"),
-                    format!("`{name}` is for http triggers"),
-                    "awsLambda triggers take status, functionError, payload or error",
-                );
-                return None;
-            }
-            StubShape::Nats | StubShape::Kafka
-                if v.status.is_some()
-                    || !v.body.is_null()
-                    || !v.headers.is_empty()
-                    || v.function_error.is_some()
-                    || v.payload.is_some() =>
-            {
-                let problem = if shape == StubShape::Nats {
-                    "a nats trigger's stub is `{}` (published) or `{error}`"
-                } else {
-                    "a kafka trigger's stub is `{}` (acknowledged) or `{error}`"
-                };
-                self.error_with_hint(
-                    at,
-                    field,
-                    problem,
-                    "status, body, headers, functionError and payload are for http and awsLambda triggers",
-                );
-                return None;
-            }
-            StubShape::K8s(_)
-                if !v.body.is_null()
-                    || !v.headers.is_empty()
-                    || v.function_error.is_some()
-                    || v.payload.is_some() =>
-            {
-                self.error_with_hint(
-                    at,
-                    field,
-                    "a Kubernetes trigger's stub is {status, object, objects} or {error}",
-                    "object: the live object after the action; objects: its later states, seen by a policy that answers \"wait\"",
-                );
-                return None;
-            }
-            StubShape::K8s(_) => {
-                return self.k8s_response(field, s, shape);
-            }
-            _ => {}
-        }
-        if v.object.is_some() || v.objects.is_some() {
-            self.error_with_hint(
-                at,
-                &format!("{field}.object"),
-                "`object` and `objects` are for k8s and argoWorkflow triggers",
-                "http and log triggers take status, body, headers or error",
-            );
-            return None;
-        }
-        match (v.status, &v.error) {
-            (Some(_), Some(_)) => {
-                self.error(
-                    at,
-                    field,
-                    "set either status (a response) or error (no response), not both",
-                );
-                None
-            }
-            // `{}`: published (nats) or acknowledged (kafka).
-            (None, None) if matches!(shape, StubShape::Nats | StubShape::Kafka) => {
-                Some(StubResponse {
-                    shape,
-                    ..StubResponse::default()
-                })
-            }
-            (None, None) => {
-                self.error_with_hint(
-                    at,
-                    field,
-                    "a response needs a status or an error",
-                    "e.g. {status: 503} or {error: \"connection refused\"}",
-                );
-                None
-            }
-            (status, error) => {
-                if v.retryable.is_some() && error.is_none() {
-                    self.error(
-                        at,
-                        &format!("{field}.retryable"),
-                        "`retryable` goes with `error`",
-                    );
+                match misuse.hint {
+                    Some(hint) => self.error_with_hint(&s.referenced, &at, misuse.message, hint),
+                    None => self.error(&s.referenced, &at, misuse.message),
                 }
-                Some(StubResponse {
-                    shape,
-                    status: status.unwrap_or(0),
-                    headers: v.headers.clone(),
-                    body: v.payload.clone().unwrap_or_else(|| v.body.clone()),
-                    objects: Vec::new(),
-                    function_error: v.function_error.clone(),
-                    error: error.clone(),
-                    retryable: v.retryable.unwrap_or(true),
-                })
+                None
             }
         }
-    }
-
-    /// A Kubernetes stub: `{status?, object?, objects?}` (status defaults to 200) or `{error}`.
-    fn k8s_response(
-        &mut self,
-        field: &str,
-        s: &Spanned<ResponseSpec>,
-        shape: StubShape,
-    ) -> Option<StubResponse> {
-        let (at, v) = (&s.referenced, &s.value);
-        if v.error.is_some() && (v.status.is_some() || v.object.is_some() || v.objects.is_some()) {
-            self.error(
-                at,
-                field,
-                "set either status/object (a reply) or error (no reply), not both",
-            );
-            return None;
-        }
-        let objects = match &v.objects {
-            None => Vec::new(),
-            Some(Value::Array(list)) => list.clone(),
-            Some(_) => {
-                self.error(
-                    at,
-                    &format!("{field}.objects"),
-                    "objects is a list of object states",
-                );
-                return None;
-            }
-        };
-        Some(StubResponse {
-            shape,
-            status: v.status.unwrap_or(200),
-            body: v.object.clone().unwrap_or(Value::Null),
-            objects,
-            error: v.error.clone(),
-            retryable: v.retryable.unwrap_or(true),
-            ..StubResponse::default()
-        })
     }
 
     fn event(&mut self, field: &str, step: EventStep) -> Option<ResolvedEvent> {

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::compile::{compile_params, payload_builder, KindInput, KindParts};
 use super::response::{duration_ms, status_outcome};
+use super::stub::{status_json, status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::{compile::parameterized, BuildError, Call, CompiledParameter, Invocation, Outcome};
 use super::{Reply, ReplyShape, Response, TriggerError, TriggerKind};
 use crate::compile::CompileContext;
@@ -332,6 +333,49 @@ impl ReplyShape for HttpReply {
 
     fn summary(&self) -> String {
         format!("status {}", self.status)
+    }
+}
+
+/// Stubs of http (and log) triggers: `{status, headers?, body?}` or `{error}`.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpStub;
+
+impl StubShape for HttpStub {
+    fn name(&self) -> String {
+        "http".into()
+    }
+
+    fn parse(&self, spec: &StubSpec) -> Result<StubResponse, StubMisuse> {
+        if spec.function_error.is_some() || spec.payload.is_some() {
+            let name = if spec.payload.is_some() {
+                "payload"
+            } else {
+                "functionError"
+            };
+            return Err(
+                StubMisuse::new(Some(name), format!("`{name}` is for awsLambda triggers"))
+                    .hint("http and log triggers take status, body, headers or error"),
+            );
+        }
+        status_stub(spec, false)
+    }
+
+    fn reply(&self, stub: &StubResponse) -> Reply {
+        Reply::new(HttpReply {
+            status: stub.status,
+            headers: stub
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            body: stub.body.clone(),
+        })
+    }
+
+    fn to_json(&self, stub: &StubResponse) -> Value {
+        let headers =
+            (!stub.headers.is_empty()).then(|| ("headers", serde_json::json!(stub.headers)));
+        status_json(stub, headers, "body")
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::argo_workflow::{self, WorkflowOperation};
 use super::params::{self, set_path, Operation, ResolvedParameter};
 use super::response::status_outcome;
+use super::stub::{status_json, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::{BuildError, Call, CompiledParameter, Invocation, Outcome, PrepareContext};
 use super::{ObjectChanges, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
 use crate::cluster::{Cluster, ResolvedKind};
@@ -838,6 +839,80 @@ fn label_value(name: &str) -> String {
     cleaned
         .trim_matches(|c: char| !c.is_ascii_alphanumeric())
         .to_owned()
+}
+
+/// Stubs of k8s and argoWorkflow triggers: `{status?, object?, objects?}` (status 200 by
+/// default) or `{error}`, replying as the trigger's operation.
+#[derive(Debug, Clone, Copy)]
+pub struct K8sStub {
+    /// The operation the reply names (`response.operation`).
+    pub operation: &'static str,
+}
+
+impl StubShape for K8sStub {
+    fn name(&self) -> String {
+        format!("k8s/{}", self.operation)
+    }
+
+    fn parse(&self, spec: &StubSpec) -> Result<StubResponse, StubMisuse> {
+        if !spec.body.is_null()
+            || !spec.headers.is_empty()
+            || spec.function_error.is_some()
+            || spec.payload.is_some()
+        {
+            return Err(StubMisuse::new(
+                None,
+                "a Kubernetes trigger's stub is {status, object, objects} or {error}",
+            )
+            .hint("object: the live object after the action; objects: its later states, seen by a policy that answers \"wait\""));
+        }
+        if spec.error.is_some()
+            && (spec.status.is_some() || spec.object.is_some() || spec.objects.is_some())
+        {
+            return Err(StubMisuse::new(
+                None,
+                "set either status/object (a reply) or error (no reply), not both",
+            ));
+        }
+        let objects = match &spec.objects {
+            None => Vec::new(),
+            Some(Value::Array(list)) => list.clone(),
+            Some(_) => {
+                return Err(StubMisuse::new(
+                    Some("objects"),
+                    "objects is a list of object states",
+                ))
+            }
+        };
+        Ok(StubResponse {
+            status: spec.status.unwrap_or(200),
+            body: spec.object.clone().unwrap_or(Value::Null),
+            objects,
+            error: spec.error.clone(),
+            retryable: spec.retryable.unwrap_or(true),
+            ..StubResponse::default()
+        })
+    }
+
+    fn reply(&self, stub: &StubResponse) -> Reply {
+        Reply::new(K8sReply::stub(
+            self.operation,
+            stub.status,
+            stub.body.clone(),
+        ))
+    }
+
+    fn to_json(&self, stub: &StubResponse) -> Value {
+        let objects = (!stub.objects.is_empty()).then(|| ("objects", stub.objects.clone().into()));
+        status_json(stub, objects, "object")
+    }
+
+    fn changes(&self, stub: &StubResponse) -> Vec<Reply> {
+        stub.objects
+            .iter()
+            .map(|object| Reply::new(K8sReply::stub(self.operation, stub.status, object.clone())))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use super::compile::{
     KindParts,
 };
 use super::response::duration_ms;
+use super::stub::{status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::TriggerKind;
 use super::{BuildError, Call, CompiledParameter, Invocation, KindError, Outcome};
 use super::{PrepareContext, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
@@ -460,6 +461,41 @@ impl ReplyShape for KafkaReply {
             "written to {} partition {} at offset {}",
             self.topic, self.partition, self.offset
         )
+    }
+}
+
+/// Stubs of kafka triggers: `{}` (the broker confirmed) or `{error}`; where the message
+/// went is the live broker's to say.
+#[derive(Debug, Clone, Copy)]
+pub struct KafkaStub;
+
+impl StubShape for KafkaStub {
+    fn name(&self) -> String {
+        "kafka".into()
+    }
+
+    fn parse(&self, spec: &StubSpec) -> Result<StubResponse, StubMisuse> {
+        if spec.status.is_some()
+            || !spec.body.is_null()
+            || !spec.headers.is_empty()
+            || spec.function_error.is_some()
+            || spec.payload.is_some()
+        {
+            return Err(StubMisuse::new(
+                None,
+                "a kafka trigger's stub is `{}` (acknowledged) or `{error}`",
+            )
+            .hint("status, body, headers, functionError and payload are for http and awsLambda triggers"));
+        }
+        status_stub(spec, true)
+    }
+
+    fn reply(&self, _stub: &StubResponse) -> Reply {
+        Reply::new(KafkaReply::default())
+    }
+
+    fn to_json(&self, _stub: &StubResponse) -> Value {
+        json!({})
     }
 }
 

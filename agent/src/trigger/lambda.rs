@@ -26,6 +26,7 @@ use super::compile::{
     KindParts,
 };
 use super::response::status_outcome;
+use super::stub::{status_json, status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::{BuildError, Call, CompiledParameter, Invocation, Outcome, PrepareContext};
 use super::{PrepareFailure, Reply, ReplyShape, Response, TriggerError, TriggerKind};
 use crate::compile::CompileContext;
@@ -458,6 +459,48 @@ impl LambdaReply {
             Some(m) => format!("function error ({kind}): {m}"),
             None => format!("function error ({kind})"),
         }
+    }
+}
+
+/// Stubs of awsLambda triggers: `{status, functionError?, payload?}` or `{error}`.
+#[derive(Debug, Clone, Copy)]
+pub struct LambdaStub;
+
+impl StubShape for LambdaStub {
+    fn name(&self) -> String {
+        "awsLambda".into()
+    }
+
+    fn parse(&self, spec: &StubSpec) -> Result<StubResponse, StubMisuse> {
+        if !spec.body.is_null() || !spec.headers.is_empty() {
+            let name = if spec.body.is_null() {
+                "headers"
+            } else {
+                "body"
+            };
+            return Err(
+                StubMisuse::new(Some(name), format!("`{name}` is for http triggers"))
+                    .hint("awsLambda triggers take status, functionError, payload or error"),
+            );
+        }
+        status_stub(spec, false)
+    }
+
+    fn reply(&self, stub: &StubResponse) -> Reply {
+        Reply::new(LambdaReply {
+            status: stub.status,
+            function_error: stub.function_error.clone(),
+            payload: stub.body.clone(),
+            error: None,
+        })
+    }
+
+    fn to_json(&self, stub: &StubResponse) -> Value {
+        let function_error = stub
+            .function_error
+            .clone()
+            .map(|f| ("functionError", Value::String(f)));
+        status_json(stub, function_error, "payload")
     }
 }
 

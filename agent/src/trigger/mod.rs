@@ -15,6 +15,7 @@ mod log;
 mod nats;
 pub mod params;
 mod response;
+mod stub;
 
 use std::error::Error;
 use std::fmt::Debug;
@@ -25,17 +26,20 @@ use serde_json::Value;
 
 pub use argo_workflow::WorkflowOperation;
 pub use compile::compile_trigger;
-pub use http::{HttpReply, HttpRequestSpec, HttpTarget};
+pub use http::{HttpReply, HttpRequestSpec, HttpStub, HttpTarget};
 pub use k8s::{
-    parse_resource, K8sAction, K8sOperation, K8sReply, K8sRequestSpec, K8sTarget, ObjectBase,
-    PatchStrategy,
+    parse_resource, K8sAction, K8sOperation, K8sReply, K8sRequestSpec, K8sStub, K8sTarget,
+    ObjectBase, PatchStrategy,
 };
 pub use kafka::{KafkaReply, KafkaRequestSpec, KafkaSettings, KafkaTarget};
-pub use lambda::{LambdaReply, LambdaRequestSpec, LambdaSettings, LambdaSetupError, LambdaTarget};
+pub use lambda::{
+    LambdaReply, LambdaRequestSpec, LambdaSettings, LambdaSetupError, LambdaStub, LambdaTarget,
+};
 pub use log::LogTarget;
 pub use nats::{NatsReply, NatsRequestSpec, NatsTarget};
 pub use params::{CompiledParameter, ParamError};
 pub use response::{ObjectChanges, Outcome, Reply, ReplyShape, Response, TriggerError};
+pub use stub::{Shape, StubMisuse, StubResponse, StubShape, StubSpec};
 
 use crate::event::FiredEvents;
 use crate::script::{from_dynamic, CompiledScript, ScriptHost};
@@ -177,6 +181,19 @@ impl CompiledTrigger {
             TriggerKind::Kafka(target) => target.invocation(t, params, host, events),
             TriggerKind::K8s(target) => target.invocation(t, params, host, events),
             TriggerKind::Log(target) => Ok(target.invocation()),
+        }
+    }
+
+    /// How offline tests stub this trigger's replies.
+    pub fn stub_shape(&self) -> Shape {
+        match &self.kind {
+            TriggerKind::Http(_) | TriggerKind::Log(_) => Shape::new(HttpStub),
+            TriggerKind::Lambda(_) => Shape::new(LambdaStub),
+            TriggerKind::Nats(_) => Shape::new(nats::NatsStub),
+            TriggerKind::Kafka(_) => Shape::new(kafka::KafkaStub),
+            TriggerKind::K8s(target) => Shape::new(K8sStub {
+                operation: target.action().name(),
+            }),
         }
     }
 

@@ -22,6 +22,7 @@ use super::compile::{
     check_parameter_dests, compile_params, parameterized, payload_builder, FixedParts, KindInput,
     KindParts,
 };
+use super::stub::{status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::TriggerKind;
 use super::{BuildError, Call, CompiledParameter, Invocation, KindError, Outcome};
 use super::{PrepareContext, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
@@ -332,5 +333,40 @@ impl ReplyShape for NatsReply {
             (Some(stream), Some(seq)) => format!("stored in {stream} as {seq}"),
             _ => format!("published on {}", self.subject),
         }
+    }
+}
+
+/// Stubs of nats triggers: `{}` (the broker confirmed) or `{error}`; where the message
+/// went is the live broker's to say.
+#[derive(Debug, Clone, Copy)]
+pub struct NatsStub;
+
+impl StubShape for NatsStub {
+    fn name(&self) -> String {
+        "nats".into()
+    }
+
+    fn parse(&self, spec: &StubSpec) -> Result<StubResponse, StubMisuse> {
+        if spec.status.is_some()
+            || !spec.body.is_null()
+            || !spec.headers.is_empty()
+            || spec.function_error.is_some()
+            || spec.payload.is_some()
+        {
+            return Err(StubMisuse::new(
+                None,
+                "a nats trigger's stub is `{}` (published) or `{error}`",
+            )
+            .hint("status, body, headers, functionError and payload are for http and awsLambda triggers"));
+        }
+        status_stub(spec, true)
+    }
+
+    fn reply(&self, _stub: &StubResponse) -> Reply {
+        Reply::new(NatsReply::default())
+    }
+
+    fn to_json(&self, _stub: &StubResponse) -> Value {
+        json!({})
     }
 }
