@@ -32,6 +32,17 @@ impl KindInput<'_> {
     }
 }
 
+/// Compiles one kind's section (the kind's own `compile`, bound to its manifest section).
+type KindCompiler<'a> =
+    Box<dyn FnOnce(&mut CompileContext<'_>, &KindInput<'_>) -> Option<KindParts> + 'a>;
+
+/// Boxes a kind's compiler (a closure over its manifest section).
+fn compiler<'a>(
+    f: impl FnOnce(&mut CompileContext<'_>, &KindInput<'_>) -> Option<KindParts> + 'a,
+) -> KindCompiler<'a> {
+    Box::new(f)
+}
+
 /// What compiling one kind's section yields.
 pub(super) struct KindParts {
     /// The kind with its target.
@@ -76,19 +87,65 @@ pub fn compile_trigger(
             http.entry("url").or_insert(url);
         }
     }
-    let given: Vec<&str> = [
-        t.http.as_ref().map(|_| "http"),
-        t.aws_lambda.as_ref().map(|_| "awsLambda"),
-        t.nats.as_ref().map(|_| "nats"),
-        t.kafka.as_ref().map(|_| "kafka"),
-        t.k8s.as_ref().map(|_| "k8s"),
-        t.argo_workflow.as_ref().map(|_| "argoWorkflow"),
-        t.log.as_ref().map(|_| "log"),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let input = KindInput {
+        tfield: &tfield,
+        sensor,
+        trigger: &t.name,
+        template_params: &trigger.parameters,
+        dependencies,
+    };
+    // One entry per kind: its key, and how to compile its section when given.
+    let kinds: [(&str, Option<KindCompiler<'_>>); 7] = [
+        (
+            "http",
+            t.http
+                .as_ref()
+                .map(|h| compiler(move |c, i| super::http::compile(c, h, i))),
+        ),
+        (
+            "awsLambda",
+            t.aws_lambda
+                .as_ref()
+                .map(|l| compiler(move |c, i| super::lambda::compile(c, l, i))),
+        ),
+        (
+            "nats",
+            t.nats
+                .as_ref()
+                .map(|n| compiler(move |c, i| super::nats::compile(c, n, i))),
+        ),
+        (
+            "kafka",
+            t.kafka
+                .as_ref()
+                .map(|k| compiler(move |c, i| super::kafka::compile(c, k, i))),
+        ),
+        (
+            "k8s",
+            t.k8s
+                .as_ref()
+                .map(|k| compiler(move |c, i| super::k8s_compile::compile_k8s(c, k, i))),
+        ),
+        (
+            "argoWorkflow",
+            t.argo_workflow
+                .as_ref()
+                .map(|w| compiler(move |c, i| super::k8s_compile::compile_argo_workflow(c, w, i))),
+        ),
+        (
+            "log",
+            t.log
+                .as_ref()
+                .map(|l| compiler(move |_, i| Some(super::log::compile(l, i)))),
+        ),
+    ];
+    let names: Vec<&str> = kinds.iter().map(|(name, _)| *name).collect();
+    let mut given: Vec<(&str, KindCompiler<'_>)> = kinds
+        .into_iter()
+        .filter_map(|(name, compile)| compile.map(|c| (name, c)))
+        .collect();
     if given.len() > 1 {
+        let given: Vec<&str> = given.iter().map(|(name, _)| *name).collect();
         ctx.error(
             None,
             tfield,
@@ -99,33 +156,12 @@ pub fn compile_trigger(
         );
         return None;
     }
-    let input = KindInput {
-        tfield: &tfield,
-        sensor,
-        trigger: &t.name,
-        template_params: &trigger.parameters,
-        dependencies,
-    };
-    let parts = if let Some(h) = &t.http {
-        super::http::compile(ctx, h, &input)
-    } else if let Some(l) = &t.aws_lambda {
-        super::lambda::compile(ctx, l, &input)
-    } else if let Some(n) = &t.nats {
-        super::nats::compile(ctx, n, &input)
-    } else if let Some(k) = &t.kafka {
-        super::kafka::compile(ctx, k, &input)
-    } else if let Some(k) = &t.k8s {
-        super::k8s_compile::compile_k8s(ctx, k, &input)
-    } else if let Some(w) = &t.argo_workflow {
-        super::k8s_compile::compile_argo_workflow(ctx, w, &input)
-    } else if let Some(l) = &t.log {
-        Some(super::log::compile(l, &input))
-    } else {
+    let Some((_, compile)) = given.pop() else {
         ctx.error_with_hint(
             None,
-            tfield,
+            &tfield,
             "no trigger type given",
-            "add one of: http, awsLambda, nats, kafka, k8s, argoWorkflow, log",
+            format!("add one of: {}", names.join(", ")),
         );
         return None;
     };
@@ -134,7 +170,7 @@ pub fn compile_trigger(
         params,
         payload,
         fixed,
-    } = parts?;
+    } = compile(ctx, &input)?;
     Some(CompiledTrigger {
         sensor: sensor.to_owned(),
         name: t.name.clone(),

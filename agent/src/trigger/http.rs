@@ -17,6 +17,7 @@ use super::response::{duration_ms, status_outcome};
 use super::stub::{status_json, status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::{compile::parameterized, BuildError, Call, CompiledParameter, Invocation, Outcome};
 use super::{Reply, ReplyShape, Response, TriggerError, TriggerKind};
+use super::{Shape, TriggerTarget};
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
 use crate::manifest::{HttpTrigger, ScriptSource};
@@ -151,28 +152,6 @@ impl HttpTarget {
         })
     }
 
-    /// The request of one execution: the template's `http` section after parameters.
-    pub(super) fn invocation(
-        self: &Arc<Self>,
-        template: &Value,
-        params: &[CompiledParameter],
-        host: &ScriptHost,
-        events: &FiredEvents,
-    ) -> Result<Invocation, BuildError> {
-        let spec = parameterized(
-            template,
-            "http",
-            params,
-            host,
-            events,
-            HttpRequestSpec::problem,
-        )?;
-        Ok(Invocation::new(HttpCall {
-            target: self.clone(),
-            spec,
-        }))
-    }
-
     /// Sends one request.
     pub async fn execute(&self, spec: &HttpRequestSpec, payload: &Value) -> Response {
         let started = tokio::time::Instant::now();
@@ -246,6 +225,31 @@ impl HttpTarget {
             }),
             started.elapsed(),
         )
+    }
+}
+
+impl TriggerTarget for HttpTarget {
+    /// The request of one execution: the template's `http` section after parameters.
+    fn invocation(
+        self: Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let spec = parameterized(
+            template,
+            "http",
+            params,
+            host,
+            events,
+            HttpRequestSpec::problem,
+        )?;
+        Ok(Invocation::new(HttpCall { target: self, spec }))
+    }
+
+    fn stub_shape(&self) -> Shape {
+        Shape::new(HttpStub)
     }
 }
 

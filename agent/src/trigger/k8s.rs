@@ -24,6 +24,7 @@ use super::response::status_outcome;
 use super::stub::{status_json, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::{BuildError, Call, CompiledParameter, Invocation, Outcome, PrepareContext};
 use super::{ObjectChanges, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
+use super::{Shape, TriggerTarget};
 use crate::cluster::{Cluster, ResolvedKind};
 use crate::event::FiredEvents;
 use crate::script::ScriptHost;
@@ -318,6 +319,56 @@ pub(super) struct ActionContext<'a> {
     pub(super) labels: Vec<(&'static str, String)>,
 }
 
+impl TriggerTarget for K8sTarget {
+    fn prepare<'a>(
+        &'a self,
+        ctx: &'a PrepareContext<'a>,
+    ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
+        Box::pin(std::future::ready(self.ready(ctx)))
+    }
+
+    /// The request of one execution: the template's `k8s` (or `argoWorkflow`) section after
+    /// template-level parameters, with the kind-level parameters resolved for writing into
+    /// the resource once it is known.
+    fn invocation(
+        self: Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let key = match self.action {
+            K8sAction::Resource { .. } => "k8s",
+            K8sAction::Workflow(_) => "argoWorkflow",
+        };
+        let spec = template.get(key).cloned().unwrap_or(Value::Null);
+        // An inline resource may have been changed by template-level parameters
+        // (`dest: k8s.source.resource.…`); other sources are as compiled.
+        let base = match spec.pointer("/source/resource") {
+            Some(resource) => ObjectBase::Object(resource.clone()),
+            None => self.base.clone(),
+        };
+        Ok(K8sTarget::call(
+            &self,
+            K8sRequestSpec {
+                base,
+                params: params::resolve_all(params, host, events)?,
+                json_patch: spec.get("jsonPatch").cloned(),
+            },
+        ))
+    }
+
+    fn stub_shape(&self) -> Shape {
+        Shape::new(K8sStub {
+            operation: self.action.name(),
+        })
+    }
+
+    fn needs_cluster(&self) -> bool {
+        true
+    }
+}
+
 /// A Kubernetes trigger was readied without a connection to the API server (internal: the
 /// agent connects for every plan with Kubernetes triggers).
 #[derive(Debug, thiserror::Error)]
@@ -395,6 +446,13 @@ impl From<kube::Error> for ActionError {
 }
 
 impl K8sTarget {
+    /// Remembers the cluster when the plan starts.
+    fn ready(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+        let cluster = ctx.cluster.ok_or(NoCluster)?;
+        let _ = self.cluster.set(cluster.clone());
+        Ok(())
+    }
+
     /// A target for `sensor`'s `trigger`.
     pub fn new(action: K8sAction, sensor: &str, trigger: &str) -> Self {
         Self {
@@ -420,41 +478,6 @@ impl K8sTarget {
     /// The action.
     pub fn action(&self) -> K8sAction {
         self.action
-    }
-
-    /// Remembers the cluster when the plan starts.
-    pub(super) fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
-        let cluster = ctx.cluster.ok_or(NoCluster)?;
-        let _ = self.cluster.set(cluster.clone());
-        Ok(())
-    }
-
-    /// The request of one execution: the template's `k8s` (or `argoWorkflow`) section after
-    /// template-level parameters, with the kind-level parameters resolved for writing into
-    /// the resource once it is known.
-    pub(super) fn invocation(
-        self: &Arc<Self>,
-        template: &Value,
-        params: &[CompiledParameter],
-        host: &ScriptHost,
-        events: &FiredEvents,
-    ) -> Result<Invocation, BuildError> {
-        let key = match self.action {
-            K8sAction::Resource { .. } => "k8s",
-            K8sAction::Workflow(_) => "argoWorkflow",
-        };
-        let spec = template.get(key).cloned().unwrap_or(Value::Null);
-        // An inline resource may have been changed by template-level parameters
-        // (`dest: k8s.source.resource.…`); other sources are as compiled.
-        let base = match spec.pointer("/source/resource") {
-            Some(resource) => ObjectBase::Object(resource.clone()),
-            None => self.base.clone(),
-        };
-        Ok(self.call(K8sRequestSpec {
-            base,
-            params: params::resolve_all(params, host, events)?,
-            json_patch: spec.get("jsonPatch").cloned(),
-        }))
     }
 
     /// The invocation carrying out `spec` on this target.

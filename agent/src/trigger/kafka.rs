@@ -29,6 +29,7 @@ use super::stub::{status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::TriggerKind;
 use super::{BuildError, Call, CompiledParameter, Invocation, KindError, Outcome};
 use super::{PrepareContext, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
+use super::{Shape, TriggerTarget};
 use crate::backoff::parse_duration;
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
@@ -268,19 +269,9 @@ impl std::fmt::Debug for KafkaTarget {
 }
 
 impl KafkaTarget {
-    /// A target with these settings; `client_id` (sensor/trigger) names it to the broker.
-    pub fn new(settings: KafkaSettings, client_id: String) -> Self {
-        Self {
-            settings,
-            client_id,
-            secrets_dir: Arc::new(OnceLock::new()),
-            producer: Arc::new(OnceLock::new()),
-        }
-    }
-
     /// Resolves the TLS files and SASL credentials (a missing one stops the start) and
     /// remembers where secrets live; the producer is made at the first attempt.
-    pub(super) fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+    fn ready(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
         let secrets_dir = ctx.secrets_dir;
         self.settings
             .security
@@ -292,26 +283,14 @@ impl KafkaTarget {
         Ok(())
     }
 
-    /// The request of one execution: the template's `kafka` section after parameters.
-    pub(super) fn invocation(
-        self: &Arc<Self>,
-        template: &Value,
-        params: &[CompiledParameter],
-        host: &ScriptHost,
-        events: &FiredEvents,
-    ) -> Result<Invocation, BuildError> {
-        let spec = parameterized(
-            template,
-            "kafka",
-            params,
-            host,
-            events,
-            KafkaRequestSpec::problem,
-        )?;
-        Ok(Invocation::new(KafkaCall {
-            target: self.clone(),
-            spec,
-        }))
+    /// A target with these settings; `client_id` (sensor/trigger) names it to the broker.
+    pub fn new(settings: KafkaSettings, client_id: String) -> Self {
+        Self {
+            settings,
+            client_id,
+            secrets_dir: Arc::new(OnceLock::new()),
+            producer: Arc::new(OnceLock::new()),
+        }
     }
 
     fn producer(&self) -> Result<&FutureProducer, KafkaError> {
@@ -386,6 +365,38 @@ impl KafkaTarget {
                 is_retryable(&e),
             )),
         }
+    }
+}
+
+impl TriggerTarget for KafkaTarget {
+    fn prepare<'a>(
+        &'a self,
+        ctx: &'a PrepareContext<'a>,
+    ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
+        Box::pin(std::future::ready(self.ready(ctx)))
+    }
+
+    /// The request of one execution: the template's `kafka` section after parameters.
+    fn invocation(
+        self: Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let spec = parameterized(
+            template,
+            "kafka",
+            params,
+            host,
+            events,
+            KafkaRequestSpec::problem,
+        )?;
+        Ok(Invocation::new(KafkaCall { target: self, spec }))
+    }
+
+    fn stub_shape(&self) -> Shape {
+        Shape::new(KafkaStub)
     }
 }
 

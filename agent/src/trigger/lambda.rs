@@ -1,6 +1,6 @@
 //! The `awsLambda` trigger: invokes an AWS Lambda function with the payload as its event.
 //!
-//! The client is built when the agent starts a plan ([`LambdaTarget::prepare`]): secrets are
+//! The client is built when the agent starts a plan (`prepare`): secrets are
 //! resolved then, so a missing key stops the start like a missing webhook token does. The
 //! SDK's own retries are off: `retryStrategy` and the policy decide, as for every trigger.
 
@@ -29,6 +29,7 @@ use super::response::status_outcome;
 use super::stub::{status_json, status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::{BuildError, Call, CompiledParameter, Invocation, Outcome, PrepareContext};
 use super::{PrepareFailure, Reply, ReplyShape, Response, TriggerError, TriggerKind};
+use super::{Shape, TriggerTarget};
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
 use crate::manifest::{AwsLambdaTrigger, ScriptSource, SecretRef};
@@ -216,7 +217,7 @@ pub enum LambdaSetupError {
     },
 }
 
-/// A Lambda trigger with its client (built by [`LambdaTarget::prepare`]).
+/// A Lambda trigger with its client (built when its plan starts).
 #[derive(Debug, Clone)]
 pub struct LambdaTarget {
     settings: LambdaSettings,
@@ -224,39 +225,12 @@ pub struct LambdaTarget {
 }
 
 impl LambdaTarget {
-    /// A target whose client is built later, by [`LambdaTarget::prepare`].
+    /// A target whose client is built later, when its plan starts.
     pub fn new(settings: LambdaSettings) -> Self {
         Self {
             settings,
             client: OnceLock::new(),
         }
-    }
-
-    /// Readies the target when its plan starts (see [`LambdaTarget::build_client`]).
-    pub(super) async fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
-        Ok(self.build_client(ctx.secrets_dir).await?)
-    }
-
-    /// The request of one execution: the template's `awsLambda` section after parameters.
-    pub(super) fn invocation(
-        self: &Arc<Self>,
-        template: &Value,
-        params: &[CompiledParameter],
-        host: &ScriptHost,
-        events: &FiredEvents,
-    ) -> Result<Invocation, BuildError> {
-        let spec = parameterized(
-            template,
-            "awsLambda",
-            params,
-            host,
-            events,
-            LambdaRequestSpec::problem,
-        )?;
-        Ok(Invocation::new(LambdaCall {
-            target: self.clone(),
-            spec,
-        }))
     }
 
     /// Resolves the credentials and builds the client; no network traffic yet (credentials
@@ -364,6 +338,38 @@ impl LambdaTarget {
             }
         };
         Response::replied(Reply::new(reply), started.elapsed())
+    }
+}
+
+impl TriggerTarget for LambdaTarget {
+    fn prepare<'a>(
+        &'a self,
+        ctx: &'a PrepareContext<'a>,
+    ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
+        Box::pin(async move { Ok(self.build_client(ctx.secrets_dir).await?) })
+    }
+
+    /// The request of one execution: the template's `awsLambda` section after parameters.
+    fn invocation(
+        self: Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let spec = parameterized(
+            template,
+            "awsLambda",
+            params,
+            host,
+            events,
+            LambdaRequestSpec::problem,
+        )?;
+        Ok(Invocation::new(LambdaCall { target: self, spec }))
+    }
+
+    fn stub_shape(&self) -> Shape {
+        Shape::new(LambdaStub)
     }
 }
 

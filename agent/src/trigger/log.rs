@@ -7,8 +7,11 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::compile::{KindInput, KindParts};
-use super::{Call, HttpReply, Invocation, PayloadBuilder, Reply, Response, TriggerKind};
+use super::{BuildError, Call, CompiledParameter, HttpReply, HttpStub, Invocation};
+use super::{PayloadBuilder, Reply, Response, Shape, TriggerKind, TriggerTarget};
+use crate::event::FiredEvents;
 use crate::manifest::LogTrigger;
+use crate::script::ScriptHost;
 
 /// Compiles a `log` spec: nothing to check, the payload is the events.
 pub(super) fn compile(_log: &LogTrigger, input: &KindInput<'_>) -> KindParts {
@@ -17,7 +20,7 @@ pub(super) fn compile(_log: &LogTrigger, input: &KindInput<'_>) -> KindParts {
         trigger: input.trigger.to_owned(),
     });
     KindParts {
-        fixed: Some(target.invocation()),
+        fixed: Some(Invocation::new(LogCall(target.clone()))),
         kind: TriggerKind::Log(target),
         params: Vec::new(),
         payload: PayloadBuilder::Events,
@@ -32,15 +35,28 @@ pub struct LogTarget {
 }
 
 impl LogTarget {
-    /// Every execution is the same log line.
-    pub(super) fn invocation(self: &Arc<Self>) -> Invocation {
-        Invocation::new(LogCall(self.clone()))
-    }
-
     /// Writes one log line with the payload; always succeeds.
     pub fn execute(&self, payload: &Value) -> Response {
         tracing::info!(target: "triggerd::trigger::log", sensor = %self.sensor, trigger = %self.trigger, payload = %payload, "log trigger");
         Response::replied(Reply::new(HttpReply::status(200)), Duration::ZERO)
+    }
+}
+
+impl TriggerTarget for LogTarget {
+    /// Every execution is the same log line.
+    fn invocation(
+        self: Arc<Self>,
+        _template: &Value,
+        _params: &[CompiledParameter],
+        _host: &ScriptHost,
+        _events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        Ok(Invocation::new(LogCall(self)))
+    }
+
+    /// Log triggers stub like http ones (their live reply is a 200).
+    fn stub_shape(&self) -> Shape {
+        Shape::new(HttpStub)
     }
 }
 

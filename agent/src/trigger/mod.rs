@@ -62,6 +62,50 @@ pub enum TriggerKind {
     Log(Arc<LogTarget>),
 }
 
+impl TriggerKind {
+    /// The kind's target, through which every kind is built, readied and stubbed.
+    fn target(&self) -> Arc<dyn TriggerTarget> {
+        match self {
+            TriggerKind::Http(t) => t.clone(),
+            TriggerKind::Lambda(t) => t.clone(),
+            TriggerKind::Nats(t) => t.clone(),
+            TriggerKind::Kafka(t) => t.clone(),
+            TriggerKind::K8s(t) => t.clone(),
+            TriggerKind::Log(t) => t.clone(),
+        }
+    }
+}
+
+/// What every trigger kind's target does, implemented in the kind's own file.
+trait TriggerTarget: Send + Sync {
+    /// The request of one execution: the kind's section of `template` (after template-level
+    /// parameters) with the kind-level `params` applied.
+    fn invocation(
+        self: Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError>;
+
+    /// Readies the target when its plan starts (secrets, SDK clients, the cluster); most
+    /// kinds have nothing to do.
+    fn prepare<'a>(
+        &'a self,
+        _ctx: &'a PrepareContext<'a>,
+    ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// How offline tests stub the kind's replies.
+    fn stub_shape(&self) -> Shape;
+
+    /// Whether the kind talks to the Kubernetes API.
+    fn needs_cluster(&self) -> bool {
+        false
+    }
+}
+
 /// One kind's request of one execution, bound to its target: what an attempt sends.
 pub trait Call: Debug + Send + Sync {
     /// Carries out one attempt with `payload`.
@@ -173,33 +217,19 @@ impl CompiledTrigger {
         }
         let mut template = self.template_json.clone();
         params::apply_all(&self.template_params, host, events, &mut template)?;
-        let (params, t) = (&self.type_params, &template);
-        match &self.kind {
-            TriggerKind::Http(target) => target.invocation(t, params, host, events),
-            TriggerKind::Lambda(target) => target.invocation(t, params, host, events),
-            TriggerKind::Nats(target) => target.invocation(t, params, host, events),
-            TriggerKind::Kafka(target) => target.invocation(t, params, host, events),
-            TriggerKind::K8s(target) => target.invocation(t, params, host, events),
-            TriggerKind::Log(target) => Ok(target.invocation()),
-        }
+        self.kind
+            .target()
+            .invocation(&template, &self.type_params, host, events)
     }
 
     /// How offline tests stub this trigger's replies.
     pub fn stub_shape(&self) -> Shape {
-        match &self.kind {
-            TriggerKind::Http(_) | TriggerKind::Log(_) => Shape::new(HttpStub),
-            TriggerKind::Lambda(_) => Shape::new(LambdaStub),
-            TriggerKind::Nats(_) => Shape::new(nats::NatsStub),
-            TriggerKind::Kafka(_) => Shape::new(kafka::KafkaStub),
-            TriggerKind::K8s(target) => Shape::new(K8sStub {
-                operation: target.action().name(),
-            }),
-        }
+        self.kind.target().stub_shape()
     }
 
     /// Whether the trigger talks to the Kubernetes API.
     pub fn needs_cluster(&self) -> bool {
-        matches!(self.kind, TriggerKind::K8s(_))
+        self.kind.target().needs_cluster()
     }
 
     /// The payload for these events.
@@ -241,14 +271,8 @@ impl CompiledTrigger {
     /// Readies the trigger's target before the first event: resolves secrets and builds SDK
     /// clients (kinds that need neither have nothing to do).
     pub async fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareError> {
-        let readied = match &self.kind {
-            TriggerKind::Lambda(target) => target.prepare(ctx).await,
-            TriggerKind::Nats(target) => target.prepare(ctx),
-            TriggerKind::Kafka(target) => target.prepare(ctx),
-            TriggerKind::K8s(target) => target.prepare(ctx),
-            TriggerKind::Http(_) | TriggerKind::Log(_) => Ok(()),
-        };
-        readied.map_err(|source| PrepareError {
+        let target = self.kind.target();
+        target.prepare(ctx).await.map_err(|source| PrepareError {
             sensor: self.sensor.clone(),
             trigger: self.name.clone(),
             source,

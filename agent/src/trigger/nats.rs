@@ -26,6 +26,7 @@ use super::stub::{status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::TriggerKind;
 use super::{BuildError, Call, CompiledParameter, Invocation, KindError, Outcome};
 use super::{PrepareContext, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
+use super::{Shape, TriggerTarget};
 use crate::backoff::Backoff;
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
@@ -161,6 +162,16 @@ pub struct NatsTarget {
 }
 
 impl NatsTarget {
+    /// Checks the credentials and remembers where secrets live; connects at the first attempt.
+    fn ready(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+        let secrets_dir = ctx.secrets_dir;
+        self.connection
+            .check_secrets(secrets_dir)
+            .map_err(|e| KindError::boxed("nats", e))?;
+        let _ = self.secrets_dir.set(secrets_dir.map(Path::to_path_buf));
+        Ok(())
+    }
+
     /// A target for `connection`; `name` (sensor/trigger) names the client on the server.
     pub fn new(connection: NatsConnection, jet_stream: bool, name: String) -> Self {
         Self {
@@ -170,38 +181,6 @@ impl NatsTarget {
             secrets_dir: Arc::new(OnceLock::new()),
             client: Arc::new(OnceCell::new()),
         }
-    }
-
-    /// Checks the credentials and remembers where secrets live; connects at the first attempt.
-    pub(super) fn prepare(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
-        let secrets_dir = ctx.secrets_dir;
-        self.connection
-            .check_secrets(secrets_dir)
-            .map_err(|e| KindError::boxed("nats", e))?;
-        let _ = self.secrets_dir.set(secrets_dir.map(Path::to_path_buf));
-        Ok(())
-    }
-
-    /// The request of one execution: the template's `nats` section after parameters.
-    pub(super) fn invocation(
-        self: &Arc<Self>,
-        template: &Value,
-        params: &[CompiledParameter],
-        host: &ScriptHost,
-        events: &FiredEvents,
-    ) -> Result<Invocation, BuildError> {
-        let spec = parameterized(
-            template,
-            "nats",
-            params,
-            host,
-            events,
-            NatsRequestSpec::problem,
-        )?;
-        Ok(Invocation::new(NatsCall {
-            target: self.clone(),
-            spec,
-        }))
     }
 
     /// Publishes one payload.
@@ -264,6 +243,38 @@ impl NatsTarget {
             }
         };
         Response::replied(Reply::new(reply), started.elapsed())
+    }
+}
+
+impl TriggerTarget for NatsTarget {
+    fn prepare<'a>(
+        &'a self,
+        ctx: &'a PrepareContext<'a>,
+    ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
+        Box::pin(std::future::ready(self.ready(ctx)))
+    }
+
+    /// The request of one execution: the template's `nats` section after parameters.
+    fn invocation(
+        self: Arc<Self>,
+        template: &Value,
+        params: &[CompiledParameter],
+        host: &ScriptHost,
+        events: &FiredEvents,
+    ) -> Result<Invocation, BuildError> {
+        let spec = parameterized(
+            template,
+            "nats",
+            params,
+            host,
+            events,
+            NatsRequestSpec::problem,
+        )?;
+        Ok(Invocation::new(NatsCall { target: self, spec }))
+    }
+
+    fn stub_shape(&self) -> Shape {
+        Shape::new(NatsStub)
     }
 }
 

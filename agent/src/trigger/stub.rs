@@ -243,3 +243,130 @@ pub(super) fn status_json<'a>(
     }
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trigger::{HttpStub, K8sStub, LambdaStub};
+
+    fn spec(yaml: &str) -> StubSpec {
+        serde_saphyr::from_str(yaml).expect("stub yaml")
+    }
+
+    fn misuse(shape: impl StubShape + 'static, yaml: &str) -> (Option<&'static str>, String) {
+        let m = Shape::new(shape).parse(&spec(yaml)).expect_err("a misuse");
+        (m.field, m.message)
+    }
+
+    #[test]
+    fn each_kind_refuses_the_fields_of_the_others() {
+        assert_eq!(
+            misuse(HttpStub, "{status: 200, payload: 1}"),
+            (
+                Some("payload"),
+                "`payload` is for awsLambda triggers".into()
+            )
+        );
+        assert_eq!(
+            misuse(LambdaStub, "{status: 200, headers: {a: b}}"),
+            (Some("headers"), "`headers` is for http triggers".into())
+        );
+        assert_eq!(
+            misuse(super::super::nats::NatsStub, "{status: 200}"),
+            (
+                None,
+                "a nats trigger's stub is `{}` (published) or `{error}`".into()
+            )
+        );
+        assert_eq!(
+            misuse(super::super::kafka::KafkaStub, "{body: x}"),
+            (
+                None,
+                "a kafka trigger's stub is `{}` (acknowledged) or `{error}`".into()
+            )
+        );
+        assert_eq!(
+            misuse(
+                K8sStub {
+                    operation: "create"
+                },
+                "{body: x}"
+            ),
+            (
+                None,
+                "a Kubernetes trigger's stub is {status, object, objects} or {error}".into()
+            )
+        );
+        assert_eq!(
+            misuse(HttpStub, "{status: 200, object: {}}"),
+            (
+                Some("object"),
+                "`object` and `objects` are for k8s and argoWorkflow triggers".into()
+            )
+        );
+    }
+
+    #[test]
+    fn status_and_error_rules_hold_for_status_kinds() {
+        assert_eq!(
+            misuse(HttpStub, "{status: 200, error: x}").1,
+            "set either status (a response) or error (no response), not both"
+        );
+        assert_eq!(
+            misuse(HttpStub, "{}").1,
+            "a response needs a status or an error"
+        );
+        assert_eq!(
+            misuse(HttpStub, "{status: 503, retryable: false}"),
+            (Some("retryable"), "`retryable` goes with `error`".into())
+        );
+        let bare = Shape::new(super::super::nats::NatsStub)
+            .parse(&spec("{}"))
+            .expect("an acknowledgement");
+        assert_eq!(bare.to_json(), json!({}));
+        let lambda = Shape::new(LambdaStub)
+            .parse(&spec(
+                "{status: 200, functionError: Unhandled, payload: {a: 1}}",
+            ))
+            .expect("a lambda reply");
+        assert_eq!(
+            lambda.to_json(),
+            json!({"status": 200, "functionError": "Unhandled", "payload": {"a": 1}})
+        );
+    }
+
+    #[test]
+    fn kubernetes_stubs_default_to_200_and_carry_later_states() {
+        let shape = Shape::new(K8sStub {
+            operation: "submit",
+        });
+        let stub = shape
+            .parse(&spec(
+                "{object: {status: {phase: Running}}, objects: [{status: {phase: Succeeded}}]}",
+            ))
+            .expect("a k8s reply");
+        assert_eq!(stub.status, 200);
+        assert_eq!(stub.changes().len(), 1);
+        let reply = stub.to_response().reply.expect("a reply");
+        assert_eq!(reply.shape().summary(), "submit ?: 200, phase Running");
+        assert_eq!(
+            misuse(
+                K8sStub {
+                    operation: "create"
+                },
+                "{error: x, status: 500}"
+            )
+            .1,
+            "set either status/object (a reply) or error (no reply), not both"
+        );
+        assert_eq!(
+            misuse(
+                K8sStub {
+                    operation: "create"
+                },
+                "{objects: {}}"
+            ),
+            (Some("objects"), "objects is a list of object states".into())
+        );
+    }
+}
