@@ -36,6 +36,14 @@ fn argo_conformance_cases() {
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
         PathBuf::from,
     );
+    if !dir.is_dir() && std::env::var_os("CI").is_none() {
+        eprintln!(
+            "skipped: the conformance cases are not at {} (they live in ../shared beside the \
+             repository; set CONFORMANCE_DIR, or CI=true to make their absence fail)",
+            dir.display()
+        );
+        return;
+    }
     let verbose = std::env::var("CONFORMANCE_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0");
     let deviations = load_deviations(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance-deviations.yaml"),

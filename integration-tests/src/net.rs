@@ -1,18 +1,60 @@
 //! Ports and HTTP clients.
 
+use std::fs::File;
 use std::net::TcpListener;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How long a test waits for something the agent should do promptly (a trigger to
 /// reach a sink, a metric to move). Generous: debug builds on 2 busy cores.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A port that was free a moment ago on 127.0.0.1 (bind port 0, read it, drop it).
+/// Where test processes hand out ports: below Linux's default ephemeral range (32768–60999),
+/// so neither a port-0 bind nor an outgoing connection of any process can take one of them
+/// between [`free_port`] returning it and the server under test binding it.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// The port locks this process holds (until it exits), so no other test process is handed
+/// the same port.
+#[allow(
+    clippy::disallowed_types,
+    reason = "a plain list of held locks, never touched across an .await"
+)]
+static HELD: OnceLock<std::sync::Mutex<Vec<File>>> = OnceLock::new();
+
+/// A port on 127.0.0.1 reserved for this test process: outside the ephemeral range, free when
+/// checked, and locked (a file lock per port under the temp dir) against every other process
+/// that uses this function, so parallel tests never race on one port.
+#[allow(
+    clippy::disallowed_types,
+    reason = "a plain list of held locks, never touched across an .await"
+)]
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    let dir = std::env::temp_dir().join("triggerd-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the port lock dir");
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let start = rand::random_range(0..span);
+    for offset in 0..span {
+        let port = PORT_RANGE.start + (start + offset) % span;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+            .expect("open a port lock file");
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        HELD.get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(lock);
+        return port;
+    }
+    panic!("no free port in {PORT_RANGE:?} on 127.0.0.1");
 }
 
 /// An HTTP client for talking to the agent: no proxy, bounded per-request time.

@@ -57,6 +57,14 @@ const KNOWN_INVALID: [(&str, &str); 1] = [(
 #[test]
 fn every_argo_example_loads_or_names_what_is_unsupported() {
     let dir = examples_dir();
+    if !dir.is_dir() && std::env::var_os("CI").is_none() {
+        eprintln!(
+            "skipped: Argo's example manifests are not at {} (they live in ../shared beside the \
+             repository; set ARGO_EXAMPLES_DIR, or CI=true to make their absence fail)",
+            dir.display()
+        );
+        return;
+    }
     let mut files = Vec::new();
     yaml_files(&dir, &mut files);
     assert!(
