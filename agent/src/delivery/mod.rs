@@ -21,7 +21,9 @@ use crate::telemetry::{trigger_labels, Metrics, OutcomeLabels, ScriptLabels};
 use crate::trigger::Outcome;
 use futures::StreamExt;
 
-use crate::trigger::{CompiledTrigger, DeadLetter, Invocation, ObjectChanges, Response};
+use crate::trigger::{
+    CompiledTrigger, DeadLetter, Invocation, ObjectChanges, Response, TriggerError,
+};
 
 /// What every execution needs.
 #[derive(Debug, Clone)]
@@ -110,10 +112,10 @@ impl Run {
         }
     }
 
-    fn finish(&self, result: &Result<(), (String, u32)>, dead_letter: bool) {
+    fn finish(&self, result: &Result<(), Failure>, dead_letter: bool) {
         if let Run::Stub(r) = self {
             r.finish(
-                result.as_ref().err().map(|(reason, _)| reason.as_str()),
+                result.as_ref().err().map(|f| f.reason.as_str()),
                 dead_letter,
             );
         }
@@ -121,15 +123,44 @@ impl Run {
 }
 
 /// The final result of one execution.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Final {
     /// The trigger succeeded.
     Succeeded,
     /// It failed and was handed to the dead letter.
-    DeadLettered {
-        /// Why it failed.
-        reason: String,
-    },
+    DeadLettered(Failure),
+}
+
+/// Why an execution failed for good.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What logs, the dead letter and test reports say.
+    pub reason: String,
+    /// Attempts made (0 when the request could not be built).
+    pub attempts: u32,
+    /// The last attempt's error when no reply came back, with its typed cause and whether
+    /// trying again could have helped.
+    pub error: Option<TriggerError>,
+}
+
+impl Failure {
+    /// A failure that no attempt's error explains (a verdict, a build error).
+    fn new(reason: impl Into<String>, attempts: u32) -> Self {
+        Self {
+            reason: reason.into(),
+            attempts,
+            error: None,
+        }
+    }
+
+    /// The failure after `response`, keeping its error when it had no reply.
+    fn after(reason: impl Into<String>, attempts: u32, response: &Response) -> Self {
+        Self {
+            reason: reason.into(),
+            attempts,
+            error: response.reply.as_ref().err().cloned(),
+        }
+    }
 }
 
 /// Executes `trigger` for `events` until it succeeds or fails for good; a failure goes to the
@@ -160,7 +191,7 @@ pub async fn deliver(ctx: &DeliveryContext, plan: &DeliveryPlan, events: &FiredE
                 .inc();
             Final::Succeeded
         }
-        Err((reason, attempts)) => {
+        Err(failure) => {
             ctx.metrics
                 .trigger_executions
                 .get_or_create(&outcome_labels("failed"))
@@ -170,42 +201,42 @@ pub async fn deliver(ctx: &DeliveryContext, plan: &DeliveryPlan, events: &FiredE
                 sensor = %trigger.sensor,
                 trigger = %trigger.name,
                 events = %events.ids(),
-                attempts,
-                reason = %reason,
+                attempts = failure.attempts,
+                reason = %failure.reason,
                 "trigger failed; dead-lettering"
             );
             if let Some(dlq) = &plan.dlq {
                 let dead = DeadLetter {
                     trigger: trigger.name.clone(),
-                    error: reason.clone(),
-                    attempts,
+                    error: failure.reason.clone(),
+                    attempts: failure.attempts,
                 };
                 let dlq_outcome = Box::pin(attempt_all(ctx, &run, dlq, events, Some(&dead))).await;
                 run.finish(&dlq_outcome, true);
-                if let Err((dlq_reason, _)) = dlq_outcome {
+                if let Err(dlq_failure) = dlq_outcome {
                     tracing::error!(
                         sensor = %trigger.sensor,
                         trigger = %trigger.name,
                         dlq_trigger = %dlq.trigger.name,
                         events = %events.ids(),
-                        reason = %dlq_reason,
+                        reason = %dlq_failure.reason,
                         "dead-letter trigger failed too; the events are recorded here only"
                     );
                 }
             }
-            Final::DeadLettered { reason }
+            Final::DeadLettered(failure)
         }
     }
 }
 
-/// Runs the attempts of one trigger; `Err((reason, attempts))` when it failed for good.
+/// Runs the attempts of one trigger; `Err` when it failed for good.
 async fn attempt_all(
     ctx: &DeliveryContext,
     run: &Run,
     plan: &DeliveryPlan,
     events: &FiredEvents,
     dead_letter: Option<&DeadLetter>,
-) -> Result<(), (String, u32)> {
+) -> Result<(), Failure> {
     let trigger = &plan.trigger;
     let labels = trigger_labels(&trigger.sensor, &trigger.name);
     let built = trigger.invocation(&ctx.host, events).and_then(|inv| {
@@ -220,7 +251,7 @@ async fn attempt_all(
                 count_script_error(ctx, trigger, "payload");
             }
             run.build_failed(trigger, dead_letter.is_some());
-            return Err((e.to_string(), 0));
+            return Err(Failure::new(e.to_string(), 0));
         }
     };
     let max = plan.backoff.steps.max(1);
@@ -289,11 +320,12 @@ async fn attempt_all(
                 attempt += 1;
             }
             Outcome::Retry { reason, .. } => {
-                return Err((format!("{reason} (after {attempt} attempts)"), attempt));
+                let reason = format!("{reason} (after {attempt} attempts)");
+                return Err(Failure::after(reason, attempt, &response));
             }
-            Outcome::Fail { reason } => return Err((reason, attempt)),
+            Outcome::Fail { reason } => return Err(Failure::after(reason, attempt, &response)),
             // wait_for_verdict answers every "wait" with another verdict.
-            Outcome::Wait => return Err(("the policy kept waiting".into(), attempt)),
+            Outcome::Wait => return Err(Failure::new("the policy kept waiting", attempt)),
         }
     }
 }

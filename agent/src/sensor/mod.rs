@@ -449,13 +449,13 @@ impl CompiledSensor {
         ctx.tasks.spawn(async move {
             let outcome = deliver(&delivery, &trigger, &fired).await;
             match (outcome, durable) {
-                (Final::DeadLettered { reason }, Some(d)) => {
+                (Final::DeadLettered(failure), Some(d)) => {
                     let events = fired.by_dependency.clone();
                     store_dead_letter(
                         &d,
                         &trigger.trigger.sensor,
                         &trigger.trigger.name,
-                        reason,
+                        failure.reason,
                         events,
                         ack,
                     )

@@ -187,8 +187,9 @@ impl HttpTarget {
             Ok(r) => r,
             Err(e) => {
                 let retryable = !e.is_builder();
+                let e = e.without_url();
                 return Response::failed(
-                    TriggerError::new(transport_message(e), retryable),
+                    TriggerError::new(transport_message(&e), retryable).caused_by(e),
                     started.elapsed(),
                 );
             }
@@ -206,13 +207,15 @@ impl HttpTarget {
         let bytes = match response.bytes().await {
             Ok(b) => b,
             Err(e) => {
+                let e = e.without_url();
                 return Response::failed(
                     TriggerError::retryable(format!(
                         "reading response body: {}",
-                        transport_message(e)
-                    )),
+                        transport_message(&e)
+                    ))
+                    .caused_by(e),
                     started.elapsed(),
-                )
+                );
             }
         };
         let body = serde_json::from_slice(&bytes)
@@ -383,11 +386,10 @@ impl StubShape for HttpStub {
     }
 }
 
-fn transport_message(e: reqwest::Error) -> String {
+fn transport_message(e: &reqwest::Error) -> String {
     let timeout = e.is_timeout();
-    let e = e.without_url();
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(": ");
         msg.push_str(&s.to_string());

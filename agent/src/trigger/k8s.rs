@@ -437,10 +437,12 @@ impl From<kube::Error> for ActionError {
             e @ (kube::Error::HyperError(_)
             | kube::Error::Service(_)
             | kube::Error::ReadEvents(_)
-            | kube::Error::Auth(_)) => {
-                TriggerError::retryable(format!("Kubernetes API: {e}")).into()
-            }
-            e => TriggerError::permanent(format!("Kubernetes API: {e}")).into(),
+            | kube::Error::Auth(_)) => TriggerError::retryable(format!("Kubernetes API: {e}"))
+                .caused_by(e)
+                .into(),
+            e => TriggerError::permanent(format!("Kubernetes API: {e}"))
+                .caused_by(e)
+                .into(),
         }
     }
 }
@@ -532,7 +534,7 @@ impl K8sTarget {
                 cluster
                     .guard()
                     .check(&self.sensor, &self.trigger, namespace)
-                    .map_err(|e| TriggerError::permanent(e.to_string()))?;
+                    .map_err(|e| TriggerError::permanent(e.to_string()).caused_by(e))?;
                 read_configmap(cluster, namespace, name, key).await?
             }
         };
@@ -556,7 +558,7 @@ impl K8sTarget {
         }
         for p in &spec.params {
             p.apply(&mut object)
-                .map_err(|e| TriggerError::permanent(e.to_string()))?;
+                .map_err(|e| TriggerError::permanent(e.to_string()).caused_by(e))?;
         }
         let ctx = ActionContext {
             cluster,
@@ -616,6 +618,7 @@ async fn resource_action(
                     let ops = spec.json_patch.clone().unwrap_or(Value::Array(Vec::new()));
                     let ops: json_patch::Patch = serde_json::from_value(ops).map_err(|e| {
                         TriggerError::permanent(format!("jsonPatch is not an RFC 6902 patch: {e}"))
+                            .caused_by(e)
                     })?;
                     target
                         .api
@@ -669,7 +672,7 @@ impl Target {
         let (api_version, kind) = (field("apiVersion")?, field("kind")?);
         let resolved = cluster.resolve(api_version, kind).await.map_err(|e| {
             let retryable = e.is_retryable();
-            TriggerError::new(e.to_string(), retryable)
+            TriggerError::new(e.to_string(), retryable).caused_by(e)
         })?;
         let namespace = object
             .pointer("/metadata/namespace")
@@ -681,7 +684,7 @@ impl Target {
             cluster
                 .guard()
                 .check(ctx.sensor, ctx.trigger, &namespace)
-                .map_err(|e| TriggerError::permanent(e.to_string()))?;
+                .map_err(|e| TriggerError::permanent(e.to_string()).caused_by(e))?;
         } else if !cluster.guard().allows("*") {
             return Err(TriggerError::permanent(format!(
                 "{kind} is cluster-scoped: the agent acts only in namespaces (start it with \
@@ -783,7 +786,7 @@ fn api_for(cluster: &Cluster, kind: &ResolvedKind, namespace: &str) -> Api<Dynam
 async fn read_file(path: &std::path::Path) -> Result<Value, ActionError> {
     let text = tokio::fs::read_to_string(path).await.map_err(|e| {
         // A volume that is not mounted yet may appear: worth another attempt.
-        TriggerError::retryable(format!("cannot read {}: {e}", path.display()))
+        TriggerError::retryable(format!("cannot read {}: {e}", path.display())).caused_by(e)
     })?;
     parse_resource(&text)
         .map_err(|e| TriggerError::permanent(format!("{}: {e}", path.display())).into())
@@ -818,12 +821,19 @@ pub fn parse_resource(text: &str) -> Result<Value, String> {
 }
 
 pub(super) fn to_value(o: DynamicObject) -> Result<Value, ActionError> {
-    serde_json::to_value(o).map_err(|e| TriggerError::permanent(format!("API object: {e}")).into())
+    serde_json::to_value(o).map_err(|e| {
+        TriggerError::permanent(format!("API object: {e}"))
+            .caused_by(e)
+            .into()
+    })
 }
 
 pub(super) fn to_dynamic(v: &Value) -> Result<DynamicObject, ActionError> {
-    serde_json::from_value(v.clone())
-        .map_err(|e| TriggerError::permanent(format!("not a Kubernetes object: {e}")).into())
+    serde_json::from_value(v.clone()).map_err(|e| {
+        TriggerError::permanent(format!("not a Kubernetes object: {e}"))
+            .caused_by(e)
+            .into()
+    })
 }
 
 /// Sets `labels` on `object`'s metadata, keeping the labels it has.

@@ -329,9 +329,10 @@ impl KafkaTarget {
         let producer = match self.producer() {
             Ok(p) => p,
             Err(e) => {
-                return failed(TriggerError::permanent(format!(
-                    "cannot create the Kafka producer: {e}"
-                )))
+                return failed(
+                    TriggerError::permanent(format!("cannot create the Kafka producer: {e}"))
+                        .caused_by(e),
+                )
             }
         };
         let topic = spec.topic.trim().to_owned();
@@ -360,10 +361,10 @@ impl KafkaTarget {
                 }),
                 started.elapsed(),
             ),
-            Err((e, _)) => failed(TriggerError::new(
-                format!("Kafka write to {topic}: {e}"),
-                is_retryable(&e),
-            )),
+            Err((e, _)) => failed(
+                TriggerError::new(format!("Kafka write to {topic}: {e}"), is_retryable(&e))
+                    .caused_by(e),
+            ),
         }
     }
 }

@@ -332,7 +332,7 @@ impl LambdaTarget {
                     _ => true,
                 };
                 return Response::failed(
-                    TriggerError::new(DisplayErrorContext(&e).to_string(), retryable),
+                    TriggerError::new(DisplayErrorContext(&e).to_string(), retryable).caused_by(e),
                     started.elapsed(),
                 );
             }

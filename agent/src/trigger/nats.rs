@@ -198,7 +198,7 @@ impl NatsTarget {
             Ok(c) => c,
             Err(e) => {
                 let retryable = matches!(e, NatsConnectError::Connect { .. });
-                return failed(TriggerError::new(e.to_string(), retryable));
+                return failed(TriggerError::new(e.to_string(), retryable).caused_by(e));
             }
         };
         let bytes = bytes::Bytes::from(payload.to_string());
@@ -219,21 +219,26 @@ impl NatsTarget {
                 Err(e) => {
                     // No stream listens on the subject: a configuration error, not a blip.
                     let retryable = !matches!(e.kind(), PublishErrorKind::StreamNotFound);
-                    return failed(TriggerError::new(
-                        format!("JetStream publish to {subject}: {e}"),
-                        retryable,
-                    ));
+                    return failed(
+                        TriggerError::new(
+                            format!("JetStream publish to {subject}: {e}"),
+                            retryable,
+                        )
+                        .caused_by(e),
+                    );
                 }
             }
         } else {
             let published = match client.publish(subject.clone(), bytes).await {
-                Ok(()) => client.flush().await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(()) => client.flush().await.map_err(|e| {
+                    TriggerError::retryable(format!("NATS publish to {subject}: {e}")).caused_by(e)
+                }),
+                Err(e) => Err(
+                    TriggerError::retryable(format!("NATS publish to {subject}: {e}")).caused_by(e),
+                ),
             };
             if let Err(e) = published {
-                return failed(TriggerError::retryable(format!(
-                    "NATS publish to {subject}: {e}"
-                )));
+                return failed(e);
             }
             NatsReply {
                 subject,

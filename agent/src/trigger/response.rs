@@ -13,7 +13,6 @@ use std::time::Duration;
 use futures::Stream;
 use rhai::{Dynamic, Map};
 use serde_json::Value;
-use thiserror::Error;
 
 /// The verdict on one attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,28 +37,26 @@ pub enum Outcome {
 }
 
 /// A failure to get any reply (connection refused, timeout, bad URL, missing credentials).
-#[derive(Debug, Clone, Error)]
-#[error("{message}")]
+///
+/// Its text (what logs, policies and dead letters say) already includes the cause's own
+/// words; the typed cause is kept beside it as the error's [`source`](std::error::Error::source)
+/// so code can ask it (a timeout, a refused connection, an API status) instead of parsing text.
+#[derive(Debug, Clone)]
 pub struct TriggerError {
     message: String,
     retryable: bool,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl TriggerError {
     /// An error that may go away when the attempt is repeated (a timeout, a reset).
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        Self::new(message, true)
     }
 
     /// An error that repeating the same attempt cannot fix (a bad request, a bug).
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self::new(message, false)
     }
 
     /// An error whose retryability the caller decided.
@@ -67,12 +64,39 @@ impl TriggerError {
         Self {
             message: message.into(),
             retryable,
+            cause: None,
         }
+    }
+
+    /// The same error with the typed error that caused it kept as its source.
+    #[must_use]
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.cause = Some(Arc::new(cause));
+        self
     }
 
     /// Whether trying again may succeed.
     pub fn is_retryable(&self) -> bool {
         self.retryable
+    }
+
+    /// The typed error behind this one, when a client or the API gave one.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+}
+
+impl std::fmt::Display for TriggerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TriggerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -201,5 +225,35 @@ pub(super) fn status_outcome(
         }
     } else {
         Outcome::Fail { reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error as IoError, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn the_typed_cause_is_kept_beside_unchanged_text() {
+        let refused = IoError::new(ErrorKind::ConnectionRefused, "connection refused");
+        let error = TriggerError::retryable("connect: connection refused").caused_by(refused);
+        let response = Response::failed(error, Duration::ZERO);
+        let kept = response.reply.clone().expect_err("a failed attempt");
+        assert_eq!(kept.to_string(), "connect: connection refused");
+        assert!(kept.is_retryable());
+        let cause = std::error::Error::source(&kept)
+            .and_then(|cause| cause.downcast_ref::<IoError>())
+            .map(IoError::kind);
+        assert_eq!(cause, Some(ErrorKind::ConnectionRefused));
+        assert_eq!(response.summary(), "connect: connection refused");
+    }
+
+    #[test]
+    fn an_error_without_a_cause_has_no_source() {
+        let error = TriggerError::permanent("bad request");
+        assert!(std::error::Error::source(&error).is_none());
+        assert!(error.cause().is_none());
+        assert!(!error.is_retryable());
     }
 }
