@@ -17,7 +17,7 @@ pub use stub::Stubs;
 
 use crate::event::FiredEvents;
 use crate::script::ScriptHost;
-use crate::telemetry::{trigger_labels, Metrics, OutcomeLabels, ScriptLabels};
+use crate::telemetry::{Metrics, TriggerScript};
 use crate::trigger::Outcome;
 use futures::StreamExt;
 
@@ -170,41 +170,18 @@ pub async fn deliver(ctx: &DeliveryContext, plan: &DeliveryPlan, events: &FiredE
     let run = ctx.executor.start(trigger, events);
     let final_outcome = attempt_all(ctx, &run, plan, events, None).await;
     run.finish(&final_outcome, false);
-    let labels = trigger_labels(&trigger.sensor, &trigger.name);
-    let outcome_labels = |outcome: &str| OutcomeLabels {
-        sensor: trigger.sensor.clone(),
-        trigger: trigger.name.clone(),
-        outcome: outcome.to_owned(),
-    };
+    let telemetry = plan.telemetry(&ctx.metrics);
     if let Some(first) = events.by_dependency.values().map(|e| e.time).min() {
-        let age = (chrono::Utc::now() - first).to_std().unwrap_or_default();
-        ctx.metrics
-            .trigger_execution_seconds
-            .get_or_create(&labels)
-            .observe(age.as_secs_f64());
+        telemetry.execution_ended((chrono::Utc::now() - first).to_std().unwrap_or_default());
     }
     match final_outcome {
         Ok(()) => {
-            ctx.metrics
-                .trigger_executions
-                .get_or_create(&outcome_labels("success"))
-                .inc();
+            telemetry.execution_succeeded();
             Final::Succeeded
         }
         Err(failure) => {
-            ctx.metrics
-                .trigger_executions
-                .get_or_create(&outcome_labels("failed"))
-                .inc();
-            ctx.metrics.dead_letters.get_or_create(&labels).inc();
-            tracing::warn!(
-                sensor = %trigger.sensor,
-                trigger = %trigger.name,
-                events = %events.ids(),
-                attempts = failure.attempts,
-                reason = %failure.reason,
-                "trigger failed; dead-lettering"
-            );
+            let ids = events.ids();
+            telemetry.execution_dead_lettered(&ids, failure.attempts, &failure.reason);
             if let Some(dlq) = &plan.dlq {
                 let dead = DeadLetter {
                     trigger: trigger.name.clone(),
@@ -214,14 +191,7 @@ pub async fn deliver(ctx: &DeliveryContext, plan: &DeliveryPlan, events: &FiredE
                 let dlq_outcome = Box::pin(attempt_all(ctx, &run, dlq, events, Some(&dead))).await;
                 run.finish(&dlq_outcome, true);
                 if let Err(dlq_failure) = dlq_outcome {
-                    tracing::error!(
-                        sensor = %trigger.sensor,
-                        trigger = %trigger.name,
-                        dlq_trigger = %dlq.trigger.name,
-                        events = %events.ids(),
-                        reason = %dlq_failure.reason,
-                        "dead-letter trigger failed too; the events are recorded here only"
-                    );
+                    telemetry.dead_letter_failed(&dlq.trigger.name, &ids, &dlq_failure.reason);
                 }
             }
             Final::DeadLettered(failure)
@@ -238,7 +208,7 @@ async fn attempt_all(
     dead_letter: Option<&DeadLetter>,
 ) -> Result<(), Failure> {
     let trigger = &plan.trigger;
-    let labels = trigger_labels(&trigger.sensor, &trigger.name);
+    let telemetry = plan.telemetry(&ctx.metrics);
     let built = trigger.invocation(&ctx.host, events).and_then(|inv| {
         trigger
             .build_payload(&ctx.host, events, dead_letter)
@@ -248,7 +218,7 @@ async fn attempt_all(
         Ok(b) => b,
         Err(e) => {
             if e.is_script_error() {
-                count_script_error(ctx, trigger, "payload");
+                telemetry.script_failed(TriggerScript::Payload);
             }
             run.build_failed(trigger, dead_letter.is_some());
             return Err(Failure::new(e.to_string(), 0));
@@ -258,10 +228,7 @@ async fn attempt_all(
     let mut attempt = 1;
     loop {
         run.pace(plan).await;
-        ctx.metrics.trigger_attempts.get_or_create(&labels).inc();
-        if attempt > 1 {
-            ctx.metrics.trigger_retries.get_or_create(&labels).inc();
-        }
+        telemetry.attempt(attempt);
         let response = run
             .execute(
                 trigger,
@@ -271,15 +238,12 @@ async fn attempt_all(
                 dead_letter.is_some(),
             )
             .await;
-        ctx.metrics
-            .trigger_attempt_seconds
-            .get_or_create(&labels)
-            .observe(response.duration.as_secs_f64());
+        telemetry.attempt_took(response.duration);
         let judge = |response: &Response| {
             plan.policy
                 .judge(&ctx.host, response, attempt, max, events)
                 .unwrap_or_else(|e| {
-                    count_script_error(ctx, trigger, "policy");
+                    telemetry.script_failed(TriggerScript::Policy);
                     Outcome::Fail {
                         reason: format!("policy script: {e}"),
                     }
@@ -294,28 +258,12 @@ async fn attempt_all(
         run.judged(&outcome, dead_letter.is_some());
         match outcome {
             Outcome::Success => {
-                tracing::info!(
-                    sensor = %trigger.sensor,
-                    trigger = %trigger.name,
-                    events = %events.ids(),
-                    attempt,
-                    response = %response.summary(),
-                    "trigger succeeded"
-                );
+                telemetry.attempt_succeeded(&events.ids(), attempt, &response.summary());
                 return Ok(());
             }
             Outcome::Retry { reason, after } if attempt < max => {
                 let delay = after.unwrap_or_else(|| plan.backoff.delay(attempt + 1));
-                tracing::info!(
-                    sensor = %trigger.sensor,
-                    trigger = %trigger.name,
-                    events = %events.ids(),
-                    attempt,
-                    max_attempts = max,
-                    reason = %reason,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "trigger attempt failed; retrying"
-                );
+                telemetry.attempt_retried(&events.ids(), attempt, max, &reason, delay);
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -394,14 +342,4 @@ async fn wait_for_verdict(
             }
         }
     }
-}
-
-fn count_script_error(ctx: &DeliveryContext, trigger: &CompiledTrigger, which: &str) {
-    ctx.metrics
-        .script_errors
-        .get_or_create(&ScriptLabels {
-            sensor: trigger.sensor.clone(),
-            script: format!("trigger/{}/{which}", trigger.name),
-        })
-        .inc();
 }

@@ -2,7 +2,7 @@
 //! dead-lettered (`policy`, `retryStrategy`, `rateLimit`, `dlqTrigger`), compiled beside the
 //! trigger itself so the trigger layer knows nothing of policies.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
@@ -11,6 +11,7 @@ use crate::backoff::Backoff;
 use crate::compile::CompileContext;
 use crate::manifest::Trigger;
 use crate::policy::CompiledPolicy;
+use crate::telemetry::{Metrics, TriggerTelemetry};
 use crate::trigger::{compile_trigger, CompiledTrigger, PrepareContext, PrepareError};
 
 /// A trigger and how it is delivered.
@@ -26,6 +27,8 @@ pub struct DeliveryPlan {
     pub rate_limit: Option<Limiter>,
     /// Run with the failed events after the last failed attempt.
     pub dlq: Option<Arc<DeliveryPlan>>,
+    /// The trigger's counters and log lines, resolved on its first execution.
+    telemetry: OnceLock<TriggerTelemetry>,
 }
 
 impl DeliveryPlan {
@@ -41,6 +44,13 @@ impl DeliveryPlan {
             Box::pin(dlq.prepare(ctx)).await?;
         }
         Ok(())
+    }
+
+    /// The trigger's telemetry (its label sets are built once, on first use).
+    pub fn telemetry(&self, metrics: &Metrics) -> &TriggerTelemetry {
+        self.telemetry.get_or_init(|| {
+            TriggerTelemetry::new(metrics, &self.trigger.sensor, &self.trigger.name)
+        })
     }
 
     /// The trigger and, when it has one, its dead-letter trigger.
@@ -103,5 +113,6 @@ pub fn compile_delivery(
         backoff: backoff?,
         rate_limit: rate_limit?,
         dlq,
+        telemetry: OnceLock::new(),
     })
 }

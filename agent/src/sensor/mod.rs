@@ -517,15 +517,9 @@ impl CompiledSensor {
                 _ => state.events.iter().any(Option::is_some),
             };
             if forgot {
-                ctx.delivery
-                    .metrics
-                    .condition_resets
-                    .get_or_create(&crate::telemetry::trigger_labels(
-                        &self.name,
-                        &t.delivery.trigger.name,
-                    ))
-                    .inc();
-                tracing::info!(sensor = %self.name, trigger = %t.delivery.trigger.name, "conditions reset: partial dependencies forgotten");
+                t.delivery
+                    .telemetry(&ctx.delivery.metrics)
+                    .conditions_reset();
             }
             state.events.iter_mut().for_each(|e| *e = None);
             state.next_reset = Self::next_reset(t, now);

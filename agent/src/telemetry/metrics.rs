@@ -273,7 +273,7 @@ impl Metrics {
     }
 }
 
-/// Labels for a trigger.
+/// Labels for a trigger (for reading its series back, e.g. in tests).
 pub fn trigger_labels(sensor: &str, trigger: &str) -> TriggerLabels {
     TriggerLabels {
         sensor: sensor.to_owned(),
