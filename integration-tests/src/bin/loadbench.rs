@@ -1,6 +1,8 @@
 //! `cargo run --release -p integration-tests --bin loadbench [-- --smoke] [--seconds N]
-//! [--connections N] [--rate N]`: the end-to-end load benchmark (see BENCHMARKS.md). The
-//! full run also measures the agent on a JetStream bus (a local `nats-server`).
+//! [--connections N] [--rate N] [--binary PATH]`: the end-to-end load benchmark (see
+//! BENCHMARKS.md). The full run also measures the agent on a JetStream bus (a local
+//! `nats-server`). `--binary` measures that triggerd build (e.g. an older commit's) instead
+//! of building the workspace's.
 
 use std::time::Duration;
 
@@ -15,6 +17,15 @@ fn arg(name: &str) -> Option<u64> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
+}
+
+/// The `--binary PATH` argument, when given.
+fn binary_arg() -> Option<std::path::PathBuf> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--binary")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from)
 }
 
 fn row(name: &str, r: &LoadReport) {
@@ -38,7 +49,7 @@ async fn main() {
     let seconds = arg("--seconds").unwrap_or(if smoke { 1 } else { 10 });
     let connections = arg("--connections").unwrap_or(64) as usize;
     let rate = arg("--rate").unwrap_or(5000);
-    let binary = release_binary();
+    let binary = binary_arg().unwrap_or_else(release_binary);
     println!("triggerd binary: {}", binary.display());
     let max = LoadConfig {
         duration: Duration::from_secs(seconds),
