@@ -14,7 +14,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Module, Position, Scope, Shared, AST}
 
 use super::view::{self, Reads};
 use super::ScriptError;
-use crate::telemetry::{ScriptKindLabels, ScriptTimings};
+use crate::telemetry::{ScriptTimer, ScriptTimings};
 
 /// Safety limits applied to every evaluation. Rhai's defaults differ between debug and
 /// release builds, so every limit is set explicitly.
@@ -74,6 +74,16 @@ pub enum ScriptKind {
 }
 
 impl ScriptKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [ScriptKind; 6] = [
+        ScriptKind::Filter,
+        ScriptKind::Transform,
+        ScriptKind::Parameter,
+        ScriptKind::Payload,
+        ScriptKind::Policy,
+        ScriptKind::Expr,
+    ];
+
     /// Lower-case name, for metrics.
     pub fn name(self) -> &'static str {
         match self {
@@ -142,7 +152,8 @@ thread_local! {
 pub struct ScriptHost {
     engine: Engine,
     limits: Limits,
-    timings: Option<ScriptTimings>,
+    /// One timer per [`ScriptKind`], in [`ScriptKind::ALL`] order.
+    timings: Option<Vec<ScriptTimer>>,
 }
 
 impl std::fmt::Debug for ScriptHost {
@@ -197,7 +208,12 @@ impl ScriptHost {
 
     /// Records every evaluation's duration in `timings`, by script kind.
     pub fn with_timings(mut self, timings: ScriptTimings) -> Self {
-        self.timings = Some(timings);
+        self.timings = Some(
+            ScriptKind::ALL
+                .iter()
+                .map(|kind| ScriptTimer::new(&timings, kind.name()))
+                .collect(),
+        );
         self
     }
 
@@ -283,12 +299,12 @@ impl ScriptHost {
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
         DEADLINE.with(|d| d.set(None));
-        if let Some(t) = &self.timings {
-            let labels = ScriptKindLabels {
-                kind: script.kind.name().to_owned(),
-            };
-            t.get_or_create(&labels)
-                .observe(started.elapsed().as_secs_f64());
+        if let Some(timer) = self
+            .timings
+            .as_ref()
+            .and_then(|t| t.get(script.kind as usize))
+        {
+            timer.evaluated(started.elapsed());
         }
         result.map_err(|e| runtime_error(*e, &self.limits))
     }
@@ -426,6 +442,13 @@ impl ModuleResolver for LibraryResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_sits_at_its_own_index_of_all() {
+        for (index, kind) in ScriptKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, index, "{}", kind.name());
+        }
+    }
 
     fn host() -> ScriptHost {
         ScriptHost::new(Limits::default(), vec![])

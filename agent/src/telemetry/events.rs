@@ -13,7 +13,8 @@ use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::metrics::{
-    DependencyLabels, Metrics, OutcomeLabels, ScriptLabels, SourceLabels, TriggerLabels,
+    DependencyLabels, Metrics, OutcomeLabels, ScriptKindLabels, ScriptLabels, ScriptTimings,
+    SourceLabels, TriggerLabels,
 };
 
 /// One series of a family: its labels, and the metric once it was first used (a series
@@ -50,6 +51,31 @@ where
 impl<L: std::fmt::Debug, M, C> std::fmt::Debug for Series<L, M, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.labels.fmt(f)
+    }
+}
+
+/// The evaluation times of one kind of script (every script evaluation records one).
+#[derive(Debug)]
+pub struct ScriptTimer {
+    series: Series<ScriptKindLabels, Histogram, fn() -> Histogram>,
+}
+
+impl ScriptTimer {
+    /// The timer of scripts of kind `kind` (`filter`, `policy`, ...).
+    pub fn new(timings: &ScriptTimings, kind: &str) -> Self {
+        Self {
+            series: Series::new(
+                timings,
+                ScriptKindLabels {
+                    kind: kind.to_owned(),
+                },
+            ),
+        }
+    }
+
+    /// One evaluation took `took`.
+    pub fn evaluated(&self, took: Duration) {
+        self.series.get().observe(took.as_secs_f64());
     }
 }
 

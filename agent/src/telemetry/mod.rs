@@ -5,7 +5,9 @@ mod logging;
 mod metrics;
 mod ops;
 
-pub use events::{DependencyTelemetry, Dropped, SourceTelemetry, TriggerScript, TriggerTelemetry};
+pub use events::{
+    DependencyTelemetry, Dropped, ScriptTimer, SourceTelemetry, TriggerScript, TriggerTelemetry,
+};
 pub use logging::{init_logging, LogFormat};
 pub use metrics::{
     trigger_labels, DependencyLabels, Metrics, NamespaceRefusalLabels, OutcomeLabels, ReloadLabels,
