@@ -17,7 +17,7 @@ use crate::manifest::load_paths;
 use crate::plan::{build_plan, Plan};
 use crate::policy::{outcome_from_script, Outcome};
 use crate::script::{from_dynamic, Limits, ScriptError, ScriptHost, ScriptKind};
-use crate::sensor::{CompiledSensor, Condition, Logic};
+use crate::sensor::{CompiledSensor, Condition, Explanation, Logic};
 use crate::testing::matcher::render;
 use crate::testing::{read_document, EventInput};
 use crate::trigger::{
@@ -410,35 +410,18 @@ fn eval_sensor(args: &EvalArgs, lib: Vec<PathBuf>) -> Result<(), String> {
             });
     let event = Arc::new(event);
 
-    // The transform and the per-kind verdicts explain; `accept` is what the agent runs.
-    let transform =
-        dep.transform
-            .as_ref()
-            .map(|t| match t.apply(&host, &event, event.context_view()) {
-                Ok(data) => json!({ "data": data }),
-                Err(e) => json!({ "error": e }),
-            });
-    let transformed = match transform.as_ref().and_then(|t| t.get("data")) {
-        Some(data) => {
-            let mut changed = (*event).clone();
-            changed.data = data.clone();
-            changed.raw_is_data = false;
-            Some(Arc::new(changed))
-        }
-        None if transform.is_some() => None,
-        None => Some(event.clone()),
-    };
-    let kinds: Vec<Value> = transformed
-        .as_ref()
-        .map(|e| {
-            dep.filters
-                .evaluate_each(&host, Some(e), Some(event.context_view()))
-                .into_iter()
-                .map(|(kind, v)| json!({ "kind": kind, "pass": v.pass && v.error.is_none(), "error": v.error }))
-                .collect()
-        })
-        .unwrap_or_default();
-    let accepted = sensor.accept(&host, dep, &event);
+    // The very acceptance the agent runs, asked to explain each step.
+    let mut explained = Explanation::default();
+    let accepted = dep.accept(&host, &event, Some(&mut explained));
+    let transform = explained.transform.as_ref().map(|t| match t {
+        Ok(data) => json!({ "data": data }),
+        Err(e) => json!({ "error": e }),
+    });
+    let kinds: Vec<Value> = explained
+        .kinds
+        .iter()
+        .map(|(kind, v)| json!({ "kind": kind, "pass": v.pass && v.error.is_none(), "error": v.error }))
+        .collect();
     let verdict = match &accepted {
         Ok(_) => json!({ "pass": true }),
         Err(v) => json!({ "pass": false, "error": v.error }),

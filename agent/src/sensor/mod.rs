@@ -1,6 +1,7 @@
 //! Sensors: match events to dependencies, transform and filter them, and fire each trigger
 //! when its condition over the arrived dependencies holds.
 
+mod accept;
 mod condition;
 mod filter;
 mod jq;
@@ -18,6 +19,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use accept::Explanation;
 pub use condition::Condition;
 pub use filter::{CompiledFilters, Logic, Verdict};
 pub use transform::CompiledTransform;
@@ -254,39 +256,14 @@ impl CompiledSensor {
     }
 
     /// Transforms and filters an event for one dependency: `Ok` with the event to record, or
-    /// `Err` with the verdict that rejected it. Shared by the agent and offline tools.
+    /// `Err` with the verdict that rejected it (see [`CompiledDependency::accept`]).
     pub fn accept(
         &self,
         host: &crate::script::ScriptHost,
         dep: &CompiledDependency,
         event: &Arc<Event>,
     ) -> Result<Arc<Event>, Verdict> {
-        // A transformed event is a new event with the same context: filters are given the
-        // original's context view (untransformed events have it cached already).
-        let (event, ctx) = match &dep.transform {
-            None => (event.clone(), None),
-            Some(t) => {
-                let ctx = event.context_view();
-                let data = t.apply(host, event, ctx.clone()).map_err(|e| Verdict {
-                    pass: false,
-                    error: Some(e),
-                    script_failed: true,
-                })?;
-                let mut changed = (**event).clone();
-                changed.data = data;
-                changed.raw_is_data = false;
-                (Arc::new(changed), Some(ctx))
-            }
-        };
-        if dep.filters.is_empty() {
-            return Ok(event);
-        }
-        let verdict = dep.filters.evaluate(host, Some(&event), ctx);
-        if verdict.pass {
-            Ok(event)
-        } else {
-            Err(verdict)
-        }
+        dep.accept(host, event, None)
     }
 
     fn next_reset(t: &GuardedTrigger, after: DateTime<Utc>) -> Option<DateTime<Utc>> {

@@ -23,7 +23,7 @@ use crate::event::Event;
 use crate::manifest::{Position, Spanned};
 use crate::plan::Plan;
 use crate::script::ScriptHost;
-use crate::sensor::SensorContext;
+use crate::sensor::{Explanation, SensorContext};
 use crate::telemetry::Metrics;
 
 /// How long an event id is remembered to drop duplicates: `triggerd run`'s default.
@@ -549,9 +549,10 @@ fn trace(plan: &Plan, host: &ScriptHost, sim: &Simulation) -> Vec<String> {
                         if dep.event_source != e.source || dep.event_name != e.subject {
                             continue;
                         }
-                        let verdict = match sensor.accept(host, dep, e) {
+                        let mut explained = Explanation::default();
+                        let verdict = match dep.accept(host, e, Some(&mut explained)) {
                             Ok(_) => "accepted".to_owned(),
-                            Err(v) => format!("rejected ({})", rejection(host, dep, e, &v)),
+                            Err(v) => format!("rejected ({})", explained.rejection(&v)),
                         };
                         verdicts.push(format!("{}/{} {verdict}", sensor.name, dep.name));
                     }
@@ -619,44 +620,5 @@ fn execution_lines(out: &mut Vec<String>, r: &ExecutionRecord, indent: &str) {
             a.response.to_json(),
             a.verdict.as_deref().unwrap_or("?")
         ));
-    }
-}
-
-/// Why a dependency rejected an event, naming the filter kinds that did not pass.
-fn rejection(
-    host: &ScriptHost,
-    dep: &crate::sensor::CompiledDependency,
-    event: &Arc<Event>,
-    verdict: &crate::sensor::Verdict,
-) -> String {
-    let transformed = match &dep.transform {
-        Some(t) => match t.apply(host, event, event.context_view()) {
-            Ok(data) => {
-                let mut changed = (**event).clone();
-                changed.data = data;
-                changed.raw_is_data = false;
-                Arc::new(changed)
-            }
-            Err(e) => return e,
-        },
-        None => event.clone(),
-    };
-    let failing: Vec<String> = dep
-        .filters
-        .evaluate_each(host, Some(&transformed), Some(event.context_view()))
-        .into_iter()
-        .filter(|(_, v)| !v.pass || v.error.is_some())
-        .map(|(kind, v)| match v.error {
-            Some(e) => format!("{kind}: {e}"),
-            None => format!("{kind} filter does not match"),
-        })
-        .collect();
-    if failing.is_empty() {
-        verdict
-            .error
-            .clone()
-            .unwrap_or_else(|| "filters do not match".into())
-    } else {
-        failing.join("; ")
     }
 }
