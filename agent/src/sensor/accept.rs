@@ -126,6 +126,7 @@ mod tests {
             event_name: "e".into(),
             transform,
             filters,
+            telemetry: std::sync::OnceLock::new(),
         }
     }
 

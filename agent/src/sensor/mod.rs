@@ -9,7 +9,7 @@ mod transform;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -31,7 +31,7 @@ use crate::compile::CompileContext;
 use crate::delivery::{compile_delivery, deliver, DeliveryContext, DeliveryPlan, Final};
 use crate::event::{Event, FiredEvents};
 use crate::manifest::{ConditionsReset, SensorSpec};
-use crate::telemetry::{DependencyLabels, ScriptLabels};
+use crate::telemetry::{DependencyTelemetry, Dropped, Metrics};
 
 /// A compiled dependency.
 #[derive(Debug)]
@@ -46,6 +46,16 @@ pub struct CompiledDependency {
     pub transform: Option<CompiledTransform>,
     /// Filters the (transformed) event must pass.
     pub filters: CompiledFilters,
+    /// Its counters and log lines, resolved on its first event.
+    telemetry: OnceLock<DependencyTelemetry>,
+}
+
+impl CompiledDependency {
+    /// The dependency's telemetry (its label sets are built once, on first use).
+    fn telemetry(&self, sensor: &str, metrics: &Metrics) -> &DependencyTelemetry {
+        self.telemetry
+            .get_or_init(|| DependencyTelemetry::new(metrics, sensor, &self.name))
+    }
 }
 
 /// A trigger with the condition that fires it.
@@ -119,6 +129,7 @@ pub fn compile_sensor(
             event_name: d.event_name.clone(),
             transform,
             filters,
+            telemetry: OnceLock::new(),
         });
     }
     let mut triggers = Vec::new();
@@ -343,20 +354,20 @@ impl CompiledSensor {
             if dep.event_source != event.source || dep.event_name != event.subject {
                 continue;
             }
-            let accepted = match self.accept(&ctx.delivery.host, dep, event) {
+            let telemetry = dep.telemetry(&self.name, &ctx.delivery.metrics);
+            let accepted = match dep.accept(&ctx.delivery.host, event, None) {
                 Ok(e) => {
-                    ctx.delivery
-                        .metrics
-                        .events_accepted
-                        .get_or_create(&DependencyLabels {
-                            sensor: self.name.clone(),
-                            dependency: dep.name.clone(),
-                        })
-                        .inc();
+                    telemetry.accepted();
                     e
                 }
                 Err(v) => {
-                    self.report_rejection(ctx, dep, event, v);
+                    let why = match &v.error {
+                        Some(e) if v.script_failed => Dropped::ScriptFailed(e),
+                        Some(e) => Dropped::Unevaluable(e),
+                        None if v.script_failed => Dropped::ScriptFailed(&"the script failed"),
+                        None => Dropped::Filtered,
+                    };
+                    telemetry.dropped(&event.id, why);
                     continue;
                 }
             };
@@ -500,43 +511,6 @@ impl CompiledSensor {
             }
             state.events.iter_mut().for_each(|e| *e = None);
             state.next_reset = Self::next_reset(t, now);
-        }
-    }
-
-    fn report_rejection(
-        &self,
-        ctx: &SensorContext,
-        dep: &CompiledDependency,
-        event: &Event,
-        v: Verdict,
-    ) {
-        let metrics = &ctx.delivery.metrics;
-        metrics
-            .events_filtered
-            .get_or_create(&DependencyLabels {
-                sensor: self.name.clone(),
-                dependency: dep.name.clone(),
-            })
-            .inc();
-        if v.script_failed {
-            metrics
-                .script_errors
-                .get_or_create(&ScriptLabels {
-                    sensor: self.name.clone(),
-                    script: format!("dependency/{}", dep.name),
-                })
-                .inc();
-        }
-        match &v.error {
-            None => {
-                tracing::debug!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, "event filtered out")
-            }
-            Some(e) if v.script_failed => {
-                tracing::warn!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "script failed; event dropped for this dependency")
-            }
-            Some(e) => {
-                tracing::info!(sensor = %self.name, dependency = %dep.name, event_id = %event.id, error = %e, "event filtered out: filter could not be evaluated")
-            }
         }
     }
 }

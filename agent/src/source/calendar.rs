@@ -16,7 +16,7 @@ pub use crate::clock::Clock;
 use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{CalendarEvent, Spanned};
-use crate::telemetry::SourceLabels;
+use crate::telemetry::SourceTelemetry;
 
 /// When a calendar fires.
 #[derive(Debug, Clone)]
@@ -177,10 +177,7 @@ pub(super) async fn run(
     event_name: &str,
     ctx: SourceContext,
 ) {
-    let labels = SourceLabels {
-        event_source: event_source.to_owned(),
-        event_name: event_name.to_owned(),
-    };
+    let telemetry = SourceTelemetry::new(&ctx.metrics, event_source, event_name);
     let mut next = config.next_after(ctx.clock.now());
     while let Some(at) = next {
         tokio::select! {
@@ -195,22 +192,12 @@ pub(super) async fn run(
             event.id = tick_id(event_source, event_name, at);
             event.time = at;
             event.raw_is_data = true;
-            if !ctx.passes(config.filter.as_ref(), &event) {
+            if !ctx.passes(&telemetry, config.filter.as_ref(), &event) {
                 next = config.next_after(at);
                 continue;
             }
-            let published = tokio::select! {
-                r = ctx.bus.publish(event) => r,
-                () = ctx.shutdown.cancelled() => return,
-            };
-            match published {
-                Ok(_) => {
-                    ctx.metrics.events_received.get_or_create(&labels).inc();
-                }
-                Err(e) => {
-                    tracing::warn!(event_source, event_name, error = %e, "calendar event not published");
-                    return;
-                }
+            if ctx.publish_waiting(&telemetry, None, event).await.is_err() {
+                return;
             }
         }
         next = config.next_after(at);

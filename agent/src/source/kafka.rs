@@ -30,7 +30,7 @@ use crate::backoff::Backoff;
 use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{KafkaEvent, Spanned};
-use crate::telemetry::SourceLabels;
+use crate::telemetry::SourceTelemetry;
 
 /// How long one start-up check waits for the topic's metadata, and shutdown for the last
 /// commit.
@@ -331,10 +331,7 @@ pub(super) async fn run(
     ctx: SourceContext,
 ) {
     let source = Source {
-        labels: SourceLabels {
-            event_source: event_source.clone(),
-            event_name: event_name.clone(),
-        },
+        telemetry: SourceTelemetry::new(&ctx.metrics, &event_source, &event_name),
         config,
         ctx,
     };
@@ -394,7 +391,7 @@ pub(super) async fn run(
 }
 
 struct Source {
-    labels: SourceLabels,
+    telemetry: SourceTelemetry,
     config: KafkaConfig,
     ctx: SourceContext,
 }
@@ -408,7 +405,7 @@ impl Source {
             Value::Null
         } else if self.config.json_body {
             serde_json::from_slice(payload).unwrap_or_else(|e| {
-                tracing::warn!(event_source = %self.labels.event_source, event_name = %self.labels.event_name, error = %e, "jsonBody is set but the record is not JSON; kept as text");
+                tracing::warn!(event_source = %self.telemetry.event_source(), event_name = %self.telemetry.event_name(), error = %e, "jsonBody is set but the record is not JSON; kept as text");
                 text()
             })
         } else {
@@ -446,8 +443,8 @@ impl Source {
             serde_json::to_value(&self.config.metadata).unwrap_or(Value::Null),
         );
         let mut event = Event::new(
-            &self.labels.event_source,
-            &self.labels.event_name,
+            self.telemetry.event_source(),
+            self.telemetry.event_name(),
             "kafka",
             Value::Object(data),
             bytes::Bytes::copy_from_slice(payload),
@@ -462,7 +459,7 @@ impl Source {
     /// Publishes with back-pressure (see [`SourceContext::publish_waiting`]).
     async fn publish(&self, event: Event) -> Result<(), super::Stopped> {
         self.ctx
-            .publish_waiting(&self.labels, self.config.filter.as_ref(), event)
+            .publish_waiting(&self.telemetry, self.config.filter.as_ref(), event)
             .await
     }
 }

@@ -24,7 +24,7 @@ pub use webhook::{request_body, WebhookConfig};
 use crate::bus::Bus;
 use crate::compile::CompileContext;
 use crate::manifest::EventSourceSpec;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, SourceDrop, SourceTelemetry};
 
 /// The closed set of source kinds.
 #[derive(Debug, Clone)]
@@ -149,11 +149,11 @@ impl SourceContext {
     /// shutting down or the bus refused the event: the caller stops and does not acknowledge.
     pub async fn publish_waiting(
         &self,
-        labels: &crate::telemetry::SourceLabels,
+        telemetry: &SourceTelemetry,
         filter: Option<&EventSourceFilter>,
         event: crate::event::Event,
     ) -> Result<(), Stopped> {
-        if !self.passes(filter, &event) {
+        if !self.passes(telemetry, filter, &event) {
             return Ok(());
         }
         let id = event.id.clone();
@@ -161,42 +161,38 @@ impl SourceContext {
             r = self.bus.publish(event) => r,
             () = self.shutdown.cancelled() => return Err(Stopped),
         };
-        let (es, en) = (&labels.event_source, &labels.event_name);
         match published {
             Ok(crate::bus::Published::Duplicate) => {
-                self.metrics.events_deduplicated.get_or_create(labels).inc();
-                tracing::debug!(event_source = %es, event_name = %en, event_id = %id, "redelivered event dropped as a duplicate");
+                telemetry.deduplicated(&id);
                 Ok(())
             }
             Ok(crate::bus::Published::Accepted) => {
-                self.metrics.events_received.get_or_create(labels).inc();
-                tracing::debug!(event_source = %es, event_name = %en, event_id = %id, "event accepted");
+                telemetry.received(&id);
                 Ok(())
             }
             Err(e) => {
-                tracing::warn!(event_source = %es, event_name = %en, event_id = %id, error = %e, "event not published");
+                telemetry.not_published(&id, &e);
                 Err(Stopped)
             }
         }
     }
 
     /// Whether an event passes its source's filter; failures are logged and drop the event.
-    pub fn passes(&self, filter: Option<&EventSourceFilter>, event: &crate::event::Event) -> bool {
+    pub fn passes(
+        &self,
+        telemetry: &SourceTelemetry,
+        filter: Option<&EventSourceFilter>,
+        event: &crate::event::Event,
+    ) -> bool {
         let Some(f) = filter else { return true };
-        let labels = crate::telemetry::SourceLabels {
-            event_source: event.source.clone(),
-            event_name: event.subject.clone(),
-        };
         match f.evaluate(&self.host, &event.data) {
             Ok(true) => true,
             Ok(false) => {
-                self.metrics.source_filtered.get_or_create(&labels).inc();
-                tracing::debug!(event_source = %event.source, event_name = %event.subject, event_id = %event.id, "event dropped by the EventSource filter");
+                telemetry.filtered(&event.id, SourceDrop::Filter);
                 false
             }
             Err(e) => {
-                self.metrics.source_filtered.get_or_create(&labels).inc();
-                tracing::warn!(event_source = %event.source, event_name = %event.subject, event_id = %event.id, error = %e, "EventSource filter failed; event dropped");
+                telemetry.filtered(&event.id, SourceDrop::FilterFailed(&e));
                 false
             }
         }

@@ -27,7 +27,7 @@ use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{NatsEvent, Spanned};
 use crate::nats_client::{auth_problem, tls_problem, NatsConnection};
-use crate::telemetry::SourceLabels;
+use crate::telemetry::SourceTelemetry;
 
 /// How messages are received.
 #[derive(Debug, Clone, PartialEq)]
@@ -301,10 +301,7 @@ pub(super) async fn run(
     ctx: SourceContext,
 ) {
     let source = Source {
-        labels: SourceLabels {
-            event_source: event_source.clone(),
-            event_name: event_name.clone(),
-        },
+        telemetry: SourceTelemetry::new(&ctx.metrics, &event_source, &event_name),
         config,
         ctx,
     };
@@ -370,7 +367,7 @@ pub(super) async fn run(
 }
 
 struct Source {
-    labels: SourceLabels,
+    telemetry: SourceTelemetry,
     config: NatsConfig,
     ctx: SourceContext,
 }
@@ -388,7 +385,7 @@ impl Source {
             Value::Null
         } else if self.config.json_body {
             serde_json::from_slice(&payload).unwrap_or_else(|e| {
-                tracing::warn!(event_source = %self.labels.event_source, event_name = %self.labels.event_name, error = %e, "jsonBody is set but the message is not JSON; kept as text");
+                tracing::warn!(event_source = %self.telemetry.event_source(), event_name = %self.telemetry.event_name(), error = %e, "jsonBody is set but the message is not JSON; kept as text");
                 Value::String(String::from_utf8_lossy(&payload).into_owned())
             })
         } else {
@@ -415,8 +412,8 @@ impl Source {
             serde_json::to_value(&self.config.metadata).unwrap_or(Value::Null),
         );
         let mut event = Event::new(
-            &self.labels.event_source,
-            &self.labels.event_name,
+            self.telemetry.event_source(),
+            self.telemetry.event_name(),
             "nats",
             Value::Object(data),
             payload,
@@ -434,7 +431,7 @@ impl Source {
     /// Publishes with back-pressure (see [`SourceContext::publish_waiting`]).
     async fn publish(&self, event: Event) -> Result<(), super::Stopped> {
         self.ctx
-            .publish_waiting(&self.labels, self.config.filter.as_ref(), event)
+            .publish_waiting(&self.telemetry, self.config.filter.as_ref(), event)
             .await
     }
 }

@@ -23,7 +23,7 @@ use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{SecretRef, Spanned, WebhookEvent, WebhookSignature};
 use crate::secret::resolve_secret;
-use crate::telemetry::SourceLabels;
+use crate::telemetry::SourceTelemetry;
 
 /// Default `maxPayloadSize`: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u64 = 1024 * 1024;
@@ -128,9 +128,7 @@ struct Endpoint {
     config: WebhookConfig,
     token: Option<String>,
     signature: Option<Signature>,
-    labels: SourceLabels,
-    event_source: String,
-    event_name: String,
+    telemetry: SourceTelemetry,
     ctx: SourceContext,
 }
 
@@ -182,12 +180,7 @@ pub(super) async fn start(
                 config: w.clone(),
                 token,
                 signature,
-                labels: SourceLabels {
-                    event_source: spec.event_source.clone(),
-                    event_name: spec.event_name.clone(),
-                },
-                event_source: spec.event_source.clone(),
-                event_name: spec.event_name.clone(),
+                telemetry: SourceTelemetry::new(&ctx.metrics, &spec.event_source, &spec.event_name),
                 ctx: ctx.clone(),
             });
             router = router.route(&w.endpoint, any(handle).with_state(endpoint));
@@ -222,12 +215,7 @@ async fn handle(
     body: Body,
 ) -> Response {
     let reject = |status: StatusCode, message: &str| {
-        ep.ctx
-            .metrics
-            .events_rejected
-            .get_or_create(&ep.labels)
-            .inc();
-        tracing::debug!(event_source = %ep.event_source, event_name = %ep.event_name, %status, "{message}");
+        ep.telemetry.rejected(&status, message);
         reply(status, message)
     };
     if method != ep.config.method {
@@ -272,31 +260,24 @@ async fn handle(
     }
     let event = build_event(&ep, &method, uri.query(), &headers, bytes);
     let id = event.id.clone();
-    if !ep.ctx.passes(ep.config.filter.as_ref(), &event) {
+    if !ep
+        .ctx
+        .passes(&ep.telemetry, ep.config.filter.as_ref(), &event)
+    {
         return (StatusCode::OK, Json(json!({ "id": id, "filtered": true }))).into_response();
     }
     match ep.ctx.bus.offer(event).await {
         Ok(Published::Duplicate) => {
-            ep.ctx
-                .metrics
-                .events_deduplicated
-                .get_or_create(&ep.labels)
-                .inc();
-            tracing::debug!(event_source = %ep.event_source, event_name = %ep.event_name, event_id = %id, "duplicate event ignored");
+            ep.telemetry.deduplicated(&id);
             (StatusCode::OK, Json(json!({ "id": id }))).into_response()
         }
         Ok(Published::Accepted) => {
-            ep.ctx
-                .metrics
-                .events_received
-                .get_or_create(&ep.labels)
-                .inc();
-            tracing::debug!(event_source = %ep.event_source, event_name = %ep.event_name, event_id = %id, "event accepted");
+            ep.telemetry.received(&id);
             (StatusCode::OK, Json(json!({ "id": id }))).into_response()
         }
         Err(e) => {
-            tracing::warn!(event_source = %ep.event_source, event_name = %ep.event_name, event_id = %id, error = %e, "event refused: the bus did not take it (503)");
-            let mut r = reject(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            ep.telemetry.refused_by_bus(&id, &e);
+            let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
             r.headers_mut().insert(
                 header::RETRY_AFTER,
                 header::HeaderValue::from(e.retry_after_secs()),
@@ -332,8 +313,8 @@ fn build_event(
     data.insert("header".into(), header_map(headers));
     data.insert("body".into(), body);
     let mut event = Event::new(
-        &ep.event_source,
-        &ep.event_name,
+        ep.telemetry.event_source(),
+        ep.telemetry.event_name(),
         "webhook",
         Value::Object(data),
         bytes,
@@ -534,12 +515,7 @@ mod tests {
             },
             token: None,
             signature: None,
-            labels: SourceLabels {
-                event_source: "es".into(),
-                event_name: "e".into(),
-            },
-            event_source: "es".into(),
-            event_name: "e".into(),
+            telemetry: SourceTelemetry::new(&crate::telemetry::Metrics::new(), "es", "e"),
             ctx: SourceContext {
                 bus: crate::bus::BusBuilder::new(1).build(),
                 metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),

@@ -305,13 +305,26 @@ impl DependencyTelemetry {
     }
 }
 
-/// The source-side series of one EventSource event.
+/// The telemetry of one EventSource event (one webhook endpoint, calendar, subscription...).
 #[derive(Debug)]
 pub struct SourceTelemetry {
+    event_source: String,
+    event_name: String,
     received: Series<SourceLabels, Counter>,
     deduplicated: Series<SourceLabels, Counter>,
     filtered: Series<SourceLabels, Counter>,
     rejected: Series<SourceLabels, Counter>,
+}
+
+/// Why a source dropped an event before the bus.
+#[derive(Clone, Copy)]
+pub enum SourceDrop<'a> {
+    /// The EventSource's `filter` said no.
+    Filter,
+    /// The EventSource's `filter` failed (a script error or limit).
+    FilterFailed(&'a dyn Display),
+    /// A kind's own filter rule (e.g. a resource watch's `afterStart`), with its reason.
+    Rule(&'a str),
 }
 
 impl SourceTelemetry {
@@ -322,6 +335,8 @@ impl SourceTelemetry {
             event_name: event_name.to_owned(),
         };
         Self {
+            event_source: event_source.to_owned(),
+            event_name: event_name.to_owned(),
             received: Series::new(&metrics.events_received, labels.clone()),
             deduplicated: Series::new(&metrics.events_deduplicated, labels.clone()),
             filtered: Series::new(&metrics.source_filtered, labels.clone()),
@@ -329,24 +344,61 @@ impl SourceTelemetry {
         }
     }
 
-    /// An event was accepted onto the bus.
-    pub fn received(&self) {
+    /// The EventSource's name, for the kind's own log lines.
+    pub fn event_source(&self) -> &str {
+        &self.event_source
+    }
+
+    /// The event's name, for the kind's own log lines.
+    pub fn event_name(&self) -> &str {
+        &self.event_name
+    }
+
+    /// Event `event_id` was accepted onto the bus.
+    pub fn received(&self, event_id: &str) {
         self.received.get().inc();
+        tracing::debug!(event_source = %self.event_source, event_name = %self.event_name, event_id = %event_id, "event accepted");
     }
 
-    /// An event was not queued again: its id was accepted recently.
-    pub fn deduplicated(&self) {
+    /// Event `event_id` was not queued again: its id was accepted recently.
+    pub fn deduplicated(&self, event_id: &str) {
         self.deduplicated.get().inc();
+        tracing::debug!(event_source = %self.event_source, event_name = %self.event_name, event_id = %event_id, "redelivered event dropped as a duplicate");
     }
 
-    /// The EventSource's filter dropped an event.
-    pub fn filtered(&self) {
+    /// The source dropped `event` (an event id, or the object a change is about).
+    pub fn filtered(&self, event: &str, why: SourceDrop<'_>) {
         self.filtered.get().inc();
+        let (es, en) = (&self.event_source, &self.event_name);
+        match why {
+            SourceDrop::Filter => {
+                tracing::debug!(event_source = %es, event_name = %en, event_id = %event, "event dropped by the EventSource filter")
+            }
+            SourceDrop::FilterFailed(e) => {
+                tracing::warn!(event_source = %es, event_name = %en, event_id = %event, error = %e, "EventSource filter failed; event dropped")
+            }
+            SourceDrop::Rule(reason) => {
+                tracing::debug!(event_source = %es, event_name = %en, object = %event, reason, "change dropped by the filter")
+            }
+        }
     }
 
-    /// The source refused an event (bus full, too large, unauthorised).
-    pub fn rejected(&self) {
+    /// The source refused a request with `status` (bad method, credentials, size).
+    pub fn rejected(&self, status: &dyn Display, message: &str) {
         self.rejected.get().inc();
+        tracing::debug!(event_source = %self.event_source, event_name = %self.event_name, %status, "{message}");
+    }
+
+    /// The bus did not take event `event_id`, and the sender is told so (it may retry).
+    pub fn refused_by_bus(&self, event_id: &str, error: &dyn Display) {
+        self.rejected.get().inc();
+        tracing::warn!(event_source = %self.event_source, event_name = %self.event_name, event_id = %event_id, error = %error, "event refused: the bus did not take it");
+    }
+
+    /// Event `event_id` could not be published (the agent is stopping or the bus is
+    /// closed); the source stops and leaves it unacknowledged.
+    pub fn not_published(&self, event_id: &str, error: &dyn Display) {
+        tracing::warn!(event_source = %self.event_source, event_name = %self.event_name, event_id = %event_id, error = %error, "event not published");
     }
 }
 

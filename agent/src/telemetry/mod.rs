@@ -6,7 +6,8 @@ mod metrics;
 mod ops;
 
 pub use events::{
-    DependencyTelemetry, Dropped, ScriptTimer, SourceTelemetry, TriggerScript, TriggerTelemetry,
+    DependencyTelemetry, Dropped, ScriptTimer, SourceDrop, SourceTelemetry, TriggerScript,
+    TriggerTelemetry,
 };
 pub use logging::{init_logging, LogFormat};
 pub use metrics::{

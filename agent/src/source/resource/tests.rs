@@ -305,11 +305,8 @@ fn event_times_follow_argo() {
     );
 }
 
-fn labels() -> crate::telemetry::SourceLabels {
-    crate::telemetry::SourceLabels {
-        event_source: "k8s".into(),
-        event_name: "pods".into(),
-    }
+fn labels() -> crate::telemetry::SourceTelemetry {
+    crate::telemetry::SourceTelemetry::new(&crate::telemetry::Metrics::new(), "k8s", "pods")
 }
 
 #[test]

@@ -19,7 +19,7 @@ use super::{field_path, ResourceConfig, ResourceEventType};
 use crate::cluster::{NamespaceRefused, ResolveError};
 use crate::event::Event;
 use crate::source::SourceContext;
-use crate::telemetry::SourceLabels;
+use crate::telemetry::{SourceDrop, SourceTelemetry};
 
 /// Namespace of the UUID v5 event ids (fixed, so ids are stable across agents and restarts).
 const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6a1f_3c52_93d4_4e0b_8f47_2b9e_d1c0_57a3);
@@ -184,10 +184,7 @@ pub async fn run(
     ctx: SourceContext,
 ) {
     let source = Source {
-        labels: SourceLabels {
-            event_source,
-            event_name,
-        },
+        telemetry: SourceTelemetry::new(&ctx.metrics, &event_source, &event_name),
         config,
         resource: watch.resource.clone(),
         started: watch.started,
@@ -206,11 +203,11 @@ pub async fn run(
         let Some(next) = next else { break };
         let event = match next {
             Ok(e) => {
-                health.ok(&source.labels);
+                health.ok(&source.telemetry);
                 e
             }
             Err(e) => {
-                health.error(&source.labels, &e);
+                health.error(&source.telemetry, &e);
                 continue;
             }
         };
@@ -218,7 +215,7 @@ pub async fn run(
             watcher::Event::Init => {
                 tracker.init();
                 if lists > 0 {
-                    tracing::info!(event_source = %source.labels.event_source, event_name = %source.labels.event_name, "resource watch restarted; relisting");
+                    tracing::info!(event_source = %source.telemetry.event_source(), event_name = %source.telemetry.event_name(), "resource watch restarted; relisting");
                 }
                 continue;
             }
@@ -231,8 +228,8 @@ pub async fn run(
                 let changes = tracker.init_done();
                 lists += 1;
                 tracing::info!(
-                    event_source = %source.labels.event_source,
-                    event_name = %source.labels.event_name,
+                    event_source = %source.telemetry.event_source(),
+                    event_name = %source.telemetry.event_name(),
                     objects = tracker.len(),
                     changes = changes.len(),
                     relist = lists > 1,
@@ -279,16 +276,16 @@ struct Health {
 }
 
 impl Health {
-    fn ok(&mut self, labels: &SourceLabels) {
+    fn ok(&mut self, source: &SourceTelemetry) {
         if self.failures > 0 {
-            tracing::info!(event_source = %labels.event_source, event_name = %labels.event_name, failures = self.failures, "resource watch recovered");
+            tracing::info!(event_source = %source.event_source(), event_name = %source.event_name(), failures = self.failures, "resource watch recovered");
         }
         self.failures = 0;
         self.last_warning = None;
     }
 
-    fn error(&mut self, labels: &SourceLabels, e: &watcher::Error) {
-        let (es, en) = (&labels.event_source, &labels.event_name);
+    fn error(&mut self, source: &SourceTelemetry, e: &watcher::Error) {
+        let (es, en) = (source.event_source(), source.event_name());
         // 410 Gone: the watch fell too far behind; kube relists, which is routine (the
         // relist itself is logged).
         if matches!(e, watcher::Error::WatchError(s) if s.code == 410) {
@@ -309,7 +306,7 @@ impl Health {
 }
 
 struct Source {
-    labels: SourceLabels,
+    telemetry: SourceTelemetry,
     config: ResourceConfig,
     resource: ApiResource,
     started: DateTime<Utc>,
@@ -343,17 +340,13 @@ impl Source {
         }
         let at = event_time(&new, t);
         if let Some(reason) = dropped_by(&self.config, self.started, &new, at) {
-            self.ctx
-                .metrics
-                .source_filtered
-                .get_or_create(&self.labels)
-                .inc();
-            tracing::debug!(event_source = %self.labels.event_source, event_name = %self.labels.event_name, object = %new.name_any(), event_type = t.as_str(), reason, "resource change dropped by the filter");
+            self.telemetry
+                .filtered(&new.name_any(), SourceDrop::Rule(reason));
             return Ok(());
         }
-        let event = change_event(&self.config, &self.labels, t, &new, old.as_deref(), at);
+        let event = change_event(&self.config, &self.telemetry, t, &new, old.as_deref(), at);
         self.ctx
-            .publish_waiting(&self.labels, self.config.filter.as_ref(), event)
+            .publish_waiting(&self.telemetry, self.config.filter.as_ref(), event)
             .await
     }
 }
@@ -389,7 +382,7 @@ pub(super) fn dropped_by(
 /// The event of one change (see the module documentation for its shape).
 pub(super) fn change_event(
     c: &ResourceConfig,
-    labels: &SourceLabels,
+    source: &SourceTelemetry,
     t: ResourceEventType,
     new: &DynamicObject,
     old: Option<&DynamicObject>,
@@ -412,7 +405,7 @@ pub(super) fn change_event(
     }
     let data = Value::Object(data);
     let raw = Bytes::from(data.to_string());
-    let (es, en) = (&labels.event_source, &labels.event_name);
+    let (es, en) = (source.event_source(), source.event_name());
     let mut event = Event::new(es, en, "resource", data, raw);
     event.raw_is_data = true;
     event.id = event_id(es, en, &key(new), &version(new), t);
