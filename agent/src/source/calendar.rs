@@ -125,14 +125,7 @@ impl CalendarConfig {
                 }
             }
         }
-        let filter = match &c.filter {
-            Some(f) => Some(super::EventSourceFilter::compile(
-                ctx,
-                &format!("{field}.filter.expression"),
-                &f.expression,
-            )?),
-            None => None,
-        };
+        let filter = super::EventSourceFilter::compile_section(ctx, field, c.filter.as_ref())?;
         Some(Self {
             filter,
             timing,
@@ -157,6 +150,19 @@ impl CalendarConfig {
     pub fn is_excluded(&self, at: DateTime<Utc>) -> bool {
         let day = at.with_timezone(&self.timezone).date_naive();
         self.exclusion_dates.contains(&day)
+    }
+}
+
+impl super::Section for CalendarConfig {
+    const KEY: &'static str = "calendar";
+    type Manifest = CalendarEvent;
+
+    fn compile_kind(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        event: &Spanned<CalendarEvent>,
+    ) -> Option<super::SourceKind> {
+        Self::compile(ctx, field, event).map(super::SourceKind::Calendar)
     }
 }
 

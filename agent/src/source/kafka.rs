@@ -192,14 +192,7 @@ impl KafkaConfig {
             &format!("{field}.connectionBackoff"),
             k.connection_backoff.as_ref(),
         );
-        let filter = match &k.filter {
-            Some(f) => Some(super::EventSourceFilter::compile(
-                ctx,
-                &format!("{field}.filter.expression"),
-                &f.expression,
-            )?),
-            None => None,
-        };
+        let filter = super::EventSourceFilter::compile_section(ctx, field, k.filter.as_ref())?;
         if ctx.errors.len() > before {
             return None;
         }
@@ -222,6 +215,19 @@ impl KafkaConfig {
         self.group
             .clone()
             .unwrap_or_else(|| format!("triggerd.{event_source}.{event_name}"))
+    }
+}
+
+impl super::Section for KafkaConfig {
+    const KEY: &'static str = "kafka";
+    type Manifest = KafkaEvent;
+
+    fn compile_kind(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        event: &Spanned<KafkaEvent>,
+    ) -> Option<super::SourceKind> {
+        Self::compile(ctx, field, event).map(|c| super::SourceKind::Kafka(Box::new(c)))
     }
 }
 

@@ -1,5 +1,13 @@
 //! Event sources: turn outside happenings into events on the bus. One file per kind, one arm
 //! of [`SourceKind`] each.
+//!
+//! A kind's file holds its settings compiled from its manifest section (implementing
+//! `Section`, with the shared `filter` compiled by [`EventSourceFilter::compile_section`]),
+//! its start-up checks and its run loop, which publishes through
+//! [`SourceContext::publish_waiting`] and counts through its `SourceTelemetry`. A new kind
+//! also adds its manifest type to `manifest/eventsource.rs`, one line to
+//! [`compile_event_source`], and its arm to the matches of [`SourceSpec`] and
+//! [`start_sources`] below.
 
 mod calendar;
 mod filter;
@@ -8,6 +16,7 @@ mod nats;
 pub mod resource;
 mod webhook;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,7 +32,7 @@ pub use webhook::{request_body, WebhookConfig};
 
 use crate::bus::Bus;
 use crate::compile::CompileContext;
-use crate::manifest::EventSourceSpec;
+use crate::manifest::{EventSourceSpec, Spanned};
 use crate::telemetry::{Metrics, SourceDrop, SourceTelemetry};
 
 /// The closed set of source kinds.
@@ -199,58 +208,52 @@ impl SourceContext {
     }
 }
 
-/// Compiles every event of an EventSource.
+/// One kind's section of an EventSource (`spec.<key>.<event>`), compiled in the kind's own
+/// file: a new kind implements this and adds one line to [`compile_event_source`].
+trait Section {
+    /// The section's key under `spec`.
+    const KEY: &'static str;
+    /// One event of the section, as the manifest gives it.
+    type Manifest;
+    /// Compiles one event's settings; `field` is its path, e.g. `spec.webhook.push`.
+    fn compile_kind(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        event: &Spanned<Self::Manifest>,
+    ) -> Option<SourceKind>;
+}
+
+/// Compiles every event of one section of EventSource `name` into `out`.
+fn compile_section<S: Section>(
+    ctx: &mut CompileContext<'_>,
+    name: &str,
+    events: &BTreeMap<String, Spanned<S::Manifest>>,
+    out: &mut Vec<SourceSpec>,
+) {
+    for (event, manifest) in events {
+        let field = format!("spec.{}.{event}", S::KEY);
+        if let Some(kind) = S::compile_kind(ctx, &field, manifest) {
+            out.push(SourceSpec {
+                event_source: name.to_owned(),
+                event_name: event.clone(),
+                kind,
+            });
+        }
+    }
+}
+
+/// Compiles every event of an EventSource, one section per kind.
 pub fn compile_event_source(
     ctx: &mut CompileContext<'_>,
     name: &str,
     spec: &EventSourceSpec,
 ) -> Vec<SourceSpec> {
     let mut out = Vec::new();
-    for (event, w) in &spec.webhook {
-        if let Some(c) = WebhookConfig::compile(ctx, &format!("spec.webhook.{event}"), w) {
-            out.push(SourceSpec {
-                event_source: name.to_owned(),
-                event_name: event.clone(),
-                kind: SourceKind::Webhook(c),
-            });
-        }
-    }
-    for (event, c) in &spec.calendar {
-        if let Some(c) = CalendarConfig::compile(ctx, &format!("spec.calendar.{event}"), c) {
-            out.push(SourceSpec {
-                event_source: name.to_owned(),
-                event_name: event.clone(),
-                kind: SourceKind::Calendar(c),
-            });
-        }
-    }
-    for (event, n) in &spec.nats {
-        if let Some(c) = NatsConfig::compile(ctx, &format!("spec.nats.{event}"), n) {
-            out.push(SourceSpec {
-                event_source: name.to_owned(),
-                event_name: event.clone(),
-                kind: SourceKind::Nats(Box::new(c)),
-            });
-        }
-    }
-    for (event, k) in &spec.kafka {
-        if let Some(c) = KafkaConfig::compile(ctx, &format!("spec.kafka.{event}"), k) {
-            out.push(SourceSpec {
-                event_source: name.to_owned(),
-                event_name: event.clone(),
-                kind: SourceKind::Kafka(Box::new(c)),
-            });
-        }
-    }
-    for (event, r) in &spec.resource {
-        if let Some(c) = ResourceConfig::compile(ctx, &format!("spec.resource.{event}"), r) {
-            out.push(SourceSpec {
-                event_source: name.to_owned(),
-                event_name: event.clone(),
-                kind: SourceKind::Resource(Box::new(c)),
-            });
-        }
-    }
+    compile_section::<WebhookConfig>(ctx, name, &spec.webhook, &mut out);
+    compile_section::<CalendarConfig>(ctx, name, &spec.calendar, &mut out);
+    compile_section::<NatsConfig>(ctx, name, &spec.nats, &mut out);
+    compile_section::<KafkaConfig>(ctx, name, &spec.kafka, &mut out);
+    compile_section::<ResourceConfig>(ctx, name, &spec.resource, &mut out);
     if spec.webhook.is_empty()
         && spec.calendar.is_empty()
         && spec.nats.is_empty()

@@ -137,14 +137,7 @@ impl NatsConfig {
                 jet_stream(ctx, &format!("{field}.jetStream"), js).map(Delivery::JetStream)
             }
         };
-        let filter = match &n.filter {
-            Some(f) => Some(super::EventSourceFilter::compile(
-                ctx,
-                &format!("{field}.filter.expression"),
-                &f.expression,
-            )?),
-            None => None,
-        };
+        let filter = super::EventSourceFilter::compile_section(ctx, field, n.filter.as_ref())?;
         let (backoff, delivery) = (backoff?, delivery?);
         ok.then(|| Self {
             connection: NatsConnection {
@@ -159,6 +152,19 @@ impl NatsConfig {
             metadata: n.metadata.clone(),
             filter,
         })
+    }
+}
+
+impl super::Section for NatsConfig {
+    const KEY: &'static str = "nats";
+    type Manifest = NatsEvent;
+
+    fn compile_kind(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        event: &Spanned<NatsEvent>,
+    ) -> Option<super::SourceKind> {
+        Self::compile(ctx, field, event).map(|c| super::SourceKind::Nats(Box::new(c)))
     }
 }
 

@@ -103,14 +103,7 @@ impl WebhookConfig {
             );
             return None;
         }
-        let filter = match &w.filter {
-            Some(f) => Some(super::EventSourceFilter::compile(
-                ctx,
-                &format!("{field}.filter.expression"),
-                &f.expression,
-            )?),
-            None => None,
-        };
+        let filter = super::EventSourceFilter::compile_section(ctx, field, w.filter.as_ref())?;
         Some(Self {
             filter,
             port,
@@ -121,6 +114,19 @@ impl WebhookConfig {
             max_payload: w.max_payload_size.unwrap_or(DEFAULT_MAX_PAYLOAD),
             metadata: w.metadata.clone(),
         })
+    }
+}
+
+impl super::Section for WebhookConfig {
+    const KEY: &'static str = "webhook";
+    type Manifest = WebhookEvent;
+
+    fn compile_kind(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        event: &Spanned<WebhookEvent>,
+    ) -> Option<super::SourceKind> {
+        Self::compile(ctx, field, event).map(super::SourceKind::Webhook)
     }
 }
 

@@ -241,6 +241,19 @@ impl ResourceConfig {
     }
 }
 
+impl super::Section for ResourceConfig {
+    const KEY: &'static str = "resource";
+    type Manifest = ResourceEvent;
+
+    fn compile_kind(
+        ctx: &mut CompileContext<'_>,
+        field: &str,
+        event: &Spanned<ResourceEvent>,
+    ) -> Option<super::SourceKind> {
+        Self::compile(ctx, field, event).map(|c| super::SourceKind::Resource(Box::new(c)))
+    }
+}
+
 /// A required, non-empty string field.
 fn required(
     ctx: &mut CompileContext<'_>,
