@@ -14,10 +14,10 @@ mod lambda;
 mod log;
 mod nats;
 pub mod params;
+mod prepare;
 mod response;
 mod stub;
 
-use std::error::Error;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -38,6 +38,8 @@ pub use lambda::{
 pub use log::LogTarget;
 pub use nats::{NatsReply, NatsRequestSpec, NatsTarget};
 pub use params::{CompiledParameter, ParamError};
+use prepare::KindError;
+pub use prepare::{PrepareContext, PrepareError, PrepareFailure};
 pub use response::{ObjectChanges, Outcome, Reply, ReplyShape, Response, TriggerError};
 pub use stub::{Shape, StubMisuse, StubResponse, StubShape, StubSpec};
 
@@ -277,44 +279,5 @@ impl CompiledTrigger {
             trigger: self.name.clone(),
             source,
         })
-    }
-}
-
-/// What readying a trigger may need.
-#[derive(Debug, Clone, Copy)]
-pub struct PrepareContext<'a> {
-    /// Directory of mounted secrets (`<dir>/<name>/<key>`).
-    pub secrets_dir: Option<&'a std::path::Path>,
-    /// The Kubernetes API, when the plan has Kubernetes triggers.
-    pub cluster: Option<&'a crate::cluster::Cluster>,
-}
-
-/// Why a trigger kind could not be readied: the kind's own error, cause chain kept.
-pub type PrepareFailure = Box<dyn Error + Send + Sync>;
-
-/// A trigger could not be readied when the plan started (e.g. a missing secret).
-#[derive(Debug, thiserror::Error)]
-#[error("sensor {sensor}, trigger {trigger}")]
-pub struct PrepareError {
-    /// Sensor name.
-    pub sensor: String,
-    /// Trigger name.
-    pub trigger: String,
-    /// Why.
-    pub source: PrepareFailure,
-}
-
-/// A kind's setup error under the kind's name (`nats …`), with its cause.
-#[derive(Debug, thiserror::Error)]
-#[error("{kind} {source}")]
-struct KindError<E: Error + 'static> {
-    kind: &'static str,
-    source: E,
-}
-
-impl<E: Error + Send + Sync + 'static> KindError<E> {
-    /// `source` as a prepare failure of `kind`.
-    fn boxed(kind: &'static str, source: E) -> PrepareFailure {
-        Box::new(Self { kind, source })
     }
 }
