@@ -36,10 +36,6 @@ pub struct CalendarConfig {
     pub timezone: Tz,
     /// Days on which nothing fires.
     pub exclusion_dates: Vec<NaiveDate>,
-    /// Copied into the event data.
-    pub metadata: Value,
-    /// Drops events that do not pass.
-    pub filter: Option<super::EventSourceFilter>,
 }
 
 impl CalendarConfig {
@@ -125,13 +121,10 @@ impl CalendarConfig {
                 }
             }
         }
-        let filter = super::EventSourceFilter::compile_section(ctx, field, c.filter.as_ref())?;
         Some(Self {
-            filter,
             timing,
             timezone,
             exclusion_dates,
-            metadata: serde_json::to_value(&c.metadata).unwrap_or(Value::Null),
         })
     }
 
@@ -157,6 +150,13 @@ impl super::Section for CalendarConfig {
     const KEY: &'static str = "calendar";
     type Manifest = CalendarEvent;
 
+    fn shared(event: &CalendarEvent) -> super::SharedManifest<'_> {
+        super::SharedManifest {
+            expression: event.filter.as_ref().map(|f| &f.expression),
+            metadata: &event.metadata,
+        }
+    }
+
     fn compile_kind(
         ctx: &mut CompileContext<'_>,
         field: &str,
@@ -179,11 +179,13 @@ fn tick_id(event_source: &str, event_name: &str, at: DateTime<Utc>) -> String {
 /// Runs one calendar event until shutdown, publishing with back-pressure.
 pub(super) async fn run(
     config: CalendarConfig,
+    shared: super::SharedSettings,
     event_source: &str,
     event_name: &str,
     ctx: SourceContext,
 ) {
     let telemetry = SourceTelemetry::new(&ctx.metrics, event_source, event_name);
+    let metadata = serde_json::to_value(&shared.metadata).unwrap_or(Value::Null);
     let mut next = config.next_after(ctx.clock.now());
     while let Some(at) = next {
         tokio::select! {
@@ -192,13 +194,13 @@ pub(super) async fn run(
         }
         if !config.is_excluded(at) {
             let time = at.to_rfc3339_opts(SecondsFormat::Millis, true);
-            let data = json!({ "eventTime": time, "metadata": config.metadata });
+            let data = json!({ "eventTime": time, "metadata": metadata });
             let raw = Bytes::from(data.to_string());
             let mut event = Event::new(event_source, event_name, "calendar", data, raw);
             event.id = tick_id(event_source, event_name, at);
             event.time = at;
             event.raw_is_data = true;
-            if !ctx.passes(&telemetry, config.filter.as_ref(), &event) {
+            if !ctx.passes(&telemetry, shared.filter.as_ref(), &event) {
                 next = config.next_after(at);
                 continue;
             }
@@ -224,8 +226,13 @@ mod tests {
             timing,
             timezone: tz,
             exclusion_dates: vec![],
-            metadata: json!({"k": "v"}),
+        }
+    }
+
+    fn shared() -> crate::source::SharedSettings {
+        crate::source::SharedSettings {
             filter: None,
+            metadata: [("k".to_owned(), "v".to_owned())].into(),
         }
     }
 
@@ -284,7 +291,7 @@ mod tests {
         let ctx = context(b.build(), clock, shutdown.clone());
         let mut c = config(schedule("0 9 * * 1"), chrono_tz::Europe::Berlin);
         c.exclusion_dates = vec![NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()];
-        let task = tokio::spawn(async move { run(c, "cal", "weekly", ctx).await });
+        let task = tokio::spawn(async move { run(c, shared(), "cal", "weekly", ctx).await });
         let first = rx.recv().await.and_then(|r| r.event().cloned()).unwrap();
         assert_eq!(first.data["eventTime"], "2026-11-23T08:00:00.000Z");
         assert_eq!(first.data["metadata"]["k"], "v");
@@ -312,7 +319,7 @@ mod tests {
         let base = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
         let ctx = context(b.build(), Clock::starting_at(base), shutdown.clone());
         let c = config(Timing::Interval(Duration::from_secs(30)), Tz::UTC);
-        let task = tokio::spawn(async move { run(c, "cal", "tick", ctx).await });
+        let task = tokio::spawn(async move { run(c, shared(), "cal", "tick", ctx).await });
         for n in 1..=3 {
             let e = rx.recv().await.and_then(|r| r.event().cloned()).unwrap();
             assert_eq!(e.time, base + chrono::Duration::seconds(30 * n));

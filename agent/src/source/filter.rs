@@ -7,7 +7,6 @@ use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
 use crate::compile::CompileContext;
-use crate::manifest::SourceFilter;
 use crate::script::translate_govaluate;
 use crate::script::{to_dynamic, CompiledScript, ScriptHost, ScriptKind};
 
@@ -53,21 +52,6 @@ impl EventSourceFilter {
                 );
                 None
             }
-        }
-    }
-
-    /// Compiles an event's optional `filter` (its `expression` at `{field}.filter.expression`):
-    /// `Some(None)` without one, `None` when it does not compile (the error is recorded).
-    pub fn compile_section(
-        ctx: &mut CompileContext<'_>,
-        field: &str,
-        filter: Option<&SourceFilter>,
-    ) -> Option<Option<Self>> {
-        match filter {
-            Some(f) => {
-                Self::compile(ctx, &format!("{field}.filter.expression"), &f.expression).map(Some)
-            }
-            None => Some(None),
         }
     }
 

@@ -14,7 +14,6 @@
 //! restarted agent resumes where it stopped; a new group starts at the newest record, as
 //! Argo's partition reader does.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -65,10 +64,6 @@ pub struct KafkaConfig {
     pub backoff: Backoff,
     /// Parse values as JSON.
     pub json_body: bool,
-    /// Copied into the event data.
-    pub metadata: BTreeMap<String, String>,
-    /// Drops events that do not pass.
-    pub filter: Option<super::EventSourceFilter>,
     /// TLS and SASL towards the brokers.
     pub security: crate::kafka_client::KafkaSecurity,
 }
@@ -192,7 +187,6 @@ impl KafkaConfig {
             &format!("{field}.connectionBackoff"),
             k.connection_backoff.as_ref(),
         );
-        let filter = super::EventSourceFilter::compile_section(ctx, field, k.filter.as_ref())?;
         if ctx.errors.len() > before {
             return None;
         }
@@ -204,8 +198,6 @@ impl KafkaConfig {
             assignment: assignment?,
             backoff: backoff?,
             json_body: k.json_body,
-            metadata: k.metadata.clone(),
-            filter,
             security,
         })
     }
@@ -221,6 +213,13 @@ impl KafkaConfig {
 impl super::Section for KafkaConfig {
     const KEY: &'static str = "kafka";
     type Manifest = KafkaEvent;
+
+    fn shared(event: &KafkaEvent) -> super::SharedManifest<'_> {
+        super::SharedManifest {
+            expression: event.filter.as_ref().map(|f| &f.expression),
+            metadata: &event.metadata,
+        }
+    }
 
     fn compile_kind(
         ctx: &mut CompileContext<'_>,
@@ -331,6 +330,7 @@ async fn check_topic(
 /// offset once the bus accepted it.
 pub(super) async fn run(
     config: KafkaConfig,
+    shared: super::SharedSettings,
     event_source: String,
     event_name: String,
     consumer: StreamConsumer,
@@ -338,6 +338,8 @@ pub(super) async fn run(
 ) {
     let source = Source {
         telemetry: SourceTelemetry::new(&ctx.metrics, &event_source, &event_name),
+        metadata: serde_json::to_value(&shared.metadata).unwrap_or(Value::Null),
+        filter: shared.filter,
         config,
         ctx,
     };
@@ -399,6 +401,9 @@ pub(super) async fn run(
 struct Source {
     telemetry: SourceTelemetry,
     config: KafkaConfig,
+    /// The manifest's `metadata`, as it goes into every event's data.
+    metadata: Value,
+    filter: Option<super::EventSourceFilter>,
     ctx: SourceContext,
 }
 
@@ -444,10 +449,7 @@ impl Source {
             time.map_or(Value::Null, |t| t.to_rfc3339().into()),
         );
         data.insert("value".into(), value);
-        data.insert(
-            "metadata".into(),
-            serde_json::to_value(&self.config.metadata).unwrap_or(Value::Null),
-        );
+        data.insert("metadata".into(), self.metadata.clone());
         let mut event = Event::new(
             self.telemetry.event_source(),
             self.telemetry.event_name(),
@@ -465,7 +467,7 @@ impl Source {
     /// Publishes with back-pressure (see [`SourceContext::publish_waiting`]).
     async fn publish(&self, event: Event) -> Result<(), super::Stopped> {
         self.ctx
-            .publish_waiting(&self.telemetry, self.config.filter.as_ref(), event)
+            .publish_waiting(&self.telemetry, self.filter.as_ref(), event)
             .await
     }
 }

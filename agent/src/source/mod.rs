@@ -2,11 +2,11 @@
 //! of [`SourceKind`] each.
 //!
 //! A kind's file holds its settings compiled from its manifest section (implementing
-//! `Section`, with the shared `filter` compiled by [`EventSourceFilter::compile_section`]),
-//! its start-up checks and its run loop, which publishes through
-//! [`SourceContext::publish_waiting`] and counts through its `SourceTelemetry`. A new kind
-//! also adds its manifest type to `manifest/eventsource.rs`, one line to
-//! [`compile_event_source`], and its arm to the matches of [`SourceSpec`] and
+//! `Section`; the `filter` and `metadata` every kind has are compiled once, here, into
+//! [`SharedSettings`] on the [`SourceSpec`]), its start-up checks and its run loop, which
+//! publishes through [`SourceContext::publish_waiting`] and counts through its
+//! `SourceTelemetry`. A new kind also adds its manifest type to `manifest/eventsource.rs`,
+//! one line to [`compile_event_source`], and its arm to the matches of [`SourceSpec`] and
 //! [`start_sources`] below.
 
 mod calendar;
@@ -50,6 +50,16 @@ pub enum SourceKind {
     Resource(Box<ResourceConfig>),
 }
 
+/// The settings every kind's event has besides its own (Argo's `filter` and `metadata`),
+/// compiled once for all kinds.
+#[derive(Debug, Clone, Default)]
+pub struct SharedSettings {
+    /// Drops events whose data does not pass (`filter.expression`).
+    pub filter: Option<EventSourceFilter>,
+    /// Extra fields the kind copies into its events (data or extensions, as Argo's kind does).
+    pub metadata: BTreeMap<String, String>,
+}
+
 /// One event of an EventSource, ready to run.
 #[derive(Debug, Clone)]
 pub struct SourceSpec {
@@ -57,6 +67,8 @@ pub struct SourceSpec {
     pub event_source: String,
     /// Event name.
     pub event_name: String,
+    /// Filter and metadata.
+    pub shared: SharedSettings,
     /// Kind and settings.
     pub kind: SourceKind,
 }
@@ -75,20 +87,14 @@ impl SourceSpec {
 
     /// The EventSource filter of this event, if any.
     pub fn filter(&self) -> Option<&EventSourceFilter> {
-        match &self.kind {
-            SourceKind::Webhook(w) => w.filter.as_ref(),
-            SourceKind::Calendar(c) => c.filter.as_ref(),
-            SourceKind::Nats(n) => n.filter.as_ref(),
-            SourceKind::Kafka(k) => k.filter.as_ref(),
-            SourceKind::Resource(r) => r.filter.as_ref(),
-        }
+        self.shared.filter.as_ref()
     }
 
     /// Adds the extension attributes the source stamps on its events (a webhook's
     /// `metadata`, names lower-cased as the webhook does), keeping any the event has.
     pub fn add_extensions(&self, event: &mut crate::event::Event) {
-        if let SourceKind::Webhook(w) = &self.kind {
-            for (k, v) in &w.metadata {
+        if let SourceKind::Webhook(_) = &self.kind {
+            for (k, v) in &self.shared.metadata {
                 event
                     .extensions
                     .entry(k.to_ascii_lowercase())
@@ -208,6 +214,14 @@ impl SourceContext {
     }
 }
 
+/// The fields of one event's manifest that every kind has.
+struct SharedManifest<'a> {
+    /// `filter.expression`.
+    expression: Option<&'a Spanned<String>>,
+    /// `metadata`.
+    metadata: &'a BTreeMap<String, String>,
+}
+
 /// One kind's section of an EventSource (`spec.<key>.<event>`), compiled in the kind's own
 /// file: a new kind implements this and adds one line to [`compile_event_source`].
 trait Section {
@@ -215,6 +229,8 @@ trait Section {
     const KEY: &'static str;
     /// One event of the section, as the manifest gives it.
     type Manifest;
+    /// Where the event's manifest keeps the fields every kind has.
+    fn shared(event: &Self::Manifest) -> SharedManifest<'_>;
     /// Compiles one event's settings; `field` is its path, e.g. `spec.webhook.push`.
     fn compile_kind(
         ctx: &mut CompileContext<'_>,
@@ -232,10 +248,28 @@ fn compile_section<S: Section>(
 ) {
     for (event, manifest) in events {
         let field = format!("spec.{}.{event}", S::KEY);
-        if let Some(kind) = S::compile_kind(ctx, &field, manifest) {
+        let kind = S::compile_kind(ctx, &field, manifest);
+        let SharedManifest {
+            expression,
+            metadata,
+        } = S::shared(&manifest.value);
+        let filter = match expression {
+            Some(e) => {
+                match EventSourceFilter::compile(ctx, &format!("{field}.filter.expression"), e) {
+                    Some(f) => Some(f),
+                    None => continue,
+                }
+            }
+            None => None,
+        };
+        if let Some(kind) = kind {
             out.push(SourceSpec {
                 event_source: name.to_owned(),
                 event_name: event.clone(),
+                shared: SharedSettings {
+                    filter,
+                    metadata: metadata.clone(),
+                },
                 kind,
             });
         }
@@ -280,33 +314,36 @@ pub async fn start_sources(
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut handles = webhook::start(specs, ctx).await?;
     for spec in specs {
-        let (ctx, es, ev) = (
+        let (ctx, es, ev, shared) = (
             ctx.clone(),
             spec.event_source.clone(),
             spec.event_name.clone(),
+            spec.shared.clone(),
         );
         match &spec.kind {
             SourceKind::Webhook(_) => {}
             SourceKind::Calendar(c) => {
                 let c = c.clone();
                 handles.push(tokio::spawn(async move {
-                    calendar::run(c, &es, &ev, ctx).await
+                    calendar::run(c, shared, &es, &ev, ctx).await
                 }));
             }
             SourceKind::Nats(c) => {
                 let (client, receiver) = nats::subscribe(c, &es, &ev, &ctx).await?;
                 let c = NatsConfig::clone(c);
-                handles.push(tokio::spawn(nats::run(c, es, ev, client, receiver, ctx)));
+                handles.push(tokio::spawn(nats::run(
+                    c, shared, es, ev, client, receiver, ctx,
+                )));
             }
             SourceKind::Kafka(c) => {
                 let consumer = kafka::subscribe(c, &es, &ev, ctx.secrets_dir.as_deref()).await?;
                 let c = KafkaConfig::clone(c);
-                handles.push(tokio::spawn(kafka::run(c, es, ev, consumer, ctx)));
+                handles.push(tokio::spawn(kafka::run(c, shared, es, ev, consumer, ctx)));
             }
             SourceKind::Resource(c) => {
                 let watch = resource::start(c, &es, &ev, &ctx).await?;
                 let c = ResourceConfig::clone(c);
-                handles.push(tokio::spawn(resource::run(c, es, ev, watch, ctx)));
+                handles.push(tokio::spawn(resource::run(c, shared, es, ev, watch, ctx)));
             }
         }
     }

@@ -10,7 +10,6 @@
 //! the publisher's `Nats-Msg-Id`), stable across redeliveries, so the bus recognises a
 //! redelivered message as a duplicate within its window.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
@@ -78,10 +77,6 @@ pub struct NatsConfig {
     pub json_body: bool,
     /// Core or JetStream.
     pub delivery: Delivery,
-    /// Copied into the event data.
-    pub metadata: BTreeMap<String, String>,
-    /// Drops events that do not pass.
-    pub filter: Option<super::EventSourceFilter>,
 }
 
 impl NatsConfig {
@@ -137,7 +132,6 @@ impl NatsConfig {
                 jet_stream(ctx, &format!("{field}.jetStream"), js).map(Delivery::JetStream)
             }
         };
-        let filter = super::EventSourceFilter::compile_section(ctx, field, n.filter.as_ref())?;
         let (backoff, delivery) = (backoff?, delivery?);
         ok.then(|| Self {
             connection: NatsConnection {
@@ -149,8 +143,6 @@ impl NatsConfig {
             subject: n.subject.clone(),
             json_body: n.json_body,
             delivery,
-            metadata: n.metadata.clone(),
-            filter,
         })
     }
 }
@@ -158,6 +150,13 @@ impl NatsConfig {
 impl super::Section for NatsConfig {
     const KEY: &'static str = "nats";
     type Manifest = NatsEvent;
+
+    fn shared(event: &NatsEvent) -> super::SharedManifest<'_> {
+        super::SharedManifest {
+            expression: event.filter.as_ref().map(|f| &f.expression),
+            metadata: &event.metadata,
+        }
+    }
 
     fn compile_kind(
         ctx: &mut CompileContext<'_>,
@@ -300,6 +299,7 @@ async fn consume(
 /// Receives messages until shutdown, publishing each event with back-pressure.
 pub(super) async fn run(
     config: NatsConfig,
+    shared: super::SharedSettings,
     event_source: String,
     event_name: String,
     client: Client,
@@ -308,6 +308,8 @@ pub(super) async fn run(
 ) {
     let source = Source {
         telemetry: SourceTelemetry::new(&ctx.metrics, &event_source, &event_name),
+        metadata: serde_json::to_value(&shared.metadata).unwrap_or(Value::Null),
+        filter: shared.filter,
         config,
         ctx,
     };
@@ -375,6 +377,9 @@ pub(super) async fn run(
 struct Source {
     telemetry: SourceTelemetry,
     config: NatsConfig,
+    /// The manifest's `metadata`, as it goes into every event's data.
+    metadata: Value,
+    filter: Option<super::EventSourceFilter>,
     ctx: SourceContext,
 }
 
@@ -413,10 +418,7 @@ impl Source {
         data.insert("subject".into(), subject.into());
         data.insert("header".into(), Value::Object(header));
         data.insert("body".into(), body);
-        data.insert(
-            "metadata".into(),
-            serde_json::to_value(&self.config.metadata).unwrap_or(Value::Null),
-        );
+        data.insert("metadata".into(), self.metadata.clone());
         let mut event = Event::new(
             self.telemetry.event_source(),
             self.telemetry.event_name(),
@@ -437,7 +439,7 @@ impl Source {
     /// Publishes with back-pressure (see [`SourceContext::publish_waiting`]).
     async fn publish(&self, event: Event) -> Result<(), super::Stopped> {
         self.ctx
-            .publish_waiting(&self.telemetry, self.config.filter.as_ref(), event)
+            .publish_waiting(&self.telemetry, self.filter.as_ref(), event)
             .await
     }
 }

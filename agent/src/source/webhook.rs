@@ -43,10 +43,6 @@ pub struct WebhookConfig {
     pub signature: Option<Box<WebhookSignature>>,
     /// Largest body in bytes.
     pub max_payload: u64,
-    /// Extensions added to every event.
-    pub metadata: BTreeMap<String, String>,
-    /// Drops events that do not pass.
-    pub filter: Option<super::EventSourceFilter>,
 }
 
 impl WebhookConfig {
@@ -103,16 +99,13 @@ impl WebhookConfig {
             );
             return None;
         }
-        let filter = super::EventSourceFilter::compile_section(ctx, field, w.filter.as_ref())?;
         Some(Self {
-            filter,
             port,
             endpoint: w.endpoint.clone(),
             method,
             auth: w.auth_secret.clone(),
             signature: w.signature.clone().map(Box::new),
             max_payload: w.max_payload_size.unwrap_or(DEFAULT_MAX_PAYLOAD),
-            metadata: w.metadata.clone(),
         })
     }
 }
@@ -120,6 +113,13 @@ impl WebhookConfig {
 impl super::Section for WebhookConfig {
     const KEY: &'static str = "webhook";
     type Manifest = WebhookEvent;
+
+    fn shared(event: &WebhookEvent) -> super::SharedManifest<'_> {
+        super::SharedManifest {
+            expression: event.filter.as_ref().map(|f| &f.expression),
+            metadata: &event.metadata,
+        }
+    }
 
     fn compile_kind(
         ctx: &mut CompileContext<'_>,
@@ -132,6 +132,7 @@ impl super::Section for WebhookConfig {
 
 struct Endpoint {
     config: WebhookConfig,
+    shared: super::SharedSettings,
     token: Option<String>,
     signature: Option<Signature>,
     telemetry: SourceTelemetry,
@@ -184,6 +185,7 @@ pub(super) async fn start(
             };
             let endpoint = Arc::new(Endpoint {
                 config: w.clone(),
+                shared: spec.shared.clone(),
                 token,
                 signature,
                 telemetry: SourceTelemetry::new(&ctx.metrics, &spec.event_source, &spec.event_name),
@@ -268,7 +270,7 @@ async fn handle(
     let id = event.id.clone();
     if !ep
         .ctx
-        .passes(&ep.telemetry, ep.config.filter.as_ref(), &event)
+        .passes(&ep.telemetry, ep.shared.filter.as_ref(), &event)
     {
         return (StatusCode::OK, Json(json!({ "id": id, "filtered": true }))).into_response();
     }
@@ -329,7 +331,7 @@ fn build_event(
         Some(ce) => keep_structured_attributes(&mut event, ce),
         None => keep_binary_attributes(&mut event, headers),
     }
-    for (k, v) in &ep.config.metadata {
+    for (k, v) in &ep.shared.metadata {
         event
             .extensions
             .insert(k.to_ascii_lowercase(), v.clone().into());
@@ -516,9 +518,8 @@ mod tests {
                 auth: None,
                 signature: None,
                 max_payload: DEFAULT_MAX_PAYLOAD,
-                metadata: BTreeMap::new(),
-                filter: None,
             },
+            shared: super::super::SharedSettings::default(),
             token: None,
             signature: None,
             telemetry: SourceTelemetry::new(&crate::telemetry::Metrics::new(), "es", "e"),

@@ -29,8 +29,6 @@ mod selector;
 pub mod tracker;
 mod watch;
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Utc};
 
 pub use selector::{FieldRequirement, SelectorError};
@@ -95,10 +93,6 @@ pub struct ResourceConfig {
     pub created_by: Option<DateTime<Utc>>,
     /// Only changes after the source started.
     pub after_start: bool,
-    /// Copied into the data and onto the event as extensions.
-    pub metadata: BTreeMap<String, String>,
-    /// Drops events that do not pass.
-    pub filter: Option<super::EventSourceFilter>,
 }
 
 impl ResourceConfig {
@@ -205,12 +199,6 @@ impl ResourceConfig {
                     }
                 }
             });
-        let expression = match &filter.expression {
-            Some(e) => {
-                super::EventSourceFilter::compile(ctx, &format!("{field}.filter.expression"), e)
-            }
-            None => None,
-        };
         if ctx.errors.len() > before {
             return None;
         }
@@ -230,8 +218,6 @@ impl ResourceConfig {
             prefix: filter.prefix.clone(),
             created_by,
             after_start: filter.after_start,
-            metadata: r.metadata.clone(),
-            filter: expression,
         })
     }
 
@@ -244,6 +230,14 @@ impl ResourceConfig {
 impl super::Section for ResourceConfig {
     const KEY: &'static str = "resource";
     type Manifest = ResourceEvent;
+
+    /// The resource filter keeps its `expression` beside the label and field requirements.
+    fn shared(event: &ResourceEvent) -> super::SharedManifest<'_> {
+        super::SharedManifest {
+            expression: event.filter.as_ref().and_then(|f| f.expression.as_ref()),
+            metadata: &event.metadata,
+        }
+    }
 
     fn compile_kind(
         ctx: &mut CompileContext<'_>,

@@ -68,18 +68,22 @@ fn errors_of(resource: &str) -> Vec<ManifestError> {
     }
 }
 
-fn config_of(resource: &str) -> ResourceConfig {
+fn spec_of(resource: &str) -> crate::source::SourceSpec {
     let plan = plan_of(resource).unwrap_or_else(|e| panic!("{e:?}"));
     assert!(plan.needs_cluster(), "a resource source needs the cluster");
-    match &plan.sources[0].kind {
-        crate::source::SourceKind::Resource(c) => ResourceConfig::clone(c),
+    plan.sources[0].clone()
+}
+
+fn config_of(resource: &str) -> ResourceConfig {
+    match spec_of(resource).kind {
+        crate::source::SourceKind::Resource(c) => *c,
         other => panic!("not a resource source: {other:?}"),
     }
 }
 
 #[test]
 fn argo_fields_compile() {
-    let c = config_of(
+    let spec = spec_of(
         "      namespace: \"\"
       group: apps
       version: v1
@@ -107,6 +111,9 @@ fn argo_fields_compile() {
         Team: payments
 ",
     );
+    let crate::source::SourceKind::Resource(c) = &spec.kind else {
+        panic!("not a resource source")
+    };
     assert_eq!(c.namespace, None);
     assert_eq!((c.group.as_str(), c.version.as_str()), ("apps", "v1"));
     assert_eq!(c.resource, "deployments");
@@ -126,7 +133,7 @@ fn argo_fields_compile() {
         Some("2024-05-01T00:00:00+00:00".into())
     );
     assert!(c.after_start);
-    assert!(c.filter.is_some());
+    assert!(spec.filter().is_some());
 }
 
 #[test]
@@ -311,14 +318,19 @@ fn labels() -> crate::telemetry::SourceTelemetry {
 
 #[test]
 fn event_data_is_argos_resource_event_data() {
-    let mut c = config_of(
+    let spec = spec_of(
         "      version: v1\n      resource: pods\n      eventTypes: [UPDATE]\n      metadata: {Team: payments}\n",
     );
+    let crate::source::SourceKind::Resource(c) = &spec.kind else {
+        panic!("not a resource source")
+    };
+    let mut metadata = spec.shared.metadata.clone();
     let old = pod("u1", "6", json!({}));
     let new = pod("u1", "7", json!({"labels": {"app": "web"}}));
     let at = event_time(&new, ResourceEventType::Update);
     let e = change_event(
-        &c,
+        c,
+        &metadata,
         &labels(),
         ResourceEventType::Update,
         &new,
@@ -350,8 +362,16 @@ fn event_data_is_argos_resource_event_data() {
         e.data
     );
     // ADD and DELETE have no previous body; without metadata the key is left out, as in Argo.
-    c.metadata.clear();
-    let added = change_event(&c, &labels(), ResourceEventType::Add, &new, None, at);
+    metadata.clear();
+    let added = change_event(
+        c,
+        &metadata,
+        &labels(),
+        ResourceEventType::Add,
+        &new,
+        None,
+        at,
+    );
     assert_eq!(added.data["oldBody"], serde_json::Value::Null);
     assert!(added.data.get("metadata").is_none());
 }

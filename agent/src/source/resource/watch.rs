@@ -1,6 +1,7 @@
 //! Starting and running one resource event: resolve the plural, check the namespace, watch
 //! with kube's watcher, classify with the [`ObjectTracker`], filter, publish.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -178,6 +179,7 @@ pub async fn start(
 /// polled while the bus is full. Watch errors are retried by kube with its default backoff.
 pub async fn run(
     config: ResourceConfig,
+    shared: super::super::SharedSettings,
     event_source: String,
     event_name: String,
     watch: Watch,
@@ -186,6 +188,7 @@ pub async fn run(
     let source = Source {
         telemetry: SourceTelemetry::new(&ctx.metrics, &event_source, &event_name),
         config,
+        shared,
         resource: watch.resource.clone(),
         started: watch.started,
         ctx,
@@ -308,6 +311,7 @@ impl Health {
 struct Source {
     telemetry: SourceTelemetry,
     config: ResourceConfig,
+    shared: super::super::SharedSettings,
     resource: ApiResource,
     started: DateTime<Utc>,
     ctx: SourceContext,
@@ -344,9 +348,17 @@ impl Source {
                 .filtered(&new.name_any(), SourceDrop::Rule(reason));
             return Ok(());
         }
-        let event = change_event(&self.config, &self.telemetry, t, &new, old.as_deref(), at);
+        let event = change_event(
+            &self.config,
+            &self.shared.metadata,
+            &self.telemetry,
+            t,
+            &new,
+            old.as_deref(),
+            at,
+        );
         self.ctx
-            .publish_waiting(&self.telemetry, self.config.filter.as_ref(), event)
+            .publish_waiting(&self.telemetry, self.shared.filter.as_ref(), event)
             .await
     }
 }
@@ -382,6 +394,7 @@ pub(super) fn dropped_by(
 /// The event of one change (see the module documentation for its shape).
 pub(super) fn change_event(
     c: &ResourceConfig,
+    metadata: &BTreeMap<String, String>,
     source: &SourceTelemetry,
     t: ResourceEventType,
     new: &DynamicObject,
@@ -396,9 +409,8 @@ pub(super) fn change_event(
     data.insert("group".into(), c.group.clone().into());
     data.insert("version".into(), c.version.clone().into());
     data.insert("resource".into(), c.resource.clone().into());
-    if !c.metadata.is_empty() {
-        let metadata = c
-            .metadata
+    if !metadata.is_empty() {
+        let metadata = metadata
             .iter()
             .map(|(k, v)| (k.clone(), Value::from(v.clone())));
         data.insert("metadata".into(), Value::Object(metadata.collect()));
@@ -413,7 +425,7 @@ pub(super) fn change_event(
     event
         .extensions
         .insert("eventtype".into(), t.as_str().into());
-    for (k, v) in &c.metadata {
+    for (k, v) in metadata {
         event
             .extensions
             .entry(k.to_ascii_lowercase())
