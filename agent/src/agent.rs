@@ -29,6 +29,8 @@ pub struct AgentOptions {
     pub ops_addr: SocketAddr,
     /// Address webhook servers bind to.
     pub bind_host: IpAddr,
+    /// Connection budget and timeouts every webhook listener shares (kept across reloads).
+    pub webhook_limits: crate::telemetry::ServerLimits,
     /// Events each sensor's bus queue holds.
     pub bus_capacity: usize,
     /// How long an accepted event id is remembered to drop duplicates (zero: off).
@@ -176,6 +178,7 @@ pub async fn run_plan(
         clock: Clock::System,
         secrets_dir: options.secrets_dir.clone(),
         bind_host: options.bind_host,
+        http_limits: options.webhook_limits.clone(),
         host,
         cluster,
     };

@@ -82,6 +82,15 @@ impl Backoff {
         };
         let factor = amount(ctx, "factor", &spec.factor, 1.0)?;
         let jitter = amount(ctx, "jitter", &spec.jitter, 1.0)?;
+        if jitter > 1.0 {
+            ctx.error_with_hint(
+                None,
+                format!("{field}.jitter"),
+                format!("jitter {jitter} is out of range"),
+                "a fraction of the delay between 0 and 1, e.g. 0.1",
+            );
+            return None;
+        }
         Some(Self {
             steps: spec.steps.filter(|s| *s > 0).unwrap_or(5),
             duration,
@@ -95,7 +104,7 @@ impl Backoff {
         let exp = next.saturating_sub(2) as i32;
         let factor = if self.factor > 0.0 { self.factor } else { 1.0 };
         let secs = self.duration.as_secs_f64() * factor.powi(exp);
-        Duration::from_secs_f64(secs.min(3600.0))
+        Duration::try_from_secs_f64(secs.min(MAX_RETRY_DELAY_SECS)).unwrap_or(Duration::ZERO)
     }
 
     /// The sum of `steps` delays (no jitter): how long Argo's `policy.k8s` polls with
@@ -112,12 +121,20 @@ impl Backoff {
         if self.jitter <= 0.0 {
             return base;
         }
-        let extra = rand::rng().random::<f64>() * self.jitter * base.as_secs_f64();
-        base + Duration::from_secs_f64(extra)
+        let extra = rand::rng().random::<f64>() * self.jitter.min(1.0) * base.as_secs_f64();
+        base.saturating_add(Duration::try_from_secs_f64(extra).unwrap_or(Duration::ZERO))
     }
 }
 
-/// Parses a Go duration string: a sequence of numbers with units ns, us, µs, ms, s, m, h.
+/// The longest delay between two attempts, whatever the factor (seconds).
+const MAX_RETRY_DELAY_SECS: f64 = 3600.0;
+
+/// The longest duration a manifest may give, as Go's `time.Duration` (int64 nanoseconds):
+/// about 292 years.
+pub const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
+
+/// Parses a Go duration string: a sequence of numbers with units ns, us, µs, ms, s, m, h,
+/// at most [`MAX_DURATION`] (Go's limit) in total.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     let err = || format!("invalid duration {text:?}");
@@ -153,7 +170,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += n * scale;
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    match Duration::try_from_secs_f64(total) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!(
+            "duration {text:?} is out of range (at most 2562047h, as in Go)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +189,17 @@ mod tests {
         assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn durations_beyond_gos_range_are_errors_not_panics() {
+        for text in ["99999999999999999999h", "2562048h", "1e300s", "1.5.5s"] {
+            assert!(parse_duration(text).is_err(), "{text}");
+        }
+        assert_eq!(
+            parse_duration("2562047h").unwrap(),
+            Duration::from_secs(2_562_047 * 3600)
+        );
     }
 
     #[test]

@@ -551,9 +551,17 @@ pub fn condition_text(c: &Condition, names: &[String]) -> String {
     fn go(c: &Condition, names: &[String], parent_and: bool) -> String {
         match c {
             Condition::Dep(i) => names.get(*i).cloned().unwrap_or_default(),
-            Condition::And(a, b) => format!("{} && {}", go(a, names, true), go(b, names, true)),
-            Condition::Or(a, b) => {
-                let s = format!("{} || {}", go(a, names, false), go(b, names, false));
+            Condition::And(all) => all
+                .iter()
+                .map(|c| go(c, names, true))
+                .collect::<Vec<_>>()
+                .join(" && "),
+            Condition::Or(any) => {
+                let s = any
+                    .iter()
+                    .map(|c| go(c, names, false))
+                    .collect::<Vec<_>>()
+                    .join(" || ");
                 if parent_and {
                     format!("({s})")
                 } else {

@@ -22,7 +22,7 @@ use crate::controller::{run_controller, ControllerOptions};
 use crate::manifest::{load_paths, ManifestError};
 use crate::plan::{build_plan, Plan};
 use crate::script::{Limits, ScriptHost};
-use crate::telemetry::{serve_ops, LogFormat, Metrics};
+use crate::telemetry::{serve_ops, LogFormat, Metrics, ServerLimits};
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
@@ -65,6 +65,19 @@ pub struct RunArgs {
     /// Address webhook servers bind to.
     #[arg(long, default_value = "0.0.0.0", env = "TRIGGERD_BIND")]
     bind: IpAddr,
+    /// Connections all webhook listeners serve at once; a connection over it is answered
+    /// 503 and closed, so idle clients cannot use up file descriptors (the ops port has its
+    /// own budget of 64).
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// How long a webhook client may take to send a request's headers, and how long a
+    /// keep-alive connection may idle between requests (Go duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// How long a webhook client may take to send a request's body; slower gets 408 (Go
+    /// duration).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    body_timeout: Duration,
     /// Events each sensor's queue holds; when full, webhooks answer 503.
     #[arg(long, default_value_t = 1024)]
     bus_capacity: usize,
@@ -242,6 +255,11 @@ impl RunArgs {
         AgentOptions {
             ops_addr: self.ops_addr,
             bind_host: self.bind,
+            webhook_limits: ServerLimits::new(
+                self.max_connections,
+                self.header_timeout,
+                self.body_timeout,
+            ),
             bus_capacity: self.bus_capacity,
             dedup_window: self.dedup_window,
             max_inflight: self.max_inflight,

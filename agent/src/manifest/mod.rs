@@ -235,6 +235,14 @@ fn is_manifest_name(path: &Path) -> bool {
         && !name.ends_with(".test.yml")
 }
 
+/// The largest manifest file loaded (bytes): far above any real set of Sensors and
+/// EventSources (the API server stores at most 1.5 MB per object), and small enough that
+/// loading it stays within a few hundred MB of memory.
+pub const MAX_MANIFEST_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The most YAML documents one manifest file may hold.
+pub const MAX_DOCUMENTS: usize = 1000;
+
 /// Loads every manifest under `paths`, returning the documents that loaded and every error.
 pub fn load_paths(paths: &[PathBuf]) -> (Vec<Loaded>, Vec<ManifestError>) {
     let files = match manifest_files(paths) {
@@ -244,6 +252,18 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<Loaded>, Vec<ManifestError>) {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for file in files {
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        if size > MAX_MANIFEST_BYTES {
+            errors.push(ManifestError::new(
+                Position {
+                    file: file.clone(),
+                    ..Position::default()
+                },
+                "",
+                format!("the file is {size} bytes; manifests of at most {MAX_MANIFEST_BYTES} bytes are loaded (split it into several files)"),
+            ));
+            continue;
+        }
         match std::fs::read_to_string(&file) {
             Ok(text) => load_text(&file, &text, &mut docs, &mut errors),
             Err(e) => errors.push(ManifestError::new(
@@ -261,7 +281,31 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<Loaded>, Vec<ManifestError>) {
 
 /// Loads all documents of one file's text.
 pub fn load_text(file: &Path, text: &str, docs: &mut Vec<Loaded>, errors: &mut Vec<ManifestError>) {
-    for (line_offset, body) in split_documents(text) {
+    let at_file = || Position {
+        file: file.to_path_buf(),
+        ..Position::default()
+    };
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        errors.push(ManifestError::new(
+            at_file(),
+            "",
+            format!(
+                "the manifest is {} bytes; at most {MAX_MANIFEST_BYTES} are loaded",
+                text.len()
+            ),
+        ));
+        return;
+    }
+    let documents = split_documents(text);
+    if documents.len() > MAX_DOCUMENTS {
+        errors.push(ManifestError::new(
+            at_file(),
+            "",
+            format!("the file holds {} YAML documents; at most {MAX_DOCUMENTS} are loaded (split it into several files)", documents.len()),
+        ));
+        return;
+    }
+    for (line_offset, body) in documents {
         let origin = Origin {
             file: file.to_path_buf(),
             line_offset,

@@ -182,12 +182,21 @@ impl ScriptHost {
         // govaluate's regular-expression operators, for `exprs` and any script:
         // `text matches "re"` and `text not_matches "re"` (exprs may write `=~` and `!~`).
         register_regex_operators(&mut engine);
-        engine.on_print(|text| tracing::info!(target: "triggerd::script", "{text}"));
-        engine.on_debug(|text, source, pos| {
-            tracing::debug!(target: "triggerd::script", ?source, %pos, "{text}")
+        super::sandbox::restrict(&mut engine, limits.max_array_size);
+        engine.on_print(|text| {
+            if super::sandbox::may_print(text) {
+                tracing::info!(target: "triggerd::script", "{text}")
+            }
         });
+        engine.on_debug(|text, source, pos| {
+            if super::sandbox::may_print(text) {
+                tracing::debug!(target: "triggerd::script", ?source, %pos, "{text}")
+            }
+        });
+        // The clock is read every 16 operations: cheap, and a script overshoots its
+        // deadline by at most 16 bounded operations.
         engine.on_progress(|ops| {
-            if ops % 1024 != 0 {
+            if ops % 16 != 0 {
                 return None;
             }
             #[allow(clippy::disallowed_types)]
@@ -294,6 +303,7 @@ impl ScriptHost {
         #[allow(clippy::disallowed_types)]
         let deadline = std::time::Instant::now() + self.limits.deadline;
         DEADLINE.with(|d| d.set(Some(deadline)));
+        super::sandbox::reset_print_budget();
         let started = tokio::time::Instant::now();
         let result = self
             .engine
@@ -311,11 +321,7 @@ impl ScriptHost {
 }
 
 fn register_regex_operators(engine: &mut Engine) {
-    fn matches(text: &str, pattern: &str) -> Result<bool, Box<EvalAltResult>> {
-        regex::Regex::new(pattern)
-            .map(|re| re.is_match(text))
-            .map_err(|e| format!("invalid regular expression {pattern:?}: {e}").into())
-    }
+    use super::sandbox::regex_matches as matches;
     // Same precedence as `==` and `!=`.
     if engine.register_custom_operator("matches", 90).is_ok() {
         engine.register_fn("matches", |t: &str, p: &str| matches(t, p));

@@ -2,6 +2,7 @@
 
 mod engine;
 mod govaluate;
+mod sandbox;
 mod value;
 mod view;
 

@@ -1,23 +1,32 @@
 //! Trigger conditions: boolean expressions over dependency names (`a && (b || c)`; names may
 //! contain `-`), evaluated over which dependencies have an event.
+//!
+//! A chain of `&&` (or `||`) is one node with every operand, so the tree is only as deep as
+//! the parentheses, which are limited to [`MAX_NESTING`] levels: no input can make parsing,
+//! evaluating or dropping a condition recurse deeply.
+
+/// How deeply parentheses may nest in a condition.
+pub const MAX_NESTING: usize = 32;
 
 /// A parsed condition; leaves index the sensor's dependencies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
     /// The dependency at this index has an event.
     Dep(usize),
-    /// Both hold.
-    And(Box<Condition>, Box<Condition>),
-    /// Either holds.
-    Or(Box<Condition>, Box<Condition>),
+    /// Every operand holds (two or more).
+    And(Vec<Condition>),
+    /// Some operand holds (two or more).
+    Or(Vec<Condition>),
 }
 
 impl Condition {
     /// Every dependency (the default when `conditions` is absent).
     pub fn all(count: usize) -> Option<Self> {
-        (0..count)
-            .map(Condition::Dep)
-            .reduce(|a, b| Condition::And(Box::new(a), Box::new(b)))
+        match count {
+            0 => None,
+            1 => Some(Condition::Dep(0)),
+            n => Some(Condition::And((0..n).map(Condition::Dep).collect())),
+        }
     }
 
     /// Parses `expr`, naming dependencies by `names`.
@@ -26,6 +35,7 @@ impl Condition {
         let mut p = Parser {
             tokens,
             pos: 0,
+            depth: 0,
             names,
         };
         let c = p.or()?;
@@ -39,8 +49,8 @@ impl Condition {
     pub fn holds(&self, present: &[bool]) -> bool {
         match self {
             Condition::Dep(i) => present.get(*i).copied().unwrap_or(false),
-            Condition::And(a, b) => a.holds(present) && b.holds(present),
-            Condition::Or(a, b) => a.holds(present) || b.holds(present),
+            Condition::And(all) => all.iter().all(|c| c.holds(present)),
+            Condition::Or(any) => any.iter().any(|c| c.holds(present)),
         }
     }
 
@@ -52,9 +62,10 @@ impl Condition {
                     out.push(*i)
                 }
             }
-            Condition::And(a, b) | Condition::Or(a, b) => {
-                a.dependencies(out);
-                b.dependencies(out);
+            Condition::And(operands) | Condition::Or(operands) => {
+                for c in operands {
+                    c.dependencies(out);
+                }
             }
         }
     }
@@ -115,26 +126,28 @@ fn tokenize(expr: &str) -> Result<Vec<Token>, String> {
 struct Parser<'a> {
     tokens: Vec<Token>,
     pos: usize,
+    /// Open parentheses around the current position.
+    depth: usize,
     names: &'a [String],
 }
 
 impl Parser<'_> {
     fn or(&mut self) -> Result<Condition, String> {
-        let mut left = self.and()?;
+        let mut operands = vec![self.and()?];
         while self.tokens.get(self.pos) == Some(&Token::Or) {
             self.pos += 1;
-            left = Condition::Or(Box::new(left), Box::new(self.and()?));
+            operands.push(self.and()?);
         }
-        Ok(left)
+        Ok(one_or(operands, Condition::Or))
     }
 
     fn and(&mut self) -> Result<Condition, String> {
-        let mut left = self.atom()?;
+        let mut operands = vec![self.atom()?];
         while self.tokens.get(self.pos) == Some(&Token::And) {
             self.pos += 1;
-            left = Condition::And(Box::new(left), Box::new(self.atom()?));
+            operands.push(self.atom()?);
         }
-        Ok(left)
+        Ok(one_or(operands, Condition::And))
     }
 
     fn atom(&mut self) -> Result<Condition, String> {
@@ -153,7 +166,12 @@ impl Parser<'_> {
                     )
                 }),
             Some(Token::Open) => {
+                if self.depth == MAX_NESTING {
+                    return Err(format!("parentheses nest deeper than {MAX_NESTING} levels"));
+                }
+                self.depth += 1;
                 let inner = self.or()?;
+                self.depth -= 1;
                 if self.tokens.get(self.pos) != Some(&Token::Close) {
                     return Err("missing )".into());
                 }
@@ -164,6 +182,16 @@ impl Parser<'_> {
             None => Err("unexpected end of condition".into()),
         }
     }
+}
+
+/// The single operand itself, or a node over several.
+fn one_or(mut operands: Vec<Condition>, node: fn(Vec<Condition>) -> Condition) -> Condition {
+    if operands.len() == 1 {
+        if let Some(only) = operands.pop() {
+            return only;
+        }
+    }
+    node(operands)
 }
 
 #[cfg(test)]
@@ -208,5 +236,20 @@ mod tests {
         assert!(!all.holds(&present));
         let expr = names.join(" && ");
         assert_eq!(Condition::parse(&expr, &names).unwrap(), all);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_and_long_chains_stay_flat() {
+        let names = names();
+        let deep = format!("{}dep-a{}", "(".repeat(20_000), ")".repeat(20_000));
+        assert!(Condition::parse(&deep, &names)
+            .unwrap_err()
+            .contains("deeper than 32"));
+        let ok = format!("{}dep-a{}", "(".repeat(32), ")".repeat(32));
+        assert_eq!(Condition::parse(&ok, &names), Ok(Condition::Dep(0)));
+        let long = vec!["dep-a"; 60_000].join(" && ");
+        let c = Condition::parse(&long, &names).unwrap();
+        assert!(c.holds(&[true, false, false]));
+        assert!(!c.holds(&[false, true, true]));
     }
 }

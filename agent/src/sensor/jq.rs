@@ -117,6 +117,20 @@ impl fmt::Debug for CompiledJq {
 impl CompiledJq {
     /// Compiles `source`; the error is one human-readable line (with position if jaq gives one).
     pub fn compile(source: &str) -> Result<Self, String> {
+        check_size(source)?;
+        // jaq parses and compiles recursively; within the limits above a generous stack of
+        // its own holds any program, so none can overflow the caller's.
+        let source = source.to_owned();
+        std::thread::Builder::new()
+            .name("jq-compile".into())
+            .stack_size(JQ_STACK)
+            .spawn(move || Self::compile_here(&source))
+            .map_err(|e| format!("cannot start jq: {e}"))?
+            .join()
+            .map_err(|_| "jq compile failed unexpectedly".to_string())?
+    }
+
+    fn compile_here(source: &str) -> Result<Self, String> {
         let sandbox = jaq_core::load::parse(SANDBOX_DEFS, |p| p.defs())
             .ok_or_else(|| "internal error: jq sandbox definitions do not parse".to_string())?;
         let defs = jaq_core::defs()
@@ -184,6 +198,59 @@ impl CompiledJq {
 }
 
 /// The value bound to `$ENV`.
+/// The largest jq program accepted, in bytes.
+pub const MAX_JQ_LEN: usize = 16 * 1024;
+/// How deeply brackets may nest in a jq program.
+pub const MAX_JQ_NESTING: usize = 64;
+/// How many operators and keywords a jq program may have: with the nesting limit, this
+/// bounds how deeply jaq recurses over it.
+pub const MAX_JQ_OPERATORS: usize = 1000;
+/// The stack of the threads that compile and run jq programs (reserved, used as needed).
+pub const JQ_STACK: usize = 64 * 1024 * 1024;
+
+/// Refuses programs whose size or nesting could make jaq recurse without bound.
+fn check_size(source: &str) -> Result<(), String> {
+    if source.len() > MAX_JQ_LEN {
+        return Err(format!(
+            "jq program is {} bytes; at most {MAX_JQ_LEN} are accepted",
+            source.len()
+        ));
+    }
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    for word in source.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        if matches!(
+            word,
+            "and" | "or" | "if" | "elif" | "reduce" | "foreach" | "try" | "def" | "label" | "as"
+        ) {
+            operators += 1;
+        }
+    }
+    for c in source.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            '|' | ',' | '+' | '-' | '*' | '/' | '%' | '=' | '<' | '>' | '?' | ';' | ':' => {
+                operators += 1
+            }
+            _ => {}
+        }
+    }
+    if deepest > MAX_JQ_NESTING {
+        return Err(format!(
+            "jq program nests brackets {deepest} deep; at most {MAX_JQ_NESTING} levels are accepted"
+        ));
+    }
+    if operators > MAX_JQ_OPERATORS {
+        return Err(format!(
+            "jq program has {operators} operators; at most {MAX_JQ_OPERATORS} are accepted"
+        ));
+    }
+    Ok(())
+}
+
 fn empty_object() -> Val {
     Val::obj(jaq_json::Map::default())
 }
@@ -593,5 +660,31 @@ mod tests {
     fn compiled_program_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<CompiledJq>();
+    }
+
+    #[test]
+    fn oversized_or_deeply_nested_programs_are_refused_not_overflowed() {
+        let nested = format!("{}.{}", "(".repeat(5000), ")".repeat(5000));
+        assert!(CompiledJq::compile(&nested)
+            .unwrap_err()
+            .contains("nests brackets 5000 deep"));
+        let long = vec!["."; 5000].join("|");
+        assert!(CompiledJq::compile(&long)
+            .unwrap_err()
+            .contains("operators"));
+        assert!(CompiledJq::compile(&" ".repeat(MAX_JQ_LEN + 1))
+            .unwrap_err()
+            .contains("bytes"));
+        // At the limits, a program compiles and runs (on a stack as large as the
+        // transform's threads have).
+        let pipes = vec!["."; MAX_JQ_OPERATORS + 1].join("|");
+        let program = CompiledJq::compile(&pipes).unwrap();
+        let out = std::thread::Builder::new()
+            .stack_size(JQ_STACK)
+            .spawn(move || program.run(&serde_json::json!({"a": 1})))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(out.unwrap(), serde_json::json!({"a": 1}));
     }
 }

@@ -41,6 +41,7 @@ impl JqTransform {
         let (program, input) = (self.program.clone(), input.clone());
         std::thread::Builder::new()
             .name("jq-transform".into())
+            .stack_size(super::jq::JQ_STACK)
             .spawn(move || {
                 let _ = tx.send(program.run(&input));
             })

@@ -135,7 +135,9 @@ impl CalendarConfig {
                 .find_next_occurrence(&after.with_timezone(&self.timezone), false)
                 .ok()
                 .map(|t| t.with_timezone(&Utc)),
-            Timing::Interval(d) => chrono::Duration::from_std(*d).ok().map(|d| after + d),
+            Timing::Interval(d) => chrono::Duration::from_std(*d)
+                .ok()
+                .and_then(|d| after.checked_add_signed(d)),
         }
     }
 
@@ -278,6 +280,7 @@ mod tests {
             secrets_dir: None,
             cluster: None,
             bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
+            http_limits: crate::telemetry::ServerLimits::ops(),
             host: Arc::new(crate::script::ScriptHost::new(Default::default(), vec![])),
         }
     }

@@ -151,6 +151,8 @@ pub struct SourceContext {
     pub secrets_dir: Option<PathBuf>,
     /// Address webhook servers bind to.
     pub bind_host: std::net::IpAddr,
+    /// Connection budget and timeouts every webhook listener shares.
+    pub http_limits: crate::telemetry::ServerLimits,
     /// The script engine, for EventSource filters.
     pub host: Arc<crate::script::ScriptHost>,
     /// The Kubernetes API, when a source of the plan needs it.

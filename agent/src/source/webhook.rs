@@ -1,10 +1,13 @@
 //! The webhook source: HTTP endpoints that turn requests into events.
 //!
-//! Replies: 200 `{"id": …}` once the bus accepted the event; 401 for a missing or wrong
-//! bearer token or body signature; 405 for another method; 413 for a body over `maxPayloadSize` (whatever its
-//! content type); 503 with `Retry-After` when the bus is full or closing.
+//! Endpoints are literal paths a request must match exactly. Replies: 200 `{"id": …}` once
+//! the bus accepted the event; 401 for a missing or wrong bearer token or body signature;
+//! 404 for another path; 405 for another method; 408 for a body not received within the
+//! body timeout; 413 for a body over `maxPayloadSize` (whatever its content type); 503
+//! with `Retry-After` when the bus is full or closing. Connections are served within the
+//! webhook listeners' shared limits (`telemetry::ServerLimits`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -12,7 +15,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
@@ -65,12 +67,12 @@ impl WebhookConfig {
                 return None;
             }
         };
-        if !w.endpoint.starts_with('/') {
+        if let Err(problem) = check_endpoint(&w.endpoint) {
             ctx.error_with_hint(
                 loc,
                 format!("{field}.endpoint"),
-                format!("endpoint {:?} must start with /", w.endpoint),
-                "e.g. /push",
+                format!("endpoint {:?} {problem}", w.endpoint),
+                "a literal path such as /push; requests must match it exactly",
             );
             return None;
         }
@@ -130,6 +132,33 @@ impl super::Section for WebhookConfig {
     }
 }
 
+/// The longest endpoint path accepted.
+const MAX_ENDPOINT_LEN: usize = 1024;
+
+/// Why an endpoint is not a literal request path. Endpoints match exactly (as in Argo), so
+/// router syntax (`{id}`, `:id`, `*rest`) is refused rather than taken literally by surprise.
+fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    if !endpoint.starts_with('/') {
+        return Err("must start with /");
+    }
+    if endpoint.len() > MAX_ENDPOINT_LEN {
+        return Err("is longer than 1024 bytes");
+    }
+    if endpoint.contains(['{', '}']) || endpoint.split('/').any(|s| s.starts_with([':', '*'])) {
+        return Err("uses path parameters, which are not supported");
+    }
+    if endpoint.contains(['?', '#']) {
+        return Err("must be a path without a query or fragment");
+    }
+    match endpoint.parse::<axum::http::uri::PathAndQuery>() {
+        Ok(p) if p.path() == endpoint => Ok(()),
+        _ => Err("is not a valid URL path (spaces and control characters must be percent-encoded)"),
+    }
+}
+
+/// The webhook events of one port, by exact request path.
+type Routes = Arc<HashMap<String, Arc<Endpoint>>>;
+
 struct Endpoint {
     config: WebhookConfig,
     shared: super::SharedSettings,
@@ -152,7 +181,7 @@ pub(super) async fn start(
     }
     let mut handles = Vec::new();
     for (port, events) in by_port {
-        let mut router = Router::new();
+        let mut routes = HashMap::new();
         for (spec, w) in events {
             let token = match &w.auth {
                 Some(r) => Some(resolve_secret(r, ctx.secrets_dir.as_deref()).map_err(|e| {
@@ -191,22 +220,24 @@ pub(super) async fn start(
                 telemetry: SourceTelemetry::new(&ctx.metrics, &spec.event_source, &spec.event_name),
                 ctx: ctx.clone(),
             });
-            router = router.route(&w.endpoint, any(handle).with_state(endpoint));
+            routes.insert(w.endpoint.clone(), endpoint);
         }
+        let router = Router::new()
+            .fallback(dispatch)
+            .with_state(Routes::new(routes));
         let addr = SocketAddr::new(ctx.bind_host, port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("webhook: cannot listen on {addr}: {e}"))?;
         tracing::info!(%addr, "webhook server listening");
-        let shutdown = ctx.shutdown.clone();
-        handles.push(tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                tracing::error!(%addr, error = %e, "webhook server failed");
-            }
-        }));
+        handles.push(crate::telemetry::spawn_server(
+            &format!("webhook:{port}"),
+            listener,
+            router,
+            ctx.http_limits.clone(),
+            &ctx.metrics,
+            ctx.shutdown.clone(),
+        ));
     }
     Ok(handles)
 }
@@ -215,8 +246,22 @@ fn reply(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
+/// Hands a request to the event whose endpoint is its path; 404 for any other path.
+async fn dispatch(
+    State(routes): State<Routes>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match routes.get(uri.path()) {
+        Some(ep) => handle(ep, method, uri, headers, body).await,
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
 async fn handle(
-    State(ep): State<Arc<Endpoint>>,
+    ep: &Endpoint,
     method: Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
@@ -256,17 +301,23 @@ async fn handle(
     if declared.is_some_and(|n| n > limit) {
         return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
     }
-    let bytes = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
-    {
-        Ok(b) => b,
-        Err(_) => return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = match tokio::time::timeout(ep.ctx.http_limits.body_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => return reject(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
+        Err(_) => {
+            return reject(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time",
+            )
+        }
     };
     if let Some(sig) = &ep.signature {
         if !sig.verifies(&headers, &bytes) {
             return reject(StatusCode::UNAUTHORIZED, "missing or invalid signature");
         }
     }
-    let event = build_event(&ep, &method, uri.query(), &headers, bytes);
+    let event = build_event(ep, &method, uri.query(), &headers, bytes);
     let id = event.id.clone();
     if !ep
         .ctx
@@ -529,6 +580,7 @@ mod tests {
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 clock: super::super::Clock::System,
                 secrets_dir: None,
+                http_limits: crate::telemetry::ServerLimits::ops(),
                 cluster: None,
                 bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
                 host: std::sync::Arc::new(crate::script::ScriptHost::new(

@@ -71,6 +71,13 @@ pub struct NamespaceRefusalLabels {
     pub namespace: String,
 }
 
+/// Labels of HTTP listener counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `ops`, or `webhook:<port>`.
+    pub listener: String,
+}
+
 /// Labels of script timings.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScriptKindLabels {
@@ -120,6 +127,10 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Kubernetes trigger executions refused because of their target namespace.
     pub namespace_refusals: Family<NamespaceRefusalLabels, Counter>,
+    /// HTTP connections closed at once because the listener's budget was used up.
+    pub connections_refused: Family<ListenerLabels, Counter>,
+    /// HTTP connections closed because headers did not arrive in time or they idled.
+    pub connections_timed_out: Family<ListenerLabels, Counter>,
     /// Duration of one script evaluation, by script kind.
     pub script_seconds: ScriptTimings,
     /// Duration of one trigger attempt.
@@ -153,6 +164,8 @@ impl Metrics {
             script_errors: Family::default(),
             reloads: Family::default(),
             namespace_refusals: Family::default(),
+            connections_refused: Family::default(),
+            connections_timed_out: Family::default(),
             script_seconds: Family::new_with_constructor(script_histogram),
             trigger_attempt_seconds: Family::new_with_constructor(latency_histogram),
             trigger_execution_seconds: Family::new_with_constructor(latency_histogram),
@@ -227,6 +240,16 @@ impl Metrics {
             "namespace_refusals",
             "Kubernetes trigger executions refused because their namespace is not allowed",
             m.namespace_refusals.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at once because the listener had too many open",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_timed_out",
+            "HTTP connections closed because headers did not arrive in time or they idled",
+            m.connections_timed_out.clone(),
         );
         registry.register(
             "script_seconds",

@@ -69,20 +69,22 @@ pub async fn serve_ops(
     shutdown: CancellationToken,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    let metrics_handle = metrics.clone();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(OpsState { metrics, ready });
     tracing::info!(addr = %listener.local_addr()?, "ops server listening");
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "ops server failed");
-        }
-    }))
+    let limits = super::ServerLimits::ops();
+    Ok(super::spawn_server(
+        "ops",
+        listener,
+        app,
+        limits,
+        &metrics_handle,
+        shutdown,
+    ))
 }
 
 async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
