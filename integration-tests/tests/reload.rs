@@ -83,3 +83,52 @@ async fn changed_manifests_are_reloaded_and_invalid_ones_refused() {
         "the refused change is logged"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_cannot_start_goes_back_to_the_running_configuration() {
+    let sink = Sink::start().await;
+    let port = free_port();
+    let agent = Agent::builder()
+        .manifest(webhook_source("hooks", "push", port, "/push"))
+        .manifest(forward_sensor(&sink.url("/a")))
+        .args(["--watch-interval", "50ms"])
+        .start()
+        .await;
+    let url = agent.webhook_url(port, "/push");
+    // A valid change whose new port is taken by another process: it validates, but the
+    // reloaded configuration cannot start.
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("hold a port");
+    let taken_port = taken.local_addr().expect("address").port();
+    let source_file = agent.dir().join("manifests").join("00.yaml");
+    std::fs::write(
+        &source_file,
+        webhook_source("hooks", "push", taken_port, "/push"),
+    )
+    .expect("rewrite source");
+    agent
+        .wait_for_metric(
+            "triggerd_reloads_total",
+            &[("outcome", "failed")],
+            1.0,
+            DELIVERY_TIMEOUT,
+        )
+        .await;
+    // Started again, the configuration from before counts as a successful reload.
+    agent
+        .wait_for_metric(
+            "triggerd_reloads_total",
+            &[("outcome", "success")],
+            1.0,
+            DELIVERY_TIMEOUT,
+        )
+        .await;
+    agent.post_event(&url, &json!({"n": 1})).await;
+    let request = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
+    assert_eq!(
+        request.json()["data"]["body"]["n"],
+        json!(1),
+        "the configuration from before the reload serves again"
+    );
+    assert!(agent.stderr().contains("going back to the one before"));
+    drop(taken);
+}

@@ -378,6 +378,9 @@ async fn serve_files(
     let mut fingerprint = args.fingerprint();
     let options = args.options();
     let mut reloaded_plan = false;
+    // The configuration that ran before the last reload: a reloaded plan that cannot start
+    // (a port taken meanwhile, a secret missing) gives way to it again.
+    let mut previous: Option<(Plan, Arc<ScriptHost>)> = None;
     loop {
         if plan.sensors.is_empty() && plan.sources.is_empty() {
             tracing::warn!("no manifests found; serving only health and metrics");
@@ -385,6 +388,7 @@ async fn serve_files(
         let stop = CancellationToken::new();
         let mut running = {
             let (options, shared, stop) = (options.clone(), shared.clone(), stop.clone());
+            let (plan, host) = (plan.clone(), host.clone());
             tokio::spawn(async move {
                 run_plan(plan, host, &options, &shared, stop, reloaded_plan).await
             })
@@ -393,7 +397,15 @@ async fn serve_files(
             () = shutdown.cancelled() => None,
             next = next_valid_change(args, &mut fingerprint, &shared.metrics) => Some(next),
             // The plan ends by itself only on a start-up error such as a port in use.
-            done = &mut running => return joined(done),
+            done = &mut running => match (joined(done), previous.take()) {
+                (Err(e), Some(before)) => {
+                    shared.metrics.reload(false);
+                    tracing::error!(error = %format!("{e:#}"), "the reloaded configuration cannot start; going back to the one before");
+                    (plan, host) = before;
+                    continue;
+                }
+                (done, _) => return done,
+            },
         };
         stop.cancel();
         let finished = joined(running.await);
@@ -402,6 +414,7 @@ async fn serve_files(
             Some((next_plan, next_host)) => {
                 finished?;
                 tracing::info!("manifests changed: reloaded");
+                previous = Some((plan, host));
                 (plan, host) = (next_plan, next_host);
                 reloaded_plan = true;
             }

@@ -12,7 +12,7 @@ use crate::sensor::{compile_sensor, CompiledSensor};
 use crate::source::{compile_event_source, SourceSpec};
 
 /// Everything needed to run: compiled sensors and source specs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// Event sources, one entry per event.
     pub sources: Vec<SourceSpec>,
