@@ -78,10 +78,12 @@ async fn changed_manifests_are_reloaded_and_invalid_ones_refused() {
         json!(3),
         "the running configuration stays"
     );
-    assert!(
-        agent.stderr().contains("do not validate"),
-        "the refused change is logged"
-    );
+    // The log line is read from the agent's stderr pipe, which may trail the metric.
+    agent
+        .wait_for_stderr("the refused change logged", DELIVERY_TIMEOUT, |e| {
+            e.contains("do not validate")
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,6 +131,10 @@ async fn a_reload_that_cannot_start_goes_back_to_the_running_configuration() {
         json!(1),
         "the configuration from before the reload serves again"
     );
-    assert!(agent.stderr().contains("going back to the one before"));
+    agent
+        .wait_for_stderr("the failed start logged", DELIVERY_TIMEOUT, |e| {
+            e.contains("going back to the one before")
+        })
+        .await;
     drop(taken);
 }

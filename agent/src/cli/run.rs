@@ -399,8 +399,8 @@ async fn serve_files(
             // The plan ends by itself only on a start-up error such as a port in use.
             done = &mut running => match (joined(done), previous.take()) {
                 (Err(e), Some(before)) => {
-                    shared.metrics.reload(false);
                     tracing::error!(error = %format!("{e:#}"), "the reloaded configuration cannot start; going back to the one before");
+                    shared.metrics.reload(false);
                     (plan, host) = before;
                     continue;
                 }
@@ -447,7 +447,6 @@ async fn next_valid_change(
         match args.load(metrics) {
             Ok(next) => return next,
             Err(errors) => {
-                metrics.reload(false);
                 for e in &errors {
                     tracing::error!("{e}");
                 }
@@ -455,6 +454,7 @@ async fn next_valid_change(
                     errors = errors.len(),
                     "manifests changed but do not validate; keeping the running configuration"
                 );
+                metrics.reload(false);
             }
         }
     }
