@@ -117,7 +117,15 @@ pub struct CompiledScript {
     /// event's Rhai view is a deep copy, too dear to make whole for a script that reads one
     /// field of it, on every evaluation).
     reads: Vec<(&'static str, Reads)>,
+    /// Set once an evaluation took longer than [`SLOW_EVALUATION`]: later evaluations hand
+    /// their worker thread's other tasks to another thread first (`block_in_place`), so a
+    /// slow script delays only its own event. Fast scripts keep running inline, where that
+    /// hand-over would cost more than the script.
+    slow: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// An evaluation longer than this marks its script slow (see [`CompiledScript`]).
+const SLOW_EVALUATION: Duration = Duration::from_millis(1);
 
 impl CompiledScript {
     /// What the script is for.
@@ -278,6 +286,7 @@ impl ScriptHost {
             ast: Arc::new(ast),
             kind,
             reads,
+            slow: Arc::default(),
         })
     }
 
@@ -305,16 +314,31 @@ impl ScriptHost {
         DEADLINE.with(|d| d.set(Some(deadline)));
         super::sandbox::reset_print_budget();
         let started = tokio::time::Instant::now();
-        let result = self
-            .engine
-            .eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast);
+        let mut run = || {
+            self.engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast)
+        };
+        let off_the_worker = script.slow.load(std::sync::atomic::Ordering::Relaxed)
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let result = if off_the_worker {
+            tokio::task::block_in_place(run)
+        } else {
+            run()
+        };
         DEADLINE.with(|d| d.set(None));
+        let took = started.elapsed();
+        if took > SLOW_EVALUATION {
+            script
+                .slow
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if let Some(timer) = self
             .timings
             .as_ref()
             .and_then(|t| t.get(script.kind as usize))
         {
-            timer.evaluated(started.elapsed());
+            timer.evaluated(took);
         }
         result.map_err(|e| runtime_error(*e, &self.limits))
     }
@@ -631,5 +655,46 @@ mod tests {
             .compile(ScriptKind::Payload, "import \"missing\" as p; 1")
             .is_err());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A script that ran slow once hands its worker's other tasks on before it runs again:
+    /// with one worker thread, a task spawned before the slow evaluation still runs while
+    /// it is going on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_slow_script_does_not_hold_up_the_other_tasks_of_its_worker() {
+        let host = ScriptHost::new(
+            Limits {
+                deadline: Duration::from_millis(300),
+                max_operations: u64::MAX,
+                ..Limits::default()
+            },
+            vec![],
+        );
+        let script = host.compile(ScriptKind::Payload, "loop { }").unwrap();
+        // Everything runs in a task on the runtime's only worker thread.
+        let (ran, ended) = tokio::spawn(async move {
+            let vars = || [("events", Dynamic::UNIT)];
+            // The first evaluation runs inline and marks the script slow.
+            assert!(matches!(
+                host.eval(&script, vars()),
+                Err(ScriptError::Limit(_))
+            ));
+            let (tx, rx) = std::sync::mpsc::channel();
+            tokio::spawn(async move {
+                let _ = tx.send(tokio::time::Instant::now());
+            });
+            assert!(matches!(
+                host.eval(&script, vars()),
+                Err(ScriptError::Limit(_))
+            ));
+            let ended = tokio::time::Instant::now();
+            (rx, ended)
+        })
+        .await
+        .unwrap();
+        let ran = tokio::task::spawn_blocking(move || ran.recv().expect("the other task ran"))
+            .await
+            .unwrap();
+        assert!(ran < ended, "the other task had to wait for the script");
     }
 }
