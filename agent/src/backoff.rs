@@ -214,4 +214,45 @@ mod tests {
         assert_eq!(b.delay(3), Duration::from_millis(200));
         assert_eq!(b.delay(4), Duration::from_millis(400));
     }
+
+    /// Property check over random input (fixed seed): any text gives a duration within Go's
+    /// range or an error, never a panic; and a sum of random terms parses to that sum.
+    #[test]
+    fn random_durations_parse_within_range_or_fail() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(5);
+        let alphabet: Vec<char> = "0123456789.hmsunµ -+e".chars().collect();
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..24);
+            let text: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            if let Ok(d) = parse_duration(&text) {
+                assert!(d <= MAX_DURATION, "{text:?} gave {d:?}");
+            }
+        }
+        let units = [
+            ("h", 3_600_000_000_000u128),
+            ("m", 60_000_000_000),
+            ("s", 1_000_000_000),
+            ("ms", 1_000_000),
+            ("us", 1_000),
+            ("ns", 1),
+        ];
+        for _ in 0..5_000 {
+            let (mut text, mut nanos) = (String::new(), 0u128);
+            for _ in 0..rng.random_range(1..4) {
+                let (unit, scale) = units[rng.random_range(0..units.len())];
+                let n = rng.random_range(0..100_000u128);
+                text.push_str(&format!("{n}{unit}"));
+                nanos += n * scale;
+            }
+            let parsed = parse_duration(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            // Parsing goes through f64 seconds: equal within a microsecond per hour.
+            let tolerance = nanos / 1_000_000_000 + 1_000;
+            let got = parsed.as_nanos();
+            assert!(got.abs_diff(nanos) <= tolerance, "{text}: {got} vs {nanos}");
+        }
+    }
 }
