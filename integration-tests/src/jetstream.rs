@@ -135,6 +135,40 @@ impl JetStreamProbe {
         .await
     }
 
+    /// Publishes the events-stream message at `sequence` again as a new message (its
+    /// headers but a fresh `Nats-Msg-Id`): what a consumer sees when the server lost its
+    /// record of having delivered and acknowledged it (a crash before its consumer state
+    /// was written), a first delivery of an event the agent already handled.
+    pub async fn republish_as_new(&self, sequence: u64) -> Result<(), String> {
+        let stream = events_stream(&self.namespace);
+        let handle = self
+            .js
+            .get_stream(&stream)
+            .await
+            .map_err(|err| format!("stream {stream}: {err}"))?;
+        let message = handle
+            .get_raw_message(sequence)
+            .await
+            .map_err(|err| format!("message {sequence} of {stream}: {err}"))?;
+        let mut headers = async_nats::HeaderMap::new();
+        for (name, values) in message.headers.iter() {
+            if AsRef::<str>::as_ref(name) == "Nats-Msg-Id" {
+                continue;
+            }
+            for value in values {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert("Nats-Msg-Id", format!("republished-{sequence}").as_str());
+        self.js
+            .publish_with_headers(message.subject, headers, message.payload)
+            .await
+            .map_err(|err| format!("republish: {err}"))?
+            .await
+            .map_err(|err| format!("republish ack: {err}"))?;
+        Ok(())
+    }
+
     /// The live keys of key-value bucket `bucket`: read from the stream `KV_<bucket>` that
     /// backs it (subjects `$KV.<bucket>.<key>`), leaving out keys whose last entry is a
     /// delete or purge marker. (The workspace's async-nats has no `kv` feature, so the

@@ -176,24 +176,24 @@ impl SensorConsumer {
                 return None;
             }
         };
-        let redelivered = message.info().map(|i| i.delivered > 1).unwrap_or(false);
-        if redelivered {
-            let handled = self
-                .completed
-                .as_ref()
-                .and_then(|c| {
-                    c.lock()
-                        .ok()
-                        .map(|mut set| set.contains(&event.source, &event.id))
-                })
-                .unwrap_or(false);
-            if handled {
-                tracing::debug!(sensor = %self.sensor, event_id = %event.id, "redelivered event already handled; acknowledged again");
-                if let Err(e) = message.ack().await {
-                    tracing::debug!(error = %e, "acknowledgement failed");
-                }
-                return None;
+        // Asked for every message, not only those the server counts as redelivered: a
+        // server that crashed before writing its consumer state delivers messages this
+        // replica already finished as first deliveries (delivery count 1).
+        let handled = self
+            .completed
+            .as_ref()
+            .and_then(|c| {
+                c.lock()
+                    .ok()
+                    .map(|mut set| set.contains(&event.source, &event.id))
+            })
+            .unwrap_or(false);
+        if handled {
+            tracing::debug!(sensor = %self.sensor, event_id = %event.id, "event already handled here delivered again; acknowledged again");
+            if let Err(e) = message.ack().await {
+                tracing::debug!(error = %e, "acknowledgement failed");
             }
+            return None;
         }
         let completed = self.completed.as_ref().map(|set| Completed {
             set: set.clone(),
