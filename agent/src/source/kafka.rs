@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -237,7 +237,7 @@ pub(super) async fn subscribe(
     event_source: &str,
     event_name: &str,
     secrets_dir: Option<&std::path::Path>,
-) -> anyhow::Result<StreamConsumer> {
+) -> anyhow::Result<SourceConsumer> {
     let what = format!("EventSource {event_source}, kafka event {event_name}");
     let group = config.group_id(event_source, event_name);
     let mut client = ClientConfig::new();
@@ -259,8 +259,8 @@ pub(super) async fn subscribe(
         .security
         .apply(&mut client, secrets_dir)
         .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    let mut consumer: StreamConsumer = client
-        .create()
+    let mut consumer: SourceConsumer = client
+        .create_with_context(ErrorMemo::default())
         .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     // Wait for the broker and the topic, retrying on `connectionBackoff`.
     let steps = config.backoff.steps.max(1);
@@ -274,7 +274,10 @@ pub(super) async fn subscribe(
                 config.topic, config.url
             ),
             Ok(n) => break n,
-            Err(e) => format!("cannot reach {}: {e}", config.url),
+            Err(e) => match consumer.context().last() {
+                Some(reported) => format!("cannot reach {}: {e} ({reported})", config.url),
+                None => format!("cannot reach {}: {e}", config.url),
+            },
         };
         if attempt >= steps {
             anyhow::bail!("{what}: {problem}, after {attempt} attempt(s)");
@@ -304,12 +307,41 @@ pub(super) async fn subscribe(
     Ok(consumer)
 }
 
+/// The consumer of a Kafka source, remembering what librdkafka reported on its own.
+pub(super) type SourceConsumer = StreamConsumer<ErrorMemo>;
+
+/// Keeps the last error librdkafka reported outside any request (a refused SASL login, a
+/// TLS failure): a metadata request that then only times out is explained by it.
+#[derive(Default)]
+pub(super) struct ErrorMemo {
+    // Locked only to swap a string, never across an await.
+    #[allow(clippy::disallowed_types)]
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl ErrorMemo {
+    fn last(&self) -> Option<String> {
+        self.last.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+impl rdkafka::ClientContext for ErrorMemo {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "librdkafka reported an error");
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(reason.to_owned());
+        }
+    }
+}
+
+impl ConsumerContext for ErrorMemo {}
+
 /// The number of partitions of `topic` (0 when it does not exist). Metadata requests block,
 /// so this runs on a blocking thread, bounded by BROKER_TIMEOUT; the consumer comes back.
 async fn check_topic(
-    consumer: StreamConsumer,
+    consumer: SourceConsumer,
     topic: &str,
-) -> anyhow::Result<(StreamConsumer, rdkafka::error::KafkaResult<usize>)> {
+) -> anyhow::Result<(SourceConsumer, rdkafka::error::KafkaResult<usize>)> {
     let topic = topic.to_owned();
     let checked = tokio::task::spawn_blocking(move || {
         let partitions = consumer
@@ -333,7 +365,7 @@ pub(super) async fn run(
     shared: super::SharedSettings,
     event_source: String,
     event_name: String,
-    consumer: StreamConsumer,
+    consumer: SourceConsumer,
     ctx: SourceContext,
 ) {
     let source = Source {
