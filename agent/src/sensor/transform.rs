@@ -28,7 +28,13 @@ pub enum CompiledTransform {
 pub struct JqTransform {
     program: CompiledJq,
     disabled: Arc<AtomicBool>,
+    /// Set once a run took over [`SLOW_RUN`]: later runs wait for their thread with the
+    /// worker's other tasks handed on (`block_in_place`), as slow scripts do.
+    slow: Arc<AtomicBool>,
 }
+
+/// A jq run longer than this marks its program slow.
+const SLOW_RUN: Duration = Duration::from_millis(1);
 
 impl JqTransform {
     fn run(&self, input: &Value, deadline: Duration) -> Result<Value, String> {
@@ -46,7 +52,20 @@ impl JqTransform {
                 let _ = tx.send(program.run(&input));
             })
             .map_err(|e| format!("cannot start jq: {e}"))?;
-        match rx.recv_timeout(deadline) {
+        let started = tokio::time::Instant::now();
+        let wait = || rx.recv_timeout(deadline);
+        let off_the_worker = self.slow.load(Ordering::Relaxed)
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let received = if off_the_worker {
+            tokio::task::block_in_place(wait)
+        } else {
+            wait()
+        };
+        if started.elapsed() > SLOW_RUN {
+            self.slow.store(true, Ordering::Relaxed);
+        }
+        match received {
             Ok(result) => result,
             Err(_) => {
                 self.disabled.store(true, Ordering::Relaxed);
@@ -77,6 +96,7 @@ impl CompiledTransform {
                 Ok(program) => Some(CompiledTransform::Jq(JqTransform {
                     program,
                     disabled: Arc::new(AtomicBool::new(false)),
+                    slow: Arc::default(),
                 })),
                 Err(e) => {
                     ctx.error(Some(&jq.referenced), format!("{field}.jq"), e);
@@ -167,5 +187,36 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(errors[0].field, "transform.jq");
+    }
+
+    /// As for slow scripts: with one worker thread, a task spawned before a slow jq run
+    /// still runs while it is going on, once the program has been slow before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_slow_jq_program_does_not_hold_up_the_other_tasks_of_its_worker() {
+        let jq = JqTransform {
+            program: CompiledJq::compile("[range(0; 3000000)] | length").unwrap(),
+            disabled: Arc::default(),
+            slow: Arc::default(),
+        };
+        let (ran, ended) = tokio::spawn(async move {
+            let deadline = Duration::from_secs(30);
+            jq.run(&Value::Null, deadline).unwrap();
+            assert!(
+                jq.slow.load(Ordering::Relaxed),
+                "the first run was not slow"
+            );
+            let (tx, rx) = std::sync::mpsc::channel();
+            tokio::spawn(async move {
+                let _ = tx.send(tokio::time::Instant::now());
+            });
+            jq.run(&Value::Null, deadline).unwrap();
+            (rx, tokio::time::Instant::now())
+        })
+        .await
+        .unwrap();
+        let ran = tokio::task::spawn_blocking(move || ran.recv().expect("the other task ran"))
+            .await
+            .unwrap();
+        assert!(ran < ended, "the other task had to wait for the jq run");
     }
 }
