@@ -65,18 +65,18 @@ pub struct RunArgs {
     /// Address webhook servers bind to.
     #[arg(long, default_value = "0.0.0.0", env = "TRIGGERD_BIND")]
     bind: IpAddr,
-    /// Connections all webhook listeners serve at once; a connection over it is answered
+    /// Connections all webhook listeners serve at once (at least 1); a connection over it is answered
     /// 503 and closed, so idle clients cannot use up file descriptors (the ops port has its
     /// own budget of 64).
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
     /// How long a webhook client may take to send a request's headers, and how long a
     /// keep-alive connection may idle between requests (Go duration).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     header_timeout: Duration,
     /// How long a webhook client may take to send a request's body; slower gets 408 (Go
     /// duration).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
     body_timeout: Duration,
     /// Events each sensor's queue holds; when full, webhooks answer 503.
     #[arg(long, default_value_t = 1024)]
@@ -419,6 +419,14 @@ async fn serve_files(
                 reloaded_plan = true;
             }
         }
+    }
+}
+
+/// A Go duration above zero (a zero timeout would close every connection at once).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be greater than 0".into()),
+        d => Ok(d),
     }
 }
 
