@@ -79,15 +79,20 @@ impl JetStreamProbe {
         }
     }
 
+    /// The namespace's events stream.
+    async fn events(&self) -> Result<jetstream::stream::Stream, String> {
+        let stream = events_stream(&self.namespace);
+        self.js
+            .get_stream(&stream)
+            .await
+            .map_err(|err| format!("stream {stream}: {err}"))
+    }
+
     /// The current state of `sensor`'s durable consumer on the events stream.
     pub async fn consumer(&self, sensor: &str) -> Result<consumer::Info, String> {
         let stream = events_stream(&self.namespace);
-        let handle = self
-            .js
-            .get_stream(&stream)
-            .await
-            .map_err(|err| format!("stream {stream}: {err}"))?;
-        handle
+        self.events()
+            .await?
             .consumer_info(sensor)
             .await
             .map_err(|err| format!("consumer {sensor} on stream {stream}: {err}"))
@@ -140,16 +145,15 @@ impl JetStreamProbe {
     /// record of having delivered and acknowledged it (a crash before its consumer state
     /// was written), a first delivery of an event the agent already handled.
     pub async fn republish_as_new(&self, sequence: u64) -> Result<(), String> {
-        let stream = events_stream(&self.namespace);
-        let handle = self
-            .js
-            .get_stream(&stream)
-            .await
-            .map_err(|err| format!("stream {stream}: {err}"))?;
-        let message = handle
+        let message = self
+            .events()
+            .await?
             .get_raw_message(sequence)
             .await
-            .map_err(|err| format!("message {sequence} of {stream}: {err}"))?;
+            .map_err(|err| {
+                let stream = events_stream(&self.namespace);
+                format!("message {sequence} of {stream}: {err}")
+            })?;
         let mut headers = async_nats::HeaderMap::new();
         for (name, values) in message.headers.iter() {
             if AsRef::<str>::as_ref(name) == "Nats-Msg-Id" {

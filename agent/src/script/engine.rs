@@ -117,15 +117,9 @@ pub struct CompiledScript {
     /// event's Rhai view is a deep copy, too dear to make whole for a script that reads one
     /// field of it, on every evaluation).
     reads: Vec<(&'static str, Reads)>,
-    /// Set once an evaluation took longer than [`SLOW_EVALUATION`]: later evaluations hand
-    /// their worker thread's other tasks to another thread first (`block_in_place`), so a
-    /// slow script delays only its own event. Fast scripts keep running inline, where that
-    /// hand-over would cost more than the script.
-    slow: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether an evaluation has been slow: later ones then run off the async worker.
+    slow: super::SlowWork,
 }
-
-/// An evaluation longer than this marks its script slow (see [`CompiledScript`]).
-const SLOW_EVALUATION: Duration = Duration::from_millis(1);
 
 impl CompiledScript {
     /// What the script is for.
@@ -286,7 +280,7 @@ impl ScriptHost {
             ast: Arc::new(ast),
             kind,
             reads,
-            slow: Arc::default(),
+            slow: super::SlowWork::default(),
         })
     }
 
@@ -313,26 +307,11 @@ impl ScriptHost {
         let deadline = std::time::Instant::now() + self.limits.deadline;
         DEADLINE.with(|d| d.set(Some(deadline)));
         super::sandbox::reset_print_budget();
-        let started = tokio::time::Instant::now();
-        let mut run = || {
+        let (result, took) = script.slow.run(|| {
             self.engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, &script.ast)
-        };
-        let off_the_worker = script.slow.load(std::sync::atomic::Ordering::Relaxed)
-            && tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let result = if off_the_worker {
-            tokio::task::block_in_place(run)
-        } else {
-            run()
-        };
+        });
         DEADLINE.with(|d| d.set(None));
-        let took = started.elapsed();
-        if took > SLOW_EVALUATION {
-            script
-                .slow
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
         if let Some(timer) = self
             .timings
             .as_ref()

@@ -3,11 +3,13 @@
 mod engine;
 mod govaluate;
 mod sandbox;
+mod slow;
 mod value;
 mod view;
 
 pub use engine::{CompiledScript, Limits, ScriptHost, ScriptKind};
 pub use govaluate::translate_govaluate;
+pub use slow::SlowWork;
 pub use value::{from_dynamic, to_dynamic};
 pub use view::{PathTree, Reads};
 

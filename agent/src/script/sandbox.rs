@@ -63,27 +63,18 @@ pub(super) fn restrict(engine: &mut Engine, max_array: usize) {
     engine.register_fn(
         "split",
         move |text: ImmutableString, sep: ImmutableString| -> Result<Array, Box<EvalAltResult>> {
-            let parts = if sep.is_empty() {
-                text.chars().count() + 1
-            } else {
-                text.matches(sep.as_str()).count() + 1
-            };
+            // As Rhai's own `split`, with the number of parts checked before any is built.
+            if text.is_empty() || (!sep.is_empty() && !text.contains(sep.as_str())) {
+                return Ok(vec![Dynamic::from(text)]);
+            }
+            let parts = text.split(sep.as_str()).count();
             if parts > max_array {
                 return Err(too_many_parts(parts, max_array));
             }
-            Ok(if sep.is_empty() {
-                // As Rhai's own: split before every character.
-                std::iter::once(Dynamic::from(ImmutableString::new()))
-                    .chain(
-                        text.chars()
-                            .map(|c| Dynamic::from(ImmutableString::from(c.to_string()))),
-                    )
-                    .collect()
-            } else {
-                text.split(sep.as_str())
-                    .map(|s| Dynamic::from(ImmutableString::from(s)))
-                    .collect()
-            })
+            Ok(text
+                .split(sep.as_str())
+                .map(|s| Dynamic::from(ImmutableString::from(s)))
+                .collect())
         },
     );
     engine.register_fn(
@@ -158,8 +149,9 @@ mod tests {
             .into_array()
             .unwrap();
         assert_eq!(parts.len(), 4);
+        // As Rhai's own split: empty parts at both ends.
         let chars = eval(r#""ab".split("")"#).unwrap().into_array().unwrap();
-        assert_eq!(chars.len(), 3);
+        assert_eq!(chars.len(), 4);
     }
 
     #[test]

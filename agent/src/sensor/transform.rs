@@ -10,7 +10,7 @@ use super::jq::CompiledJq;
 use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{ScriptSource, Transform};
-use crate::script::{from_dynamic, to_dynamic, CompiledScript, ScriptHost, ScriptKind};
+use crate::script::{from_dynamic, to_dynamic, CompiledScript, ScriptHost, ScriptKind, SlowWork};
 
 /// A compiled transform.
 #[derive(Debug, Clone)]
@@ -28,13 +28,10 @@ pub enum CompiledTransform {
 pub struct JqTransform {
     program: CompiledJq,
     disabled: Arc<AtomicBool>,
-    /// Set once a run took over [`SLOW_RUN`]: later runs wait for their thread with the
-    /// worker's other tasks handed on (`block_in_place`), as slow scripts do.
-    slow: Arc<AtomicBool>,
+    /// Whether a run has been slow: later ones then wait for their thread off the async
+    /// worker, as slow scripts do.
+    slow: SlowWork,
 }
-
-/// A jq run longer than this marks its program slow.
-const SLOW_RUN: Duration = Duration::from_millis(1);
 
 impl JqTransform {
     fn run(&self, input: &Value, deadline: Duration) -> Result<Value, String> {
@@ -52,19 +49,7 @@ impl JqTransform {
                 let _ = tx.send(program.run(&input));
             })
             .map_err(|e| format!("cannot start jq: {e}"))?;
-        let started = tokio::time::Instant::now();
-        let wait = || rx.recv_timeout(deadline);
-        let off_the_worker = self.slow.load(Ordering::Relaxed)
-            && tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let received = if off_the_worker {
-            tokio::task::block_in_place(wait)
-        } else {
-            wait()
-        };
-        if started.elapsed() > SLOW_RUN {
-            self.slow.store(true, Ordering::Relaxed);
-        }
+        let (received, _) = self.slow.run(|| rx.recv_timeout(deadline));
         match received {
             Ok(result) => result,
             Err(_) => {
@@ -96,7 +81,7 @@ impl CompiledTransform {
                 Ok(program) => Some(CompiledTransform::Jq(JqTransform {
                     program,
                     disabled: Arc::new(AtomicBool::new(false)),
-                    slow: Arc::default(),
+                    slow: SlowWork::default(),
                 })),
                 Err(e) => {
                     ctx.error(Some(&jq.referenced), format!("{field}.jq"), e);
@@ -196,15 +181,12 @@ mod tests {
         let jq = JqTransform {
             program: CompiledJq::compile("[range(0; 3000000)] | length").unwrap(),
             disabled: Arc::default(),
-            slow: Arc::default(),
+            slow: SlowWork::default(),
         };
         let (ran, ended) = tokio::spawn(async move {
             let deadline = Duration::from_secs(30);
             jq.run(&Value::Null, deadline).unwrap();
-            assert!(
-                jq.slow.load(Ordering::Relaxed),
-                "the first run was not slow"
-            );
+            assert!(jq.slow.is_slow(), "the first run was not slow");
             let (tx, rx) = std::sync::mpsc::channel();
             tokio::spawn(async move {
                 let _ = tx.send(tokio::time::Instant::now());
