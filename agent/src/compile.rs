@@ -2,7 +2,7 @@
 //! script host, the document's origin, the library directories and the error list), and
 //! the compilation of inline and file scripts with positioned errors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_saphyr::Spanned;
 
@@ -101,14 +101,14 @@ impl CompileContext<'_> {
         kind: ScriptKind,
         f: &Spanned<String>,
     ) -> Option<CompiledScript> {
-        let Some(path) = resolve_script_file(self.origin.dir(), self.library_dirs, &f.value) else {
-            self.error_with_hint(
-                Some(&f.referenced),
-                field,
-                format!("script file {:?} not found", f.value),
-                "paths are relative to the manifest's directory or a library directory (--lib)",
-            );
-            return None;
+        let roots = self.origin.file_roots(self.library_dirs);
+        let path = match roots.existing(&f.value, crate::files::RHAI_SCRIPT) {
+            Ok(p) => p,
+            Err(e) => {
+                let hint = e.hint();
+                self.error_with_hint(Some(&f.referenced), field, e.to_string(), hint);
+                return None;
+            }
         };
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -184,21 +184,6 @@ fn script_manifest_error(
         .with_hint(format!("variables in scope here: {vars}"))
 }
 
-/// Finds a `scriptFile`: relative to the manifest directory, then each library directory.
-fn resolve_script_file(
-    manifest_dir: &Path,
-    library_dirs: &[PathBuf],
-    name: &str,
-) -> Option<PathBuf> {
-    let direct = Path::new(name);
-    if direct.is_absolute() {
-        return direct.is_file().then(|| direct.to_path_buf());
-    }
-    std::iter::once(manifest_dir.join(name))
-        .chain(library_dirs.iter().map(|d| d.join(name)))
-        .find(|p| p.is_file())
-}
-
 /// Compiles one manifest fragment outside any file (offline tools, conformance tests):
 /// `yaml` (or JSON) is deserialized into `T` and handed to `compile` with a context whose
 /// file is `<inline>`; every error found is returned.
@@ -215,6 +200,7 @@ where
         file: PathBuf::from("<inline>"),
         line_offset: 0,
         text: yaml.into(),
+        on_disk: false,
     };
     let value: T = crate::manifest::parse_fragment(&origin, yaml).map_err(|e| vec![e])?;
     let mut errors = Vec::new();

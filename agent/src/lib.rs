@@ -32,8 +32,9 @@
 //! 18. `secret` — secrets from files and the environment.
 //! 19. `script` — the Rhai host.
 //! 20. `manifest` — manifest types and loading, with positions.
-//! 21. `telemetry` — metrics, logs and the ops port.
-//! 22. `clock` — the clock sources and sensors read (real, or paused in tests).
+//! 21. `files` — the directories a manifest's file references may read from.
+//! 22. `telemetry` — metrics, logs and the ops port.
+//! 23. `clock` — the clock sources and sensors read (real, or paused in tests).
 
 pub mod agent;
 pub mod backoff;
@@ -45,6 +46,7 @@ pub mod compile;
 pub mod controller;
 pub mod delivery;
 pub mod event;
+pub mod files;
 pub mod kafka_client;
 pub mod manifest;
 pub mod nats_client;

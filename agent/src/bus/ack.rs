@@ -13,6 +13,7 @@ use async_nats::jetstream::{AckKind, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::dedup::Dedup;
+use crate::event::EventIdentity;
 
 // Held only for a set look-up inside synchronous code, never across an await.
 #[allow(clippy::disallowed_types)]
@@ -29,8 +30,7 @@ pub struct Pending {
 #[derive(Debug)]
 pub(crate) struct Completed {
     pub(crate) set: Arc<DedupLock>,
-    pub(crate) source: String,
-    pub(crate) id: String,
+    pub(crate) identity: EventIdentity,
 }
 
 #[derive(Debug)]
@@ -101,7 +101,7 @@ impl Pending {
         }
         if let Some(c) = &t.completed {
             if let Ok(mut set) = c.set.lock() {
-                set.insert(&c.source, &c.id);
+                set.insert(c.identity);
             }
         }
         if let Err(e) = t.message.ack().await {

@@ -1,20 +1,23 @@
-//! Remembers recently accepted (source, id) pairs so a redelivered or republished event fires
-//! once (DESIGN section 6). Bounded in time (the window) and in size.
+//! Remembers the identities of recently accepted events so a redelivered or republished event
+//! fires once (DESIGN section 6). Bounded in time (the window) and in size; an identity is
+//! scoped to the EventSource, event and producer ([`Event::identity`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::event::{Event, EventIdentity};
+
 /// Most ids remembered at once; the oldest are forgotten first.
 const MAX_ENTRIES: usize = 200_000;
 
-/// A time-windowed set of event keys.
+/// A time-windowed set of event identities.
 #[derive(Debug)]
 pub struct Dedup {
     window: Duration,
-    seen: HashSet<(String, String)>,
-    order: VecDeque<(Instant, (String, String))>,
+    seen: HashSet<EventIdentity>,
+    order: VecDeque<(Instant, EventIdentity)>,
 }
 
 impl Dedup {
@@ -27,16 +30,20 @@ impl Dedup {
         }
     }
 
-    /// Whether `(source, id)` was seen within the window.
-    pub fn contains(&mut self, source: &str, id: &str) -> bool {
+    /// Whether an event with this identity was seen within the window.
+    pub fn contains(&mut self, key: EventIdentity) -> bool {
         self.expire();
-        self.seen.contains(&(source.to_owned(), id.to_owned()))
+        self.seen.contains(&key)
     }
 
-    /// Remembers `(source, id)`.
-    pub fn insert(&mut self, source: &str, id: &str) {
-        let key = (source.to_owned(), id.to_owned());
-        if self.seen.insert(key.clone()) {
+    /// Whether `event` was seen within the window.
+    pub fn contains_event(&mut self, event: &Event) -> bool {
+        self.contains(event.identity())
+    }
+
+    /// Remembers an identity.
+    pub fn insert(&mut self, key: EventIdentity) {
+        if self.seen.insert(key) {
             self.order.push_back((Instant::now(), key));
         }
         while self.order.len() > MAX_ENTRIES {
@@ -63,13 +70,26 @@ impl Dedup {
 mod tests {
     use super::*;
 
+    fn ev(source: &str, subject: &str) -> Event {
+        let mut e = Event::new(
+            source,
+            subject,
+            "webhook",
+            serde_json::Value::Null,
+            bytes::Bytes::new(),
+        );
+        e.id = "1".into();
+        e
+    }
+
     #[tokio::test(start_paused = true)]
     async fn forgets_after_the_window() {
         let mut d = Dedup::new(Duration::from_secs(60));
-        d.insert("s", "1");
-        assert!(d.contains("s", "1"));
-        assert!(!d.contains("other", "1"));
+        d.insert(ev("s", "e").identity());
+        assert!(d.contains_event(&ev("s", "e")));
+        assert!(!d.contains_event(&ev("other", "e")));
+        assert!(!d.contains_event(&ev("s", "other-event")));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(!d.contains("s", "1"));
+        assert!(!d.contains_event(&ev("s", "e")));
     }
 }

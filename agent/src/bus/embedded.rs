@@ -117,12 +117,12 @@ impl EmbeddedBus {
         self.dedup
             .as_ref()
             .and_then(|d| d.lock().ok())
-            .is_some_and(|mut d| d.contains(&event.source, &event.id))
+            .is_some_and(|mut d| d.contains_event(event))
     }
 
     fn remember(&self, event: &Event) {
         if let Some(mut d) = self.dedup.as_ref().and_then(|d| d.lock().ok()) {
-            d.insert(&event.source, &event.id);
+            d.insert(event.identity());
         }
     }
 

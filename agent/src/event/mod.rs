@@ -60,6 +60,20 @@ pub struct Event {
     pub views: Views,
 }
 
+/// The deduplication key of an event (see [`Event::identity`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventIdentity([u8; 32]);
+
+impl std::fmt::Display for EventIdentity {
+    /// Lowercase hex, as used in JetStream's `Nats-Msg-Id`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 impl Event {
     /// A new event with a fresh id, stamped now.
     pub fn new(source: &str, subject: &str, kind: &str, data: Value, raw: Bytes) -> Self {
@@ -76,6 +90,25 @@ impl Event {
             raw_is_data: false,
             views: Views::default(),
         }
+    }
+
+    /// Who this event is for deduplication: its EventSource, its event name, the
+    /// CloudEvent `source` a producer gave (if any) and its id. Scoping the id this way
+    /// means no sender can suppress another endpoint's or producer's event by reusing its
+    /// id. A SHA-256 digest, so a hostile id of any length costs the dedup window 32 bytes.
+    pub fn identity(&self) -> EventIdentity {
+        use sha2::Digest;
+        let original = self
+            .extensions
+            .get("originalsource")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let mut hash = sha2::Sha256::new();
+        for part in [self.source.as_str(), &self.subject, original, &self.id] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        EventIdentity(hash.finalize().into())
     }
 
     /// The event data as JSON text, as Argo renders it for gjson paths: the original bytes
@@ -223,5 +256,28 @@ mod tests {
         ] {
             assert_eq!(e.context_attribute(key).as_ref(), whole.get(key), "{key}");
         }
+    }
+
+    #[test]
+    fn identity_is_scoped_to_the_event_and_the_producer() {
+        let ev = |source: &str, subject: &str, producer: Option<&str>| {
+            let mut e = Event::new(source, subject, "webhook", Value::Null, Bytes::new());
+            e.id = "release-42".into();
+            if let Some(p) = producer {
+                e.extensions.insert("originalsource".into(), p.into());
+            }
+            e
+        };
+        let base = ev("hooks", "auth", None).identity();
+        assert_eq!(base, ev("hooks", "auth", None).identity());
+        assert_ne!(base, ev("hooks", "open", None).identity());
+        assert_ne!(base, ev("other", "auth", None).identity());
+        assert_ne!(base, ev("hooks", "auth", Some("/ci")).identity());
+        // Length prefixes keep the parts apart: ("ab", "c") is not ("a", "bc").
+        assert_ne!(
+            ev("ab", "c", None).identity(),
+            ev("a", "bc", None).identity()
+        );
+        assert_eq!(base.to_string().len(), 64);
     }
 }

@@ -84,6 +84,9 @@ pub struct Origin {
     pub line_offset: u64,
     /// The document's text, to map script positions back to file positions.
     pub text: std::sync::Arc<str>,
+    /// Whether the document was read from `file` on disk (not a cluster object or an inline
+    /// fragment): only then may its file references reach into `file`'s directory.
+    pub on_disk: bool,
 }
 
 impl Origin {
@@ -161,9 +164,17 @@ impl Origin {
         pos
     }
 
-    /// Directory of the file, against which relative `scriptFile`s resolve.
+    /// Directory of the file, against which relative paths in it resolve.
     pub fn dir(&self) -> &Path {
         self.file.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// The directories the document's file references may read from.
+    pub fn file_roots<'a>(&'a self, library_dirs: &'a [PathBuf]) -> crate::files::FileRoots<'a> {
+        crate::files::FileRoots {
+            manifest_dir: self.on_disk.then(|| self.dir()),
+            library_dirs,
+        }
     }
 
     /// An error at a location of this document.
@@ -265,7 +276,7 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<Loaded>, Vec<ManifestError>) {
             continue;
         }
         match std::fs::read_to_string(&file) {
-            Ok(text) => load_text(&file, &text, &mut docs, &mut errors),
+            Ok(text) => load_documents(&file, &text, true, &mut docs, &mut errors),
             Err(e) => errors.push(ManifestError::new(
                 Position {
                     file: file.clone(),
@@ -279,8 +290,21 @@ pub fn load_paths(paths: &[PathBuf]) -> (Vec<Loaded>, Vec<ManifestError>) {
     (docs, errors)
 }
 
-/// Loads all documents of one file's text.
+/// Loads all documents of a text that did not come from disk (a cluster object rendered as
+/// YAML, a test fixture); `file` names it in errors. Its file references may reach only the
+/// library directories.
 pub fn load_text(file: &Path, text: &str, docs: &mut Vec<Loaded>, errors: &mut Vec<ManifestError>) {
+    load_documents(file, text, false, docs, errors);
+}
+
+/// Loads all documents of one file's text; `on_disk` when it was read from `file`.
+fn load_documents(
+    file: &Path,
+    text: &str,
+    on_disk: bool,
+    docs: &mut Vec<Loaded>,
+    errors: &mut Vec<ManifestError>,
+) {
     let at_file = || Position {
         file: file.to_path_buf(),
         ..Position::default()
@@ -310,6 +334,7 @@ pub fn load_text(file: &Path, text: &str, docs: &mut Vec<Loaded>, errors: &mut V
             file: file.to_path_buf(),
             line_offset,
             text: body.as_str().into(),
+            on_disk,
         };
         match load_document(&origin, &body) {
             Ok(Some(doc)) => {

@@ -210,6 +210,7 @@ pub fn parse(file: &Path, text: &str) -> Result<(TestFile, Origin), ManifestErro
         file: file.to_path_buf(),
         line_offset: 0,
         text: text.into(),
+        on_disk: true,
     };
     match parse_fragment::<TestFile>(&origin, text) {
         Ok(t) => Ok((t, origin)),

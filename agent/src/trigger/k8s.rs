@@ -140,8 +140,9 @@ impl K8sAction {
 pub enum ObjectBase {
     /// Given in the manifest (`resource`, `inline` or `file`).
     Object(Value),
-    /// A YAML or JSON file, read at execution.
-    File(std::path::PathBuf),
+    /// A YAML or JSON file, read at execution (confined to the manifest's directory and the
+    /// library directories, see [`crate::files`]).
+    File(crate::files::ConfinedPath),
     /// A key of a ConfigMap, read at execution.
     ConfigMap {
         /// ConfigMap name.
@@ -407,8 +408,8 @@ impl Call for K8sCall {
             } => {
                 out["configmap"] = json!({ "name": name, "key": key, "namespace": namespace });
             }
-            ObjectBase::File(path) => {
-                out["file"] = json!(path.display().to_string());
+            ObjectBase::File(file) => {
+                out["file"] = json!(file.path().display().to_string());
             }
         }
         if let Some(ops) = &spec.json_patch {
@@ -524,7 +525,7 @@ impl K8sTarget {
     async fn act(&self, cluster: &Cluster, spec: &K8sRequestSpec) -> Result<K8sReply, ActionError> {
         let mut object = match &spec.base {
             ObjectBase::Object(v) => v.clone(),
-            ObjectBase::File(path) => read_file(path).await?,
+            ObjectBase::File(file) => read_file(file).await?,
             ObjectBase::ConfigMap {
                 name,
                 key,
@@ -783,8 +784,9 @@ fn api_for(cluster: &Cluster, kind: &ResolvedKind, namespace: &str) -> Api<Dynam
 }
 
 /// Reads a resource (YAML or JSON) from a file.
-async fn read_file(path: &std::path::Path) -> Result<Value, ActionError> {
-    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+async fn read_file(file: &crate::files::ConfinedPath) -> Result<Value, ActionError> {
+    let path = file.path();
+    let text = file.read().await.map_err(|e| {
         // A volume that is not mounted yet may appear: worth another attempt.
         TriggerError::retryable(format!("cannot read {}: {e}", path.display())).caused_by(e)
     })?;

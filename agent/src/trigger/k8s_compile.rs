@@ -222,9 +222,24 @@ fn source(
         parse_resource(&text.value).map_err(|e| (Some(&text.referenced), "inline", e))
     } else if let Some(file) = &loc.file {
         // Read at each execution, as Argo does (the file may be a volume mounted later);
-        // one that is there now must parse.
-        let path = ctx.origin.dir().join(&file.path.value);
-        if let Ok(text) = std::fs::read_to_string(&path) {
+        // one that is there now must parse. Only inside the manifest's directory or a
+        // library directory (`--lib`, which may name the mounted volume).
+        let roots = ctx.origin.file_roots(ctx.library_dirs);
+        let confined = match roots.future(&file.path.value, crate::files::RESOURCE) {
+            Ok(c) => c,
+            Err(e) => {
+                let hint = e.hint();
+                ctx.error_with_hint(
+                    Some(&file.path.referenced),
+                    format!("{field}.file.path"),
+                    e.to_string(),
+                    hint,
+                );
+                return None;
+            }
+        };
+        let path = confined.path();
+        if let Ok(text) = std::fs::read_to_string(path) {
             if let Err(e) = parse_resource(&text) {
                 ctx.error(
                     Some(&file.path.referenced),
@@ -234,7 +249,7 @@ fn source(
                 return None;
             }
         }
-        return Some(ObjectBase::File(path));
+        return Some(ObjectBase::File(confined));
     } else if let Some(cm) = &loc.configmap {
         return Some(ObjectBase::ConfigMap {
             name: cm.name.clone(),

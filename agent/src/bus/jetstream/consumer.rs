@@ -179,14 +179,11 @@ impl SensorConsumer {
         // Asked for every message, not only those the server counts as redelivered: a
         // server that crashed before writing its consumer state delivers messages this
         // replica already finished as first deliveries (delivery count 1).
+        let identity = event.identity();
         let handled = self
             .completed
             .as_ref()
-            .and_then(|c| {
-                c.lock()
-                    .ok()
-                    .map(|mut set| set.contains(&event.source, &event.id))
-            })
+            .and_then(|c| c.lock().ok().map(|mut set| set.contains(identity)))
             .unwrap_or(false);
         if handled {
             tracing::debug!(sensor = %self.sensor, event_id = %event.id, "event already handled here delivered again; acknowledged again");
@@ -197,8 +194,7 @@ impl SensorConsumer {
         }
         let completed = self.completed.as_ref().map(|set| Completed {
             set: set.clone(),
-            source: event.source.clone(),
-            id: event.id.clone(),
+            identity,
         });
         Some(Received {
             item: Item::Event(Arc::new(event)),

@@ -2,7 +2,7 @@
 //! key-value buckets for partial condition state and leader leases, and a dead-letter stream.
 //!
 //! Sources publish each event once per subscribed sensor, to that sensor's subject, with
-//! `Nats-Msg-Id` = sensor/source/id: a republished event within the stream's duplicate window
+//! `Nats-Msg-Id` = sensor/identity (EventSource, event, producer and id, hashed): a republished event within the stream's duplicate window
 //! is stored once, and a publisher that was refused part-way can simply publish again. A
 //! webhook answers 200 only after every one of those publishes was acknowledged.
 //!

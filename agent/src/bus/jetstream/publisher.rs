@@ -60,13 +60,14 @@ impl Publisher {
             return Err(PublishError::Unavailable("not connected to NATS".into()));
         }
         let body = wire::encode(event);
+        let identity = event.identity();
         let js = self.bus.js();
         let mut acks = Vec::with_capacity(targets.len());
         for t in targets {
             let mut headers = HeaderMap::new();
             headers.insert(
                 async_nats::header::NATS_MESSAGE_ID,
-                format!("{}/{}/{}", t.token, event.source, event.id).as_str(),
+                format!("{}/{identity}", t.token).as_str(),
             );
             let ack = js
                 .publish_with_headers(t.subject.clone(), headers, body.clone())
