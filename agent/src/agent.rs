@@ -13,10 +13,11 @@ use tokio::sync::OnceCell;
 
 use crate::bus::jetstream::{JetStreamBus, JetStreamOptions};
 use crate::bus::{Bus, BusBuilder, Subscription};
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{Cluster, ClusterOptions, ObjectKeysApi};
 use crate::delivery::DeliveryContext;
 use crate::plan::Plan;
 use crate::script::ScriptHost;
+use crate::secret::SecretStore;
 use crate::sensor::SensorContext;
 use crate::source::{start_sources, Clock, SourceContext, SourceSpec};
 use crate::telemetry::{Metrics, Readiness};
@@ -39,6 +40,10 @@ pub struct AgentOptions {
     pub max_inflight: usize,
     /// Where mounted secrets live.
     pub secrets_dir: Option<PathBuf>,
+    /// Whether credentials that triggers read while running (the http trigger's
+    /// `basicAuth`, `secureHeaders`, `bearerToken`, `tls`) come from the namespace's
+    /// Kubernetes Secrets (cluster mode without `--secrets-dir`).
+    pub cluster_secrets: bool,
     /// How long shutdown waits for in-flight triggers.
     pub drain_timeout: Duration,
     /// How to reach the Kubernetes API, when a plan needs it.
@@ -99,14 +104,14 @@ impl Shared {
     async fn cluster_for(
         &self,
         plan: &Plan,
-        options: &ClusterOptions,
+        options: &AgentOptions,
     ) -> anyhow::Result<Option<Cluster>> {
-        if !plan.needs_cluster() {
+        if !plan.needs_cluster() && !options.cluster_secrets {
             return Ok(None);
         }
         let cluster = self
             .cluster
-            .get_or_try_init(|| Cluster::connect(options, self.metrics.clone()))
+            .get_or_try_init(|| Cluster::connect(&options.cluster, self.metrics.clone()))
             .await?;
         Ok(Some(cluster.clone()))
     }
@@ -138,11 +143,16 @@ pub async fn run_plan(
         clock: Clock::System,
         durable: jetstream.as_ref().map(JetStreamBus::durable),
     };
-    let cluster = shared.cluster_for(&plan, &options.cluster).await?;
+    let cluster = shared.cluster_for(&plan, options).await?;
     // Clients that need secrets (awsLambda) are built before any event arrives, so a
     // missing secret stops the start as a missing webhook token does.
+    let secrets = match (&cluster, options.cluster_secrets) {
+        (Some(c), true) => SecretStore::cluster(Arc::new(ObjectKeysApi::new(c.clone()))),
+        _ => SecretStore::files(options.secrets_dir.clone()),
+    };
     let prepare = PrepareContext {
         secrets_dir: options.secrets_dir.as_deref(),
+        secrets: &secrets,
         cluster: cluster.as_ref(),
     };
     for sensor in &plan.sensors {

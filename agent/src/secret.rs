@@ -1,11 +1,97 @@
 //! Secret values (webhook tokens, client credentials, TLS files) for sources, triggers and
-//! their clients, resolved from mounted secret files or the environment.
+//! their clients, resolved from mounted secret files or the environment, or, in cluster
+//! mode, from the namespace's Kubernetes Secrets ([`SecretStore`]).
 
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use thiserror::Error;
 
 use crate::manifest::SecretRef;
+
+/// Which kind of object a reference names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// A Secret (`secretKeyRef`, most credential fields).
+    Secret,
+    /// A ConfigMap (`configMapKeyRef`).
+    ConfigMap,
+}
+
+impl ObjectKind {
+    /// The Kubernetes kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            ObjectKind::Secret => "Secret",
+            ObjectKind::ConfigMap => "ConfigMap",
+        }
+    }
+}
+
+/// Reads keys of the namespace's Secrets and ConfigMaps (cluster mode; implemented over the
+/// Kubernetes API in `cluster`).
+pub trait ObjectKeys: Send + Sync + Debug {
+    /// The value of `key` in object `name`; `Ok(None)` when the object or key is missing.
+    fn read<'a>(
+        &'a self,
+        kind: ObjectKind,
+        name: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, String>>;
+}
+
+/// Where secret values come from while the agent runs. Values are looked up at each use, so
+/// a changed secret is picked up without a restart: file mode reads the file (or the
+/// environment) again; cluster mode reads the Secret through a short-lived cache.
+#[derive(Debug, Clone, Default)]
+pub struct SecretStore {
+    dir: Option<PathBuf>,
+    cluster: Option<Arc<dyn ObjectKeys>>,
+}
+
+impl SecretStore {
+    /// File mode: `env`, `file`, `TRIGGERD_SECRET_<NAME>_<KEY>` and `<dir>/<name>/<key>`.
+    pub fn files(dir: Option<PathBuf>) -> Self {
+        Self { dir, cluster: None }
+    }
+
+    /// Cluster mode: `{name, key}` of the namespace's Secrets and ConfigMaps only. `env` and
+    /// `file` are refused, so a manifest cannot send the agent's own environment or files
+    /// (its service account token) anywhere.
+    pub fn cluster(keys: Arc<dyn ObjectKeys>) -> Self {
+        Self {
+            dir: None,
+            cluster: Some(keys),
+        }
+    }
+
+    /// The value `r` names in a `kind` object (a ConfigMap in file mode is looked up as a
+    /// secret is).
+    pub async fn resolve(&self, kind: ObjectKind, r: &SecretRef) -> Result<String, SecretError> {
+        let Some(cluster) = &self.cluster else {
+            return resolve_secret(r, self.dir.as_deref());
+        };
+        if r.env.is_some() || r.file.is_some() {
+            return Err(SecretError::NotInCluster);
+        }
+        let (Some(name), Some(key)) = (&r.name, &r.key) else {
+            return Err(SecretError::Incomplete);
+        };
+        match cluster.read(kind, name, key).await {
+            Ok(Some(v)) => Ok(v),
+            Ok(None) => Err(SecretError::NotFound(
+                format!("{name}/{key}"),
+                format!("{} {name} in the namespace", kind.name()),
+            )),
+            Err(e) => Err(SecretError::Unreadable(format!(
+                "{} {name}: {e}",
+                kind.name()
+            ))),
+        }
+    }
+}
 
 /// A secret could not be read.
 #[derive(Debug, Error)]
@@ -21,6 +107,23 @@ pub enum SecretError {
     /// No source had it.
     #[error("secret {0} not found (looked in: {1})")]
     NotFound(String, String),
+    /// Cluster mode reads secrets only from the namespace's Secrets and ConfigMaps.
+    #[error("in cluster mode secrets come from the namespace's Secrets: give `name` and `key`, not `env` or `file`")]
+    NotInCluster,
+    /// The API could not be asked (a transient failure: try again).
+    #[error("cannot read {0}")]
+    Unreadable(String),
+    /// The value was read but cannot be used as it is (never shown).
+    #[error("{0}")]
+    Unusable(String),
+}
+
+impl SecretError {
+    /// Whether asking again later may succeed (the API was unreachable, or the secret may be
+    /// created yet).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, SecretError::Unreadable(_) | SecretError::NotFound(..))
+    }
 }
 
 /// Reads a secret: `env`, then `file`, then for `{name, key}` the environment variable
@@ -92,6 +195,28 @@ pub fn secret_file(r: &SecretRef, secrets_dir: Option<&Path>) -> Result<PathBuf,
     Err(SecretError::NotFound(what, looked.join(", ")))
 }
 
+/// `url` with any password in its userinfo replaced by `***` (`https://user:***@host/`), for
+/// logs and error messages; text that is not a URL with a password is returned as given.
+pub fn mask_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://") else {
+        return url.into();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.into();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let masked = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        "***".to_owned()
+    };
+    format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..]).into()
+}
+
 fn env_part(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -107,6 +232,70 @@ fn env_part(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            mask_url("nats://app:s3cret@nats:4222"),
+            "nats://app:***@nats:4222"
+        );
+        assert_eq!(
+            mask_url("https://tok3n@api.example.com/a@b?x=@"),
+            "https://***@api.example.com/a@b?x=@"
+        );
+        assert_eq!(
+            mask_url("https://api.example.com/x"),
+            "https://api.example.com/x"
+        );
+        assert_eq!(
+            mask_url("broker-1:9092,broker-2:9092"),
+            "broker-1:9092,broker-2:9092"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl ObjectKeys for Fixed {
+        fn read<'a>(
+            &'a self,
+            kind: ObjectKind,
+            name: &'a str,
+            key: &'a str,
+        ) -> BoxFuture<'a, Result<Option<String>, String>> {
+            let v = (kind == ObjectKind::Secret && name == "api" && key == "token")
+                .then(|| "from-the-api".to_owned());
+            Box::pin(std::future::ready(Ok(v)))
+        }
+    }
+
+    #[tokio::test]
+    async fn cluster_mode_reads_secrets_from_the_api_and_refuses_env_and_files() {
+        let store = SecretStore::cluster(Arc::new(Fixed));
+        let named = SecretRef {
+            name: Some("api".into()),
+            key: Some("token".into()),
+            env: None,
+            file: None,
+            optional: None,
+        };
+        assert_eq!(
+            store.resolve(ObjectKind::Secret, &named).await.unwrap(),
+            "from-the-api"
+        );
+        assert!(matches!(
+            store.resolve(ObjectKind::ConfigMap, &named).await,
+            Err(SecretError::NotFound(..))
+        ));
+        let file = SecretRef {
+            file: Some("/var/run/secrets/kubernetes.io/serviceaccount/token".into()),
+            ..named.clone()
+        };
+        assert!(matches!(
+            store.resolve(ObjectKind::Secret, &file).await,
+            Err(SecretError::NotInCluster)
+        ));
+    }
 
     #[test]
     fn reads_mounted_secret_files() {

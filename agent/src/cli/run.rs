@@ -264,6 +264,7 @@ impl RunArgs {
             dedup_window: self.dedup_window,
             max_inflight: self.max_inflight,
             secrets_dir: self.secrets_dir.clone(),
+            cluster_secrets: self.kube && self.secrets_dir.is_none(),
             drain_timeout: self.drain_timeout,
             cluster: ClusterOptions {
                 kubeconfig: self.kubeconfig.clone(),

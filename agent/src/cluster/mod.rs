@@ -7,6 +7,7 @@
 pub mod crd;
 mod discovery;
 mod guard;
+mod keys;
 pub mod leader;
 
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use kube::Client;
 
 pub use discovery::{ResolveError, ResolvedKind};
 pub use guard::{NamespaceGuard, NamespaceRefused};
+pub use keys::ObjectKeysApi;
 
 use crate::telemetry::Metrics;
 

@@ -150,7 +150,6 @@ pub fn hint_for_field(field: &str, in_event_source: bool) -> Option<(String, &'s
         "serverCertSecret" | "serverKeySecret" => {
             "webhook TLS is not supported yet; terminate TLS in front of the agent"
         }
-        "secureHeaders" | "basicAuth" => "not supported yet; use `headers`",
         "persistence" => "calendar persistence is not supported yet",
         _ => return None,
     };

@@ -28,8 +28,8 @@ pub use k8s::{
 pub use sensor::{
     AwsLambdaTrigger, Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter,
     Dependency, ExprFilter, Filters, HttpTrigger, KafkaTrigger, LogTrigger, NatsTrigger, Parameter,
-    ParameterSource, PayloadField, Policy, RateLimit, SensorSpec, StatusPolicy, TimeFilter,
-    TlsConfig, Transform, Trigger, TriggerTemplate,
+    ParameterSource, PayloadField, Policy, RateLimit, SecureHeader, SensorSpec, StatusPolicy,
+    TimeFilter, TlsConfig, Transform, Trigger, TriggerTemplate, ValueFrom,
 };
 pub use serde_saphyr::Spanned;
 

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::common::{Amount, ClientTls, IntOrString, KafkaSasl, NatsAuth, ScriptSource, SecretRef};
+use super::common::{
+    Amount, BasicAuth, ClientTls, IntOrString, KafkaSasl, NatsAuth, ScriptSource, SecretRef,
+};
 use super::k8s::{ArgoWorkflowTrigger, K8sPolicy, K8sTrigger};
 
 /// `spec` of a Sensor.
@@ -327,6 +329,38 @@ pub struct HttpTrigger {
     /// TLS settings; verification is on unless `insecureSkipVerify` is set.
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Argo's `basicAuth`: user name and password from secrets, sent as `Authorization: Basic`.
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuth>,
+    /// Argo's `secureHeaders`: headers whose values come from a Secret or ConfigMap, so no
+    /// credential sits in the manifest.
+    #[serde(default)]
+    pub secure_headers: Vec<SecureHeader>,
+    /// triggerd: a token from a secret, sent as `Authorization: Bearer`.
+    #[serde(default)]
+    pub bearer_token: Option<SecretRef>,
+}
+
+/// A request header whose value is read from a Secret or ConfigMap (Argo's `SecureHeader`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecureHeader {
+    /// Header name.
+    pub name: String,
+    /// Where the value comes from.
+    pub value_from: ValueFrom,
+}
+
+/// A value from a Secret or a ConfigMap key (Argo's `ValueFromSource`); exactly one is set.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ValueFrom {
+    /// A key of a Secret.
+    #[serde(default)]
+    pub secret_key_ref: Option<SecretRef>,
+    /// A key of a ConfigMap.
+    #[serde(default)]
+    pub config_map_key_ref: Option<SecretRef>,
 }
 
 /// An AWS Lambda invocation (Argo's `awsLambda`, plus `endpoint` and `payloadScript`).
@@ -485,6 +519,15 @@ pub struct TlsConfig {
     /// Skip certificate verification (never the default).
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// CA certificate(s) (PEM) that sign the server's certificate; only they are trusted.
+    #[serde(default)]
+    pub ca_cert_secret: Option<SecretRef>,
+    /// Client certificate (PEM), for servers that verify clients.
+    #[serde(default)]
+    pub client_cert_secret: Option<SecretRef>,
+    /// Client private key (PEM).
+    #[serde(default)]
+    pub client_key_secret: Option<SecretRef>,
 }
 
 /// Writes the events to the agent's log.

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 pub use accept::Explanation;
 pub use condition::Condition;
 pub use filter::{CompiledFilters, Logic, Verdict};
+pub use jq::CompiledJq;
 pub use transform::CompiledTransform;
 
 use crate::bus::jetstream::{DeadLetterRecord, Durable};

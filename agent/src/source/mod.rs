@@ -28,7 +28,7 @@ pub use filter::{expand, EventSourceFilter};
 pub use kafka::{Assignment, KafkaConfig};
 pub use nats::{DeliverFrom, Delivery, JetStreamSettings, NatsConfig};
 pub use resource::{ResourceConfig, ResourceEventType};
-pub use webhook::{request_body, WebhookConfig};
+pub use webhook::{request_body, request_event, WebhookConfig};
 
 use crate::bus::Bus;
 use crate::compile::CompileContext;

@@ -355,6 +355,33 @@ fn build_event(
     headers: &HeaderMap,
     bytes: Bytes,
 ) -> Event {
+    let mut event = request_event(
+        ep.telemetry.event_source(),
+        ep.telemetry.event_name(),
+        method,
+        query,
+        headers,
+        bytes,
+    );
+    for (k, v) in &ep.shared.metadata {
+        event
+            .extensions
+            .insert(k.to_ascii_lowercase(), v.clone().into());
+    }
+    event
+}
+
+/// The event an accepted request to webhook event `event_name` of EventSource
+/// `event_source` makes, whatever its headers and body hold (a binary or structured
+/// CloudEvent keeps its attributes). Public for the fuzz targets (`testing::fuzz`).
+pub fn request_event(
+    event_source: &str,
+    event_name: &str,
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    bytes: Bytes,
+) -> Event {
     let structured = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -372,8 +399,8 @@ fn build_event(
     data.insert("header".into(), header_map(headers));
     data.insert("body".into(), body);
     let mut event = Event::new(
-        ep.telemetry.event_source(),
-        ep.telemetry.event_name(),
+        event_source,
+        event_name,
         "webhook",
         Value::Object(data),
         bytes,
@@ -381,11 +408,6 @@ fn build_event(
     match &incoming {
         Some(ce) => keep_structured_attributes(&mut event, ce),
         None => keep_binary_attributes(&mut event, headers),
-    }
-    for (k, v) in &ep.shared.metadata {
-        event
-            .extensions
-            .insert(k.to_ascii_lowercase(), v.clone().into());
     }
     event
 }

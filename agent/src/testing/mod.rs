@@ -10,6 +10,7 @@
 //! cost no real time.
 
 pub mod file;
+pub mod fuzz;
 pub mod input;
 pub mod matcher;
 pub mod report;

@@ -1,6 +1,7 @@
 //! The HTTP trigger: sends the payload as a JSON request.
 
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,15 +14,19 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::compile::{compile_params, payload_builder, KindInput, KindParts};
+use super::http_credentials::{Credentials, Resolved, TlsMaterial};
+use super::prepare::KindError;
 use super::response::{duration_ms, status_outcome};
 use super::stub::{status_json, status_stub, StubMisuse, StubResponse, StubShape, StubSpec};
 use super::{compile::parameterized, BuildError, Call, CompiledParameter, Invocation, Outcome};
+use super::{PrepareContext, PrepareFailure};
 use super::{Reply, ReplyShape, Response, TriggerError, TriggerKind};
 use super::{Shape, TriggerTarget};
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
 use crate::manifest::{HttpTrigger, ScriptSource};
 use crate::script::{to_dynamic, ScriptHost};
+use crate::secret::{mask_url, SecretStore};
 
 /// Default request timeout when the manifest sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -47,7 +52,7 @@ impl HttpRequestSpec {
     /// Checks the spec and returns why it is unusable, if it is.
     pub fn problem(&self) -> Option<String> {
         if let Err(e) = reqwest::Url::parse(&self.url) {
-            return Some(format!("invalid url {:?}: {e}", self.url));
+            return Some(format!("invalid url {:?}: {e}", mask_url(&self.url)));
         }
         if let Some(m) = &self.method {
             if Method::from_bytes(m.to_ascii_uppercase().as_bytes()).is_err() {
@@ -84,7 +89,9 @@ pub(super) fn compile(
         ScriptSource::from_fields(&h.payload_script, &h.payload_script_file),
         input.dependencies,
     );
-    let target = match HttpTarget::new(h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)) {
+    let credentials = Credentials::compile(ctx, &f, h)?;
+    let insecure = h.tls.as_ref().is_some_and(|t| t.insecure_skip_verify);
+    let target = match HttpTarget::new(insecure).map(|t| t.with_credentials(credentials)) {
         Ok(t) => Arc::new(t),
         Err(e) => {
             ctx.error(None, f, format!("cannot build HTTP client: {e}"));
@@ -120,10 +127,17 @@ pub(super) fn compile(
     })
 }
 
-/// An HTTP trigger with its connection pool.
-#[derive(Debug, Clone)]
+/// An HTTP trigger with its connection pool and the credentials it sends.
+#[derive(Debug)]
 pub struct HttpTarget {
     client: reqwest::Client,
+    insecure: bool,
+    credentials: Option<Credentials>,
+    /// Where credentials are read from, set when the plan starts.
+    secrets: OnceLock<SecretStore>,
+    /// The client built for the TLS material last read (hash of the material, client).
+    #[allow(clippy::disallowed_types)] // never held across an await
+    tls_client: std::sync::Mutex<Option<(u64, reqwest::Client)>>,
 }
 
 /// One client per verification mode, shared by every http trigger of the process: building a
@@ -133,14 +147,38 @@ fn shared_client(insecure: bool) -> Result<reqwest::Client, String> {
     static VERIFYING: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     static INSECURE: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
     let cell = if insecure { &INSECURE } else { &VERIFYING };
-    cell.get_or_init(|| {
-        reqwest::Client::builder()
-            .danger_accept_invalid_certs(insecure)
-            .user_agent(concat!("triggerd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())
-    })
-    .clone()
+    cell.get_or_init(|| client_builder(insecure).build().map_err(|e| e.to_string()))
+        .clone()
+}
+
+fn client_builder(insecure: bool) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(insecure)
+        .user_agent(concat!("triggerd/", env!("CARGO_PKG_VERSION")))
+}
+
+/// A client of its own for a trigger's `tls` material: only its CA is trusted (as Argo sets
+/// the CA pool), and it presents its client certificate. The error never holds the PEM text.
+fn tls_client(insecure: bool, material: &TlsMaterial) -> Result<reqwest::Client, String> {
+    let mut builder = client_builder(insecure);
+    if let Some(ca) = &material.ca {
+        let certs = reqwest::Certificate::from_pem_bundle(ca.as_bytes())
+            .map_err(|_| "tls.caCertSecret is not a PEM certificate bundle".to_owned())?;
+        if certs.is_empty() {
+            return Err("tls.caCertSecret holds no certificate".into());
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    if let Some(identity) = &material.identity {
+        let identity = reqwest::Identity::from_pem(identity.as_bytes()).map_err(|_| {
+            "tls.clientCertSecret and tls.clientKeySecret are not a PEM certificate and key"
+                .to_owned()
+        })?;
+        builder = builder.identity(identity);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the TLS client: {}", e.without_url()))
 }
 
 impl HttpTarget {
@@ -149,12 +187,62 @@ impl HttpTarget {
     pub fn new(insecure: bool) -> Result<Self, String> {
         Ok(Self {
             client: shared_client(insecure)?,
+            insecure,
+            credentials: None,
+            secrets: OnceLock::new(),
+            tls_client: Default::default(),
         })
+    }
+
+    fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The client for this attempt: the shared one, or the one built for the TLS material
+    /// just read (built again when the material changed).
+    fn client_for(&self, resolved: Option<&Resolved>) -> Result<reqwest::Client, String> {
+        let Some(material) = resolved.and_then(|r| r.tls.as_ref()) else {
+            return Ok(self.client.clone());
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        material.hash(&mut hasher);
+        let key = hasher.finish();
+        if let Some((k, c)) = self.tls_client.lock().ok().and_then(|g| g.clone()) {
+            if k == key {
+                return Ok(c);
+            }
+        }
+        let client = tls_client(self.insecure, material)?;
+        if let Ok(mut g) = self.tls_client.lock() {
+            *g = Some((key, client.clone()));
+        }
+        Ok(client)
+    }
+
+    /// Reads the credentials of one attempt.
+    async fn credentials(&self) -> Result<Option<Resolved>, TriggerError> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(None);
+        };
+        let store = self.secrets.get().cloned().unwrap_or_default();
+        match credentials.resolve(&store).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => Err(TriggerError::new(e.to_string(), e.is_retryable()).caused_by(e)),
+        }
     }
 
     /// Sends one request.
     pub async fn execute(&self, spec: &HttpRequestSpec, payload: &Value) -> Response {
         let started = tokio::time::Instant::now();
+        let resolved = match self.credentials().await {
+            Ok(r) => r,
+            Err(e) => return Response::failed(e, started.elapsed()),
+        };
+        let client = match self.client_for(resolved.as_ref()) {
+            Ok(c) => c,
+            Err(e) => return Response::failed(TriggerError::permanent(e), started.elapsed()),
+        };
         let method = spec
             .method
             .as_deref()
@@ -170,13 +258,17 @@ impl HttpTarget {
                 headers.insert(k, v);
             }
         }
+        if let Some(r) = &resolved {
+            for (k, v) in &r.headers {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
         let body = match payload {
             Value::Null if method == Method::GET => Vec::new(),
             other => serde_json::to_vec(other).unwrap_or_default(),
         };
         let timeout = spec.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-        let sent = self
-            .client
+        let sent = client
             .request(method, &spec.url)
             .headers(headers)
             .timeout(timeout)
@@ -195,7 +287,7 @@ impl HttpTarget {
             }
         };
         let status = response.status().as_u16();
-        let headers = response
+        let headers: BTreeMap<String, String> = response
             .headers()
             .iter()
             .filter_map(|(k, v)| {
@@ -220,6 +312,15 @@ impl HttpTarget {
         };
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        // A server that echoes the request (or leaks a credential) must not put it into
+        // logs, dead letters or reports.
+        let (headers, body) = match &resolved {
+            Some(r) => (
+                headers.into_iter().map(|(k, v)| (k, r.mask(&v))).collect(),
+                r.mask_json(body),
+            ),
+            None => (headers, body),
+        };
         Response::replied(
             Reply::new(HttpReply {
                 status,
@@ -251,6 +352,27 @@ impl TriggerTarget for HttpTarget {
         Ok(Invocation::new(HttpCall { target: self, spec }))
     }
 
+    /// Notes where credentials come from and reads them once, so a missing secret or an
+    /// unusable certificate stops the start, as a missing webhook token does.
+    fn prepare<'a>(
+        &'a self,
+        ctx: &'a PrepareContext<'a>,
+    ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
+        Box::pin(async move {
+            if self.credentials.is_none() {
+                return Ok(());
+            }
+            let _ = self.secrets.set(ctx.secrets.clone());
+            let resolved = self
+                .credentials()
+                .await
+                .map_err(|e| KindError::boxed("http", e))?;
+            self.client_for(resolved.as_ref())
+                .map_err(|e| KindError::boxed("http", TriggerError::permanent(e)))?;
+            Ok(())
+        })
+    }
+
     fn stub_shape(&self) -> Shape {
         Shape::new(HttpStub)
     }
@@ -274,7 +396,7 @@ impl Call for HttpCall {
         let spec = &self.spec;
         let mut out = serde_json::Map::new();
         out.insert("type".into(), "http".into());
-        out.insert("url".into(), spec.url.clone().into());
+        out.insert("url".into(), mask_url(&spec.url).into_owned().into());
         out.insert(
             "method".into(),
             spec.method
@@ -286,6 +408,9 @@ impl Call for HttpCall {
         out.insert("headers".into(), serde_json::json!(spec.headers));
         if let Some(t) = spec.timeout {
             out.insert("timeout".into(), t.into());
+        }
+        if let Some(c) = &self.target.credentials {
+            out.insert("credentials".into(), c.to_json());
         }
         Value::Object(out)
     }

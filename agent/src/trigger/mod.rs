@@ -7,6 +7,7 @@
 mod argo_workflow;
 mod compile;
 mod http;
+mod http_credentials;
 mod k8s;
 mod k8s_compile;
 mod kafka;
@@ -27,6 +28,7 @@ use serde_json::Value;
 pub use argo_workflow::WorkflowOperation;
 pub use compile::compile_trigger;
 pub use http::{HttpReply, HttpRequestSpec, HttpStub, HttpTarget};
+pub use http_credentials::CredentialError;
 pub use k8s::{
     parse_resource, K8sAction, K8sOperation, K8sReply, K8sRequestSpec, K8sStub, K8sTarget,
     ObjectBase, PatchStrategy,

@@ -8,6 +8,8 @@ use std::error::Error;
 pub struct PrepareContext<'a> {
     /// Directory of mounted secrets (`<dir>/<name>/<key>`).
     pub secrets_dir: Option<&'a std::path::Path>,
+    /// Where credentials read at each attempt come from.
+    pub secrets: &'a crate::secret::SecretStore,
     /// The Kubernetes API, when the plan has Kubernetes triggers.
     pub cluster: Option<&'a crate::cluster::Cluster>,
 }
