@@ -174,8 +174,9 @@ pub struct BasicAuth {
     pub password: SecretRef,
 }
 
-/// Client TLS towards a broker (Argo's `TLSConfig`). The certificates and key are secret
-/// references that must resolve to files (a mounted Secret or `file:`).
+/// Client TLS towards a broker or an http trigger's target (Argo's `TLSConfig`). Brokers
+/// need the certificates and key as files (a mounted Secret or `file:`); the http trigger
+/// reads them as values from its secret store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientTls {
@@ -188,7 +189,8 @@ pub struct ClientTls {
     /// Client private key (PEM).
     #[serde(default)]
     pub client_key_secret: Option<SecretRef>,
-    /// Skip server verification; refused (add the server's CA instead).
+    /// Skip server verification: refused for brokers (add the server's CA instead), allowed
+    /// for the http trigger (never the default).
     #[serde(default)]
     pub insecure_skip_verify: bool,
 }

@@ -29,7 +29,7 @@ pub use sensor::{
     AwsLambdaTrigger, Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter,
     Dependency, ExprFilter, Filters, HttpTrigger, KafkaTrigger, LogTrigger, NatsTrigger, Parameter,
     ParameterSource, PayloadField, Policy, RateLimit, SecureHeader, SensorSpec, StatusPolicy,
-    TimeFilter, TlsConfig, Transform, Trigger, TriggerTemplate, ValueFrom,
+    TimeFilter, Transform, Trigger, TriggerTemplate, ValueFrom,
 };
 pub use serde_saphyr::Spanned;
 

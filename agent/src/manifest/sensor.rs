@@ -328,7 +328,7 @@ pub struct HttpTrigger {
     pub timeout: Option<u64>,
     /// TLS settings; verification is on unless `insecureSkipVerify` is set.
     #[serde(default)]
-    pub tls: Option<TlsConfig>,
+    pub tls: Option<ClientTls>,
     /// Argo's `basicAuth`: user name and password from secrets, sent as `Authorization: Basic`.
     #[serde(default)]
     pub basic_auth: Option<BasicAuth>,
@@ -510,24 +510,6 @@ pub struct KafkaTrigger {
     #[serde(default)]
     #[schemars(with = "Option<Value>")]
     pub secure_headers: Option<Spanned<Value>>,
-}
-
-/// Client TLS options.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TlsConfig {
-    /// Skip certificate verification (never the default).
-    #[serde(default)]
-    pub insecure_skip_verify: bool,
-    /// CA certificate(s) (PEM) that sign the server's certificate; only they are trusted.
-    #[serde(default)]
-    pub ca_cert_secret: Option<SecretRef>,
-    /// Client certificate (PEM), for servers that verify clients.
-    #[serde(default)]
-    pub client_cert_secret: Option<SecretRef>,
-    /// Client private key (PEM).
-    #[serde(default)]
-    pub client_key_secret: Option<SecretRef>,
 }
 
 /// Writes the events to the agent's log.
