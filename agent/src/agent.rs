@@ -187,6 +187,7 @@ pub async fn run_plan(
         shutdown: stop.clone(),
         clock: Clock::System,
         secrets_dir: options.secrets_dir.clone(),
+        secrets,
         bind_host: options.bind_host,
         http_limits: options.webhook_limits.clone(),
         host,

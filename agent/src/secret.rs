@@ -93,6 +93,77 @@ impl SecretStore {
     }
 }
 
+/// How often a [`WatchedSecret`] is read again (as the cluster cache's lifetime, so a rotated
+/// Secret is in use within twice this).
+pub const SECRET_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A secret a long-lived server holds (a webhook's token or signing key, its TLS certificate):
+/// read once when it starts, which fails when the secret cannot be read, then again every
+/// [`SECRET_REFRESH`] until shutdown. A failed re-read keeps the value in use and says so in
+/// the log; a changed value replaces it, and [`WatchedSecret::changes`] lets a holder rebuild
+/// what it derives from it.
+#[derive(Debug, Clone)]
+pub struct WatchedSecret {
+    value: tokio::sync::watch::Receiver<Arc<str>>,
+}
+
+impl WatchedSecret {
+    /// Reads `r` now and keeps it current until `shutdown`; `what` names it in the log
+    /// (`webhook es/push: signature.secret`).
+    pub async fn start(
+        store: &SecretStore,
+        r: &SecretRef,
+        what: String,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, SecretError> {
+        let first: Arc<str> = store.resolve(ObjectKind::Secret, r).await?.into();
+        let (tx, rx) = tokio::sync::watch::channel(first);
+        let (store, r) = (store.clone(), r.clone());
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(SECRET_REFRESH) => {}
+                    () = shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                }
+                match store.resolve(ObjectKind::Secret, &r).await {
+                    Ok(v) => {
+                        if failing {
+                            tracing::info!(secret = %what, "secret readable again");
+                            failing = false;
+                        }
+                        tx.send_if_modified(|current| {
+                            let changed = **current != *v;
+                            if changed {
+                                tracing::info!(secret = %what, "secret changed; using the new value");
+                                *current = v.into();
+                            }
+                            changed
+                        });
+                    }
+                    Err(e) if !failing => {
+                        tracing::warn!(secret = %what, error = %e, "cannot read secret again; keeping the value in use");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        Ok(Self { value: rx })
+    }
+
+    /// The value in use.
+    pub fn current(&self) -> Arc<str> {
+        self.value.borrow().clone()
+    }
+
+    /// A receiver that wakes when the value changes.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<Arc<str>> {
+        self.value.clone()
+    }
+}
+
 /// A secret could not be read.
 #[derive(Debug, Error)]
 pub enum SecretError {
@@ -217,6 +288,17 @@ pub fn mask_url(url: &str) -> std::borrow::Cow<'_, str> {
     format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..]).into()
 }
 
+/// Whether two secrets are equal, in time that depends on neither their contents nor their
+/// lengths (both are hashed first, then the digests compared without an early exit).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::Digest;
+    let (x, y) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
 fn env_part(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -232,6 +314,14 @@ fn env_part(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
 
     #[test]
     fn passwords_in_urls_are_masked() {

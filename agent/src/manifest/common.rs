@@ -63,7 +63,7 @@ pub struct ScriptSource {
 /// `{name, key}` resolves from the environment variable `TRIGGERD_SECRET_<NAME>_<KEY>`
 /// (upper-cased, other characters as `_`), else from the file `<secrets-dir>/<name>/<key>`,
 /// which is how Kubernetes mounts a Secret volume.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// Secret name.

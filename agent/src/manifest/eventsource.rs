@@ -62,9 +62,15 @@ pub struct WebhookEvent {
     /// Bearer token required in `Authorization`.
     #[serde(default)]
     pub auth_secret: Option<SecretRef>,
-    /// Require an HMAC-SHA256 signature of the body, as GitHub sends it (triggerd only).
+    /// Require the sender's token or body signature (triggerd only).
     #[serde(default)]
     pub signature: Option<WebhookSignature>,
+    /// Serve HTTPS with this PEM certificate (chain); re-read when the secret changes.
+    #[serde(default)]
+    pub server_cert_secret: Option<SecretRef>,
+    /// The PEM private key of `serverCertSecret`.
+    #[serde(default)]
+    pub server_key_secret: Option<SecretRef>,
     /// Largest accepted body in bytes (default 1 MiB), for every content type.
     #[serde(default)]
     pub max_payload_size: Option<u64>,
@@ -79,18 +85,82 @@ pub struct WebhookEvent {
     pub filter: Option<SourceFilter>,
 }
 
-/// An HMAC-SHA256 signature over the raw request body, hex-encoded in a header.
+/// How a sender proves a request is its own: a shared token or an HMAC over the raw body
+/// (triggerd only; Argo's generic webhook has `authSecret` alone). `provider` picks a
+/// sender's documented scheme; the other fields override it, or describe any other sender.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WebhookSignature {
-    /// The shared secret (GitHub's webhook secret).
+    /// The shared secret (the sender's webhook secret or token).
     pub secret: SecretRef,
-    /// Header carrying the signature (default `X-Hub-Signature-256`).
+    /// The sender's scheme (default `github`).
+    #[serde(default)]
+    pub provider: Option<SignatureProvider>,
+    /// Header carrying the signature (or the token, for `gitlab`).
     #[serde(default)]
     pub header: Option<String>,
-    /// Text before the hex digest (default `sha256=`).
+    /// Text before the digest in the header, such as `sha256=`.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// The HMAC's hash: `sha1`, `sha256` or `sha512`.
+    #[serde(default)]
+    pub algorithm: Option<SignatureAlgorithm>,
+    /// How the digest is written: `hex` or `base64`.
+    #[serde(default)]
+    pub encoding: Option<SignatureEncoding>,
+    /// Header carrying the Unix time the sender signed at; the signed text then includes it
+    /// and a request outside `tolerance` of now is refused (replay protection).
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    /// The signed text, with `{timestamp}` and `{body}` placeholders (default `{body}`).
+    #[serde(default)]
+    pub signed_payload: Option<String>,
+    /// Largest difference between the signed timestamp and now (default 5m).
+    #[serde(default)]
+    pub tolerance: Option<String>,
+}
+
+/// A sender whose webhook scheme triggerd knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureProvider {
+    /// `X-Hub-Signature-256: sha256=<hex HMAC-SHA256>`.
+    Github,
+    /// `X-Gitlab-Token: <the secret>` (a token, compared in constant time).
+    Gitlab,
+    /// `X-Gitea-Signature: <hex HMAC-SHA256>` (Gitea and Forgejo).
+    Gitea,
+    /// `X-Hub-Signature: sha256=<hex HMAC-SHA256>` (Bitbucket Cloud and Server).
+    Bitbucket,
+    /// `X-Slack-Signature: v0=<hex HMAC-SHA256 of v0:{timestamp}:{body}>` with
+    /// `X-Slack-Request-Timestamp`.
+    Slack,
+    /// `Stripe-Signature: t=<timestamp>,v1=<hex HMAC-SHA256 of {timestamp}.{body}>`.
+    Stripe,
+    /// Only what the other fields say (`header` is required).
+    Generic,
+}
+
+/// The hash of a webhook HMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureAlgorithm {
+    /// HMAC-SHA1 (older senders).
+    Sha1,
+    /// HMAC-SHA256.
+    Sha256,
+    /// HMAC-SHA512.
+    Sha512,
+}
+
+/// How a webhook digest is written in its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    /// Hexadecimal (either case).
+    Hex,
+    /// Standard base64.
+    Base64,
 }
 
 /// An EventSource filter (Argo's `filter.expression`).

@@ -20,7 +20,8 @@ pub use common::{
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{
     CalendarEvent, EventSourceSpec, JetStreamConsumer, KafkaConsumerGroup, KafkaEvent, NatsEvent,
-    ResourceEvent, ResourceFilter, ResourceSelector, SourceFilter, WebhookEvent, WebhookSignature,
+    ResourceEvent, ResourceFilter, ResourceSelector, SignatureAlgorithm, SignatureEncoding,
+    SignatureProvider, SourceFilter, WebhookEvent, WebhookSignature,
 };
 pub use k8s::{
     ArgoWorkflowTrigger, ArtifactLocation, ConfigMapKey, FileArtifact, K8sPolicy, K8sTrigger,

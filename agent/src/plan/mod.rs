@@ -128,25 +128,37 @@ fn unproduced_dependencies(docs: &[Loaded], sources: &[SourceSpec]) -> Vec<Manif
     warnings
 }
 
-/// Two webhook events may not claim the same port and endpoint.
+/// Two webhook events may not claim the same port and endpoint, and the events of one port
+/// all serve TLS with the same certificate or all serve plain HTTP.
 fn check_webhook_routes(docs: &[Loaded], sources: &[SourceSpec], errors: &mut Vec<ManifestError>) {
     let mut seen = HashSet::new();
+    let mut tls_of_port = std::collections::HashMap::new();
     for spec in sources {
-        if let Some((port, endpoint)) = spec.webhook_route() {
-            if !seen.insert((port, endpoint.to_owned())) {
-                let origin = docs
-                    .iter()
-                    .find(|d| matches!(&d.doc, Document::EventSource(es) if es.metadata.name == spec.event_source))
-                    .map(|d| d.origin.start())
-                    .unwrap_or_default();
-                errors.push(ManifestError::new(
-                    origin,
-                    format!("spec.webhook.{}", spec.event_name),
-                    format!(
-                        "port {port} endpoint {endpoint} is already used by another webhook event"
-                    ),
-                ));
-            }
+        let Some(w) = spec.webhook() else { continue };
+        let origin = || {
+            docs.iter()
+                .find(|d| matches!(&d.doc, Document::EventSource(es) if es.metadata.name == spec.event_source))
+                .map(|d| d.origin.start())
+                .unwrap_or_default()
+        };
+        let (port, endpoint) = (w.port, w.endpoint.as_str());
+        if !seen.insert((port, endpoint.to_owned())) {
+            errors.push(ManifestError::new(
+                origin(),
+                format!("spec.webhook.{}", spec.event_name),
+                format!("port {port} endpoint {endpoint} is already used by another webhook event"),
+            ));
+        }
+        let first = tls_of_port.entry(port).or_insert(&w.tls);
+        if *first != &w.tls {
+            errors.push(
+                ManifestError::new(
+                    origin(),
+                    format!("spec.webhook.{}.serverCertSecret", spec.event_name),
+                    format!("port {port} is shared with a webhook event that serves it differently (TLS or not, or another certificate)"),
+                )
+                .with_hint("give every event of a port the same serverCertSecret and serverKeySecret, or use another port"),
+            );
         }
     }
 }

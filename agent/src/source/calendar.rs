@@ -278,6 +278,7 @@ mod tests {
             shutdown,
             clock,
             secrets_dir: None,
+            secrets: crate::secret::SecretStore::default(),
             cluster: None,
             bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
             http_limits: crate::telemetry::ServerLimits::ops(),

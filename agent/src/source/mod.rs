@@ -15,6 +15,8 @@ mod kafka;
 mod nats;
 pub mod resource;
 mod webhook;
+mod webhook_auth;
+mod webhook_tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,10 +122,10 @@ impl SourceSpec {
         matches!(self.kind, SourceKind::Resource(_))
     }
 
-    /// Port and endpoint of a webhook event.
-    pub fn webhook_route(&self) -> Option<(u16, &str)> {
+    /// The webhook settings, for checks across events (ports, TLS).
+    pub fn webhook(&self) -> Option<&webhook::WebhookConfig> {
         match &self.kind {
-            SourceKind::Webhook(w) => Some((w.port, w.endpoint.as_str())),
+            SourceKind::Webhook(w) => Some(w),
             SourceKind::Calendar(_)
             | SourceKind::Nats(_)
             | SourceKind::Kafka(_)
@@ -147,8 +149,10 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// Wall clock for calendars.
     pub clock: Clock,
-    /// Directory of mounted secrets (`<dir>/<name>/<key>`).
+    /// Directory of mounted secrets (`<dir>/<name>/<key>`), for clients that read files.
     pub secrets_dir: Option<PathBuf>,
+    /// Where secret values come from (the namespace's Secrets in cluster mode).
+    pub secrets: crate::secret::SecretStore,
     /// Address webhook servers bind to.
     pub bind_host: std::net::IpAddr,
     /// Connection budget and timeouts every webhook listener shares.

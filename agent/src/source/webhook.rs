@@ -19,12 +19,13 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::task::JoinHandle;
 
+use super::webhook_auth::{Refusal, SenderAuth, SignatureSpec};
+use super::webhook_tls::{ServerTls, ServerTlsRefs};
 use super::{SourceContext, SourceKind, SourceSpec};
 use crate::bus::Published;
 use crate::compile::CompileContext;
 use crate::event::Event;
-use crate::manifest::{SecretRef, Spanned, WebhookEvent, WebhookSignature};
-use crate::secret::resolve_secret;
+use crate::manifest::{SecretRef, Spanned, WebhookEvent};
 use crate::telemetry::SourceTelemetry;
 
 /// Default `maxPayloadSize`: 1 MiB.
@@ -41,8 +42,10 @@ pub struct WebhookConfig {
     pub method: Method,
     /// Bearer token reference.
     pub auth: Option<SecretRef>,
-    /// Body signature requirement (boxed: rarely set, and large).
-    pub signature: Option<Box<WebhookSignature>>,
+    /// The sender's token or body signature (boxed: rarely set, and large).
+    pub signature: Option<Box<SignatureSpec>>,
+    /// HTTPS certificate and key, when the port serves TLS (boxed: rarely set).
+    pub tls: Option<Box<ServerTlsRefs>>,
     /// Largest body in bytes.
     pub max_payload: u64,
 }
@@ -93,6 +96,22 @@ impl WebhookConfig {
                 return None;
             }
         };
+        let signature = match &w.signature {
+            Some(s) => Some(Box::new(SignatureSpec::compile(
+                ctx,
+                loc,
+                &format!("{field}.signature"),
+                s,
+            )?)),
+            None => None,
+        };
+        let tls = ServerTlsRefs::compile(
+            ctx,
+            loc,
+            field,
+            w.server_cert_secret.as_ref(),
+            w.server_key_secret.as_ref(),
+        )?;
         if w.max_payload_size == Some(0) {
             ctx.error(
                 loc,
@@ -106,7 +125,8 @@ impl WebhookConfig {
             endpoint: w.endpoint.clone(),
             method,
             auth: w.auth_secret.clone(),
-            signature: w.signature.clone().map(Box::new),
+            signature,
+            tls,
             max_payload: w.max_payload_size.unwrap_or(DEFAULT_MAX_PAYLOAD),
         })
     }
@@ -162,8 +182,7 @@ type Routes = Arc<HashMap<String, Arc<Endpoint>>>;
 struct Endpoint {
     config: WebhookConfig,
     shared: super::SharedSettings,
-    token: Option<String>,
-    signature: Option<Signature>,
+    auth: SenderAuth,
     telemetry: SourceTelemetry,
     ctx: SourceContext,
 }
@@ -182,46 +201,36 @@ pub(super) async fn start(
     let mut handles = Vec::new();
     for (port, events) in by_port {
         let mut routes = HashMap::new();
+        let mut tls_refs = None;
         for (spec, w) in events {
-            let token = match &w.auth {
-                Some(r) => Some(resolve_secret(r, ctx.secrets_dir.as_deref()).map_err(|e| {
-                    anyhow::anyhow!(
-                        "webhook {}/{}: authSecret: {e}",
-                        spec.event_source,
-                        spec.event_name
-                    )
-                })?),
-                None => None,
-            };
-            let signature = match &w.signature {
-                Some(s) => Some(Signature {
-                    key: resolve_secret(&s.secret, ctx.secrets_dir.as_deref())
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "webhook {}/{}: signature.secret: {e}",
-                                spec.event_source,
-                                spec.event_name
-                            )
-                        })?
-                        .into_bytes(),
-                    header: s
-                        .header
-                        .clone()
-                        .unwrap_or_else(|| "X-Hub-Signature-256".into()),
-                    prefix: s.prefix.clone().unwrap_or_else(|| "sha256=".into()),
-                }),
-                None => None,
-            };
+            let what = format!("webhook {}/{}", spec.event_source, spec.event_name);
+            let auth = SenderAuth::start(
+                w.auth.as_ref(),
+                w.signature.as_deref(),
+                &ctx.secrets,
+                &what,
+                &ctx.shutdown,
+            )
+            .await
+            .map_err(|(field, e)| anyhow::anyhow!("{what}: {field}: {e}"))?;
+            tls_refs = tls_refs.or(w.tls.as_deref());
             let endpoint = Arc::new(Endpoint {
                 config: w.clone(),
                 shared: spec.shared.clone(),
-                token,
-                signature,
+                auth,
                 telemetry: SourceTelemetry::new(&ctx.metrics, &spec.event_source, &spec.event_name),
                 ctx: ctx.clone(),
             });
             routes.insert(w.endpoint.clone(), endpoint);
         }
+        let tls = match tls_refs {
+            Some(refs) => Some(
+                ServerTls::start(refs, &ctx.secrets, port, &ctx.shutdown)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("webhook port {port}: {e}"))?,
+            ),
+            None => None,
+        };
         let router = Router::new()
             .fallback(dispatch)
             .with_state(Routes::new(routes));
@@ -229,12 +238,13 @@ pub(super) async fn start(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("webhook: cannot listen on {addr}: {e}"))?;
-        tracing::info!(%addr, "webhook server listening");
+        tracing::info!(%addr, tls = tls.is_some(), "webhook server listening");
         handles.push(crate::telemetry::spawn_server(
             &format!("webhook:{port}"),
             listener,
             router,
             ctx.http_limits.clone(),
+            tls.map(|t| t.acceptor()),
             &ctx.metrics,
             ctx.shutdown.clone(),
         ));
@@ -278,20 +288,15 @@ async fn handle(
         }
         return r;
     }
-    if let Some(token) = &ep.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            let mut r = reject(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    if let Err(refusal) = ep.auth.check_headers(&headers) {
+        let mut r = reject(StatusCode::UNAUTHORIZED, refusal.message());
+        if refusal == Refusal::Token {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
-            return r;
         }
+        return r;
     }
     let limit = ep.config.max_payload;
     let declared = headers
@@ -312,10 +317,8 @@ async fn handle(
             )
         }
     };
-    if let Some(sig) = &ep.signature {
-        if !sig.verifies(&headers, &bytes) {
-            return reject(StatusCode::UNAUTHORIZED, "missing or invalid signature");
-        }
+    if let Err(refusal) = ep.auth.check_body(&headers, &bytes, ep.ctx.clock.now()) {
+        return reject(StatusCode::UNAUTHORIZED, refusal.message());
     }
     let event = build_event(ep, &method, uri.query(), &headers, bytes);
     let id = event.id.clone();
@@ -534,41 +537,6 @@ fn canonical_header(name: &str) -> String {
         .join("-")
 }
 
-/// A resolved body-signature requirement.
-struct Signature {
-    key: Vec<u8>,
-    header: String,
-    prefix: String,
-}
-
-impl Signature {
-    /// Whether the request carries `<prefix><hex HMAC-SHA256 of the body>` in the header;
-    /// the comparison is constant-time.
-    fn verifies(&self, headers: &HeaderMap, body: &[u8]) -> bool {
-        use hmac::{KeyInit, Mac};
-        let Some(digest) = headers
-            .get(self.header.as_str())
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().strip_prefix(self.prefix.as_str()))
-            .and_then(|h| hex::decode(h).ok())
-        else {
-            return false;
-        };
-        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key) else {
-            return false;
-        };
-        mac.update(body);
-        mac.verify_slice(&digest).is_ok()
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,11 +558,11 @@ mod tests {
                 method: Method::POST,
                 auth: None,
                 signature: None,
+                tls: None,
                 max_payload: DEFAULT_MAX_PAYLOAD,
             },
             shared: super::super::SharedSettings::default(),
-            token: None,
-            signature: None,
+            auth: SenderAuth::default(),
             telemetry: SourceTelemetry::new(&crate::telemetry::Metrics::new(), "es", "e"),
             ctx: SourceContext {
                 bus: crate::bus::BusBuilder::new(1).build(),
@@ -602,6 +570,7 @@ mod tests {
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 clock: super::super::Clock::System,
                 secrets_dir: None,
+                secrets: crate::secret::SecretStore::default(),
                 http_limits: crate::telemetry::ServerLimits::ops(),
                 cluster: None,
                 bind_host: std::net::Ipv4Addr::LOCALHOST.into(),
@@ -679,33 +648,5 @@ mod tests {
         assert_eq!(e.id, "xyz");
         assert_eq!(e.extensions["originaltype"], "t");
         assert_eq!(e.extensions["traceparent"], "00-1-2-01");
-    }
-
-    #[test]
-    fn github_signatures_verify() {
-        // The example of GitHub's webhook documentation.
-        let sig = Signature {
-            key: b"It's a Secret to Everybody".to_vec(),
-            header: "X-Hub-Signature-256".into(),
-            prefix: "sha256=".into(),
-        };
-        let good = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        let with = |value: &str| {
-            let mut h = HeaderMap::new();
-            h.insert("x-hub-signature-256", value.parse().unwrap());
-            h
-        };
-        assert!(sig.verifies(&with(good), b"Hello, World!"));
-        assert!(!sig.verifies(&with(good), b"Hello, World?"));
-        assert!(!sig.verifies(&with(&good.replace("sha256=", "sha1=")), b"Hello, World!"));
-        assert!(!sig.verifies(&with("sha256=zz"), b"Hello, World!"));
-        assert!(!sig.verifies(&HeaderMap::new(), b"Hello, World!"));
-    }
-
-    #[test]
-    fn token_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -102,6 +102,7 @@ pub async fn serve_ops(
                     listener,
                     app,
                     super::ServerLimits::ops(),
+                    None,
                     &metrics,
                     shutdown,
                 );

@@ -97,6 +97,10 @@ impl ListenerTelemetry {
         tracing::debug!(listener = %self.name, "connection closed: headers not received in time or idle too long");
     }
 
+    fn handshake_failed(&self, error: &std::io::Error) {
+        tracing::debug!(listener = %self.name, %error, "TLS handshake failed");
+    }
+
     fn accept_failed(&self, error: &std::io::Error) {
         tracing::warn!(listener = %self.name, %error, "cannot accept a connection; retrying");
     }
@@ -109,6 +113,7 @@ pub fn spawn_server(
     listener: TcpListener,
     router: Router,
     limits: ServerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     metrics: &Metrics,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
@@ -141,10 +146,35 @@ pub fn spawn_server(
             };
             let _ = stream.set_nodelay(true);
             let service = TowerToHyperService::new(router.clone());
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-            let telemetry = telemetry.clone();
+            let (http, watcher, telemetry) = (http.clone(), graceful.watcher(), telemetry.clone());
+            let (tls, handshake_timeout) = (tls.clone(), limits.header_timeout);
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                let served = match tls {
+                    None => {
+                        watcher
+                            .watch(http.serve_connection(TokioIo::new(stream), service))
+                            .await
+                    }
+                    Some(acceptor) => {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls_stream)) => {
+                                watcher
+                                    .watch(http.serve_connection(TokioIo::new(tls_stream), service))
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                telemetry.handshake_failed(&e);
+                                Ok(())
+                            }
+                            Err(_) => {
+                                telemetry.timed_out();
+                                Ok(())
+                            }
+                        }
+                    }
+                };
+                if let Err(e) = served {
                     if e.is_timeout() {
                         telemetry.timed_out();
                     }
@@ -182,7 +212,15 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let stop = CancellationToken::new();
         let router = Router::new().route("/", get(|| async { "ok" }));
-        spawn_server("test", listener, router, limits, &metrics, stop.clone());
+        spawn_server(
+            "test",
+            listener,
+            router,
+            limits,
+            None,
+            &metrics,
+            stop.clone(),
+        );
         (addr, metrics, stop)
     }
 
