@@ -354,7 +354,7 @@ impl SenderAuth {
         now: DateTime<Utc>,
     ) -> Result<(), Refusal> {
         match &self.signature {
-            None | Some((_, Scheme::Token { .. })) => Ok(()),
+            None => Ok(()),
             Some((secret, scheme)) => {
                 verify(scheme, secret.current().as_bytes(), headers, body, now)
             }
@@ -372,6 +372,7 @@ fn verify(
 ) -> Result<(), Refusal> {
     let text = |h: &HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).map(str::trim);
     match scheme {
+        // A token is checked with the headers, before the body is read.
         Scheme::Token { .. } => Ok(()),
         Scheme::Hmac {
             header,
@@ -661,20 +662,25 @@ mod tests {
 
     #[test]
     fn manifest_mistakes_are_named() {
-        let e = compile("secret: {env: X}\nprovider: generic").unwrap_err();
-        assert!(e.contains("signature.header"), "{e}");
-        let e = compile("secret: {env: X}\nprovider: gitlab\nalgorithm: sha1").unwrap_err();
-        assert!(e.contains("signature.algorithm"), "{e}");
-        let e = compile("secret: {env: X}\nsignedPayload: \"{timestamp}.{body}\"").unwrap_err();
-        assert!(e.contains("signature.timestampHeader"), "{e}");
-        let e = compile("secret: {env: X}\ntimestampHeader: X-T").unwrap_err();
-        assert!(e.contains("signature.signedPayload"), "{e}");
-        let e = compile("secret: {env: X}\nsignedPayload: \"{nonce}{body}\"").unwrap_err();
-        assert!(e.contains("signature.signedPayload"), "{e}");
-        let e = compile("secret: {env: X}\ntolerance: 1m").unwrap_err();
-        assert!(e.contains("signature.tolerance"), "{e}");
-        let e = compile("secret: {env: X}\nprovider: slack\ntolerance: soon").unwrap_err();
-        assert!(e.contains("signature.tolerance"), "{e}");
+        let cases = [
+            ("provider: generic", "signature.header"),
+            ("provider: gitlab\nalgorithm: sha1", "signature.algorithm"),
+            (
+                "signedPayload: \"{timestamp}.{body}\"",
+                "signature.timestampHeader",
+            ),
+            ("timestampHeader: X-T", "signature.signedPayload"),
+            (
+                "signedPayload: \"{nonce}{body}\"",
+                "signature.signedPayload",
+            ),
+            ("tolerance: 1m", "signature.tolerance"),
+            ("provider: slack\ntolerance: soon", "signature.tolerance"),
+        ];
+        for (fields, named) in cases {
+            let e = compile(&format!("secret: {{env: X}}\n{fields}")).unwrap_err();
+            assert!(e.contains(named), "{fields}: {e}");
+        }
         assert!(compile("secret: {env: X}\nprovider: slack\ntolerance: 30s").is_ok());
     }
 
