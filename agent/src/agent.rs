@@ -144,14 +144,13 @@ pub async fn run_plan(
         durable: jetstream.as_ref().map(JetStreamBus::durable),
     };
     let cluster = shared.cluster_for(&plan, options).await?;
-    // Clients that need secrets (awsLambda) are built before any event arrives, so a
+    // Clients that need secrets are built before any event arrives, so a
     // missing secret stops the start as a missing webhook token does.
     let secrets = match (&cluster, options.cluster_secrets) {
         (Some(c), true) => SecretStore::cluster(Arc::new(ObjectKeysApi::new(c.clone()))),
         _ => SecretStore::files(options.secrets_dir.clone()),
     };
     let prepare = PrepareContext {
-        secrets_dir: options.secrets_dir.as_deref(),
         secrets: &secrets,
         cluster: cluster.as_ref(),
     };
@@ -186,7 +185,6 @@ pub async fn run_plan(
         metrics: shared.metrics.clone(),
         shutdown: stop.clone(),
         clock: Clock::System,
-        secrets_dir: options.secrets_dir.clone(),
         secrets,
         bind_host: options.bind_host,
         http_limits: options.webhook_limits.clone(),

@@ -1,12 +1,11 @@
 //! What the Kafka source and trigger share about reaching a broker: TLS (Argo's `tls`:
-//! CA, client certificate and key as files) and SASL (Argo's `sasl`: PLAIN or SCRAM with a
+//! CA, client certificate and key, read from secrets as PEM text) and SASL (Argo's `sasl`: PLAIN or SCRAM with a
 //! user and password from secrets), turned into librdkafka settings.
 
-use std::path::Path;
-
+use crate::broker_tls::ClientTlsPem;
 use crate::compile::CompileContext;
-use crate::manifest::{ClientTls, KafkaSasl, SecretRef, Spanned};
-use crate::secret::{resolve_secret, secret_file, SecretError};
+use crate::manifest::{ClientTls, KafkaSasl, Spanned};
+use crate::secret::{FieldSecretError, SecretStore};
 use rdkafka::config::ClientConfig;
 
 /// The SASL mechanisms librdkafka is built with here (GSSAPI needs Kerberos, OAUTHBEARER a
@@ -84,49 +83,70 @@ impl KafkaSecurity {
         }
     }
 
-    /// Resolves every secret now, so a missing one stops the start (the error names it).
-    pub fn check_secrets(&self, secrets_dir: Option<&Path>) -> Result<(), SecretError> {
-        self.apply(&mut ClientConfig::new(), secrets_dir)
+    /// Reads the TLS material and SASL credentials through the store; the error names the
+    /// field of a missing one.
+    pub async fn read_secrets(
+        &self,
+        store: &SecretStore,
+    ) -> Result<KafkaSecrets, FieldSecretError> {
+        let tls = match &self.tls {
+            Some(tls) => ClientTlsPem::read(store, tls).await?,
+            None => ClientTlsPem::default(),
+        };
+        let sasl = match &self.sasl {
+            Some(sasl) => Some((
+                store
+                    .secret_of("sasl.userSecret", &sasl.user_secret)
+                    .await?,
+                store
+                    .secret_of("sasl.passwordSecret", &sasl.password_secret)
+                    .await?,
+            )),
+            None => None,
+        };
+        Ok(KafkaSecrets { tls, sasl })
     }
 
-    /// Sets the protocol, TLS files and SASL credentials on `config`.
-    pub fn apply(
-        &self,
-        config: &mut ClientConfig,
-        secrets_dir: Option<&Path>,
-    ) -> Result<(), SecretError> {
+    /// Sets the protocol, TLS material (as PEM text, so no file is needed) and SASL
+    /// credentials on `config`.
+    pub fn apply(&self, config: &mut ClientConfig, secrets: &KafkaSecrets) {
         config.set("security.protocol", self.protocol());
-        if let Some(tls) = &self.tls {
-            let file = |r: &SecretRef| {
-                secret_file(r, secrets_dir).map(|p| p.to_string_lossy().into_owned())
-            };
-            if let Some(ca) = &tls.ca_cert_secret {
-                config.set("ssl.ca.location", file(ca)?);
-            }
-            if let (Some(cert), Some(key)) = (&tls.client_cert_secret, &tls.client_key_secret) {
-                config.set("ssl.certificate.location", file(cert)?);
-                config.set("ssl.key.location", file(key)?);
-            }
+        if let Some(ca) = &secrets.tls.ca {
+            config.set("ssl.ca.pem", ca);
         }
-        if let Some(sasl) = &self.sasl {
+        if let Some((cert, key)) = &secrets.tls.identity {
+            config.set("ssl.certificate.pem", cert);
+            config.set("ssl.key.pem", key);
+        }
+        if let (Some(sasl), Some((user, password))) = (&self.sasl, &secrets.sasl) {
             config
                 .set("sasl.mechanism", sasl.mechanism())
-                .set(
-                    "sasl.username",
-                    resolve_secret(&sasl.user_secret, secrets_dir)?,
-                )
-                .set(
-                    "sasl.password",
-                    resolve_secret(&sasl.password_secret, secrets_dir)?,
-                );
+                .set("sasl.username", user)
+                .set("sasl.password", password);
         }
-        Ok(())
+    }
+}
+
+/// The secrets of a Kafka client, read.
+#[derive(Clone, Default)]
+pub struct KafkaSecrets {
+    tls: ClientTlsPem,
+    sasl: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for KafkaSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSecrets")
+            .field("tls", &self.tls)
+            .field("sasl", &self.sasl.is_some())
+            .finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::manifest::SecretRef;
 
     fn secret(value: &str) -> SecretRef {
         serde_json::from_value(serde_json::json!({ "name": value, "key": "k" })).unwrap()

@@ -1,39 +1,49 @@
 //! NATS connections, shared by the `nats` event source and the `nats` trigger: credentials
-//! from secrets, and a first connection retried on the manifest's backoff.
-
-use std::path::Path;
+//! and TLS material read through the secret store, and a first connection retried on the
+//! manifest's backoff.
 
 use async_nats::{Client, ConnectOptions};
 use thiserror::Error;
 
 use crate::backoff::Backoff;
+use crate::broker_tls::{BrokerTlsError, ClientTlsPem};
 use crate::manifest::{ClientTls, NatsAuth};
-use crate::secret::{resolve_secret, secret_file, SecretError};
+use crate::secret::{mask_url, FieldSecretError, SecretStore};
 
 /// Why no NATS connection could be made.
 #[derive(Debug, Error)]
 pub enum NatsConnectError {
     /// A credential or certificate could not be read.
-    #[error("{field}: {source}")]
-    Secret {
-        /// Which one (`auth.token`, `tls.caCertSecret`, ...).
-        field: &'static str,
-        /// Why it could not be read.
-        source: SecretError,
-    },
+    #[error(transparent)]
+    Secret(#[from] FieldSecretError),
+    /// The certificate or key read is not usable.
+    #[error(transparent)]
+    Tls(#[from] BrokerTlsError),
     /// The credentials file is malformed.
     #[error("auth.credential: {0}")]
     Credentials(std::io::Error),
     /// The server could not be reached or refused the connection, after every attempt.
     #[error("cannot connect to {url} after {attempts} attempt(s): {message}")]
     Connect {
-        /// Server URL(s).
+        /// Server URL(s), passwords masked.
         url: String,
         /// Attempts made.
         attempts: u32,
         /// The last error.
         message: String,
     },
+}
+
+impl NatsConnectError {
+    /// Whether trying again later may succeed (the server may come back, the secret may be
+    /// created).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            NatsConnectError::Connect { .. } => true,
+            NatsConnectError::Secret(e) => e.is_retryable(),
+            NatsConnectError::Tls(_) | NatsConnectError::Credentials(_) => false,
+        }
+    }
 }
 
 /// Connection settings resolved at start-up.
@@ -49,30 +59,94 @@ pub struct NatsConnection {
     pub backoff: Backoff,
 }
 
+/// The secrets a connection needs, read.
+#[derive(Clone, Default)]
+pub struct NatsSecrets {
+    tls: Option<rustls::ClientConfig>,
+    auth: Option<NatsCredential>,
+}
+
+impl std::fmt::Debug for NatsSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSecrets")
+            .field("tls", &self.tls.is_some())
+            .field("auth", &self.auth.is_some())
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+enum NatsCredential {
+    Basic(String, String),
+    Token(String),
+    Nkey(String),
+    Credentials(String),
+}
+
 impl NatsConnection {
-    /// Connects, retrying the first connection on `backoff`; later disconnections are
-    /// healed by the client itself (it reconnects and restores subscriptions).
+    /// Reads every secret and certificate the connection needs; a missing or unusable one is
+    /// named in the error.
+    pub async fn read_secrets(&self, store: &SecretStore) -> Result<NatsSecrets, NatsConnectError> {
+        let mut out = NatsSecrets::default();
+        if let Some(tls) = &self.tls {
+            let pem = ClientTlsPem::read(store, tls).await?;
+            if !pem.is_empty() {
+                out.tls = Some(pem.rustls_config()?);
+            }
+        }
+        if let Some(auth) = &self.auth {
+            out.auth = if let Some(basic) = &auth.basic {
+                Some(NatsCredential::Basic(
+                    store
+                        .secret_of("auth.basic.username", &basic.username)
+                        .await?,
+                    store
+                        .secret_of("auth.basic.password", &basic.password)
+                        .await?,
+                ))
+            } else if let Some(t) = &auth.token {
+                Some(NatsCredential::Token(
+                    store.secret_of("auth.token", t).await?,
+                ))
+            } else if let Some(k) = &auth.nkey {
+                Some(NatsCredential::Nkey(store.secret_of("auth.nkey", k).await?))
+            } else if let Some(c) = &auth.credential {
+                Some(NatsCredential::Credentials(
+                    store.secret_of("auth.credential", c).await?,
+                ))
+            } else {
+                None
+            };
+        }
+        // A malformed credentials file fails here, not at the first attempt.
+        self.options("", &out)?;
+        Ok(out)
+    }
+
+    /// Connects with `secrets`, retrying the first connection on `backoff`; later
+    /// disconnections are healed by the client itself (it reconnects and restores
+    /// subscriptions).
     pub async fn connect(
         &self,
         name: &str,
-        secrets_dir: Option<&Path>,
+        secrets: &NatsSecrets,
     ) -> Result<Client, NatsConnectError> {
         let steps = self.backoff.steps.max(1);
         let mut attempt = 1;
         loop {
-            let options = self.options(name, secrets_dir)?;
+            let options = self.options(name, secrets)?;
             match options.connect(self.url.as_str()).await {
                 Ok(client) => return Ok(client),
                 Err(e) if attempt >= steps => {
                     return Err(NatsConnectError::Connect {
-                        url: self.url.clone(),
+                        url: mask_url(&self.url).into_owned(),
                         attempts: attempt,
                         message: e.to_string(),
                     })
                 }
                 Err(e) => {
                     let delay = self.backoff.delay(attempt + 1);
-                    tracing::warn!(url = %self.url, attempt, error = %e, retry_in = ?delay, "NATS connection failed");
+                    tracing::warn!(url = %mask_url(&self.url), attempt, error = %e, retry_in = ?delay, "NATS connection failed");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
@@ -80,61 +154,31 @@ impl NatsConnection {
         }
     }
 
-    /// Reads every secret and certificate file the connection needs, so that a missing one
-    /// fails start-up rather than the first attempt.
-    pub fn check_secrets(&self, secrets_dir: Option<&Path>) -> Result<(), NatsConnectError> {
-        self.options("", secrets_dir).map(|_| ())
-    }
-
     fn options(
         &self,
         name: &str,
-        secrets_dir: Option<&Path>,
+        secrets: &NatsSecrets,
     ) -> Result<ConnectOptions, NatsConnectError> {
         let mut options = ConnectOptions::new()
             .name(format!("triggerd {name}"))
             .connection_timeout(std::time::Duration::from_secs(5));
-        if let Some(tls) = &self.tls {
-            let file = |field: &'static str, r| {
-                secret_file(r, secrets_dir)
-                    .map_err(|source| NatsConnectError::Secret { field, source })
-            };
+        if self.tls.is_some() {
             options = options.require_tls(true);
-            if let Some(ca) = &tls.ca_cert_secret {
-                options = options.add_root_certificates(file("tls.caCertSecret", ca)?);
+        }
+        if let Some(config) = &secrets.tls {
+            options = options.tls_client_config(config.clone());
+        }
+        Ok(match &secrets.auth {
+            None => options,
+            Some(NatsCredential::Basic(user, password)) => {
+                options.user_and_password(user.clone(), password.clone())
             }
-            if let (Some(cert), Some(key)) = (&tls.client_cert_secret, &tls.client_key_secret) {
-                options = options.add_client_certificate(
-                    file("tls.clientCertSecret", cert)?,
-                    file("tls.clientKeySecret", key)?,
-                );
-            }
-        }
-        let Some(auth) = &self.auth else {
-            return Ok(options);
-        };
-        let secret = |field: &'static str, r| {
-            resolve_secret(r, secrets_dir)
-                .map_err(|source| NatsConnectError::Secret { field, source })
-        };
-        if let Some(basic) = &auth.basic {
-            return Ok(options.user_and_password(
-                secret("auth.basic.username", &basic.username)?,
-                secret("auth.basic.password", &basic.password)?,
-            ));
-        }
-        if let Some(t) = &auth.token {
-            return Ok(options.token(secret("auth.token", t)?));
-        }
-        if let Some(k) = &auth.nkey {
-            return Ok(options.nkey(secret("auth.nkey", k)?));
-        }
-        if let Some(c) = &auth.credential {
-            return options
-                .credentials(&secret("auth.credential", c)?)
-                .map_err(NatsConnectError::Credentials);
-        }
-        Ok(options)
+            Some(NatsCredential::Token(t)) => options.token(t.clone()),
+            Some(NatsCredential::Nkey(k)) => options.nkey(k.clone()),
+            Some(NatsCredential::Credentials(c)) => options
+                .credentials(c)
+                .map_err(NatsConnectError::Credentials)?,
+        })
     }
 }
 

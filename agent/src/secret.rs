@@ -93,6 +93,37 @@ impl SecretStore {
     }
 }
 
+/// A secret a manifest field names could not be read; says which field (`auth.token`).
+#[derive(Debug, Error)]
+#[error("{field}: {source}")]
+pub struct FieldSecretError {
+    /// The field, as the manifest spells it.
+    pub field: &'static str,
+    /// Why it could not be read.
+    #[source]
+    pub source: SecretError,
+}
+
+impl FieldSecretError {
+    /// Whether a later read may succeed.
+    pub fn is_retryable(&self) -> bool {
+        self.source.is_retryable()
+    }
+}
+
+impl SecretStore {
+    /// The Secret value `r` at `field` names.
+    pub async fn secret_of(
+        &self,
+        field: &'static str,
+        r: &SecretRef,
+    ) -> Result<String, FieldSecretError> {
+        self.resolve(ObjectKind::Secret, r)
+            .await
+            .map_err(|source| FieldSecretError { field, source })
+    }
+}
+
 /// How often a [`WatchedSecret`] is read again (as the cluster cache's lifetime, so a rotated
 /// Secret is in use within twice this).
 pub const SECRET_REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
@@ -170,11 +201,6 @@ pub enum SecretError {
     /// Nothing says where the secret is.
     #[error("secret reference needs name and key, env, or file")]
     Incomplete,
-    /// A certificate or key must be a file (`file:` or a Secret under `--secrets-dir`).
-    #[error(
-        "certificates and keys must be files: use `file:`, or `name`/`key` with --secrets-dir"
-    )]
-    NotAFile,
     /// No source had it.
     #[error("secret {0} not found (looked in: {1})")]
     NotFound(String, String),
@@ -199,7 +225,7 @@ impl SecretError {
 
 /// Reads a secret: `env`, then `file`, then for `{name, key}` the environment variable
 /// `TRIGGERD_SECRET_<NAME>_<KEY>` and the file `<secrets_dir>/<name>/<key>`.
-pub fn resolve_secret(r: &SecretRef, secrets_dir: Option<&Path>) -> Result<String, SecretError> {
+fn resolve_secret(r: &SecretRef, secrets_dir: Option<&Path>) -> Result<String, SecretError> {
     let mut looked = Vec::new();
     if let Some(var) = &r.env {
         if let Ok(v) = std::env::var(var) {
@@ -237,55 +263,35 @@ pub fn resolve_secret(r: &SecretRef, secrets_dir: Option<&Path>) -> Result<Strin
     Err(SecretError::NotFound(what, looked.join(", ")))
 }
 
-/// The file holding a secret, for clients that read certificates and keys from paths: `file`,
-/// else the mounted `<secrets_dir>/<name>/<key>`. A secret given only as an environment
-/// variable is refused (keys are not written to disk on the agent's behalf).
-pub fn secret_file(r: &SecretRef, secrets_dir: Option<&Path>) -> Result<PathBuf, SecretError> {
-    let mut looked = Vec::new();
-    if let Some(file) = &r.file {
-        let path = PathBuf::from(file);
-        if path.is_file() {
-            return Ok(path);
-        }
-        looked.push(format!("file {file}"));
-    }
-    if let (Some(name), Some(key), Some(dir)) = (&r.name, &r.key, secrets_dir) {
-        let path = dir.join(name).join(key);
-        if path.is_file() {
-            return Ok(path);
-        }
-        looked.push(format!("file {}", path.display()));
-    }
-    if looked.is_empty() {
-        return Err(SecretError::NotAFile);
-    }
-    let what = match (&r.name, &r.key) {
-        (Some(n), Some(k)) => format!("{n}/{k}"),
-        _ => "reference".into(),
-    };
-    Err(SecretError::NotFound(what, looked.join(", ")))
-}
-
-/// `url` with any password in its userinfo replaced by `***` (`https://user:***@host/`), for
-/// logs and error messages; text that is not a URL with a password is returned as given.
+/// `url` with the password of each URL in it replaced by `***` (`https://user:***@host/`,
+/// also in comma-separated server lists), for logs and error messages; text without such a
+/// URL is returned as given.
 pub fn mask_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(scheme_end) = url.find("://") else {
+    if !url.contains('@') {
         return url.into();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.into();
-    };
-    let userinfo = &authority[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    let masked = if userinfo.contains(':') {
-        format!("{user}:***")
-    } else {
-        "***".to_owned()
-    };
-    format!("{}{masked}{}", &url[..scheme_end + 3], &rest[at..]).into()
+    }
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(scheme_end) = rest.find("://") {
+        out.push_str(&rest[..scheme_end + 3]);
+        rest = &rest[scheme_end + 3..];
+        let next_url = rest.find("://").unwrap_or(rest.len());
+        let authority_end = rest[..next_url].find(['/', '?', '#']).unwrap_or(next_url);
+        let Some(at) = rest[..authority_end].rfind('@') else {
+            continue;
+        };
+        let userinfo = &rest[..at];
+        match userinfo.split_once(':') {
+            Some((user, _)) => {
+                out.push_str(user);
+                out.push_str(":***");
+            }
+            None => out.push_str("***"),
+        }
+        rest = &rest[at..];
+    }
+    out.push_str(rest);
+    out.into()
 }
 
 /// Whether two secrets are equal, in time that depends on neither their contents nor their
@@ -333,6 +339,11 @@ mod tests {
             mask_url("https://tok3n@api.example.com/a@b?x=@"),
             "https://***@api.example.com/a@b?x=@"
         );
+        assert_eq!(
+            mask_url("nats://a:one@h1:4222,nats://h2:4222,nats://c:two@h3"),
+            "nats://a:***@h1:4222,nats://h2:4222,nats://c:***@h3"
+        );
+        assert_eq!(mask_url("nats://u:p,w@h"), "nats://u:***@h");
         assert_eq!(
             mask_url("https://api.example.com/x"),
             "https://api.example.com/x"

@@ -682,3 +682,105 @@ async fn scripts_in_a_configmap_are_script_files_and_reload_when_changed() {
     let hit = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
     assert_eq!(hit.json()["data"]["body"]["kind"], "b", "{}", hit.text());
 }
+
+/// Status of one webhook request carrying `token` as its bearer token.
+async fn post_with_token(agent: &Agent, url: &str, token: &str) -> u16 {
+    agent
+        .http()
+        .post(url)
+        .bearer_auth(token)
+        .json(&json!({"kind": "a"}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_the_namespaces_secrets_and_a_rotated_one_is_used_without_a_restart()
+{
+    let (env, agent, _) = start().await;
+    let nats = integration_tests::NatsServer::start_with_token("nats-t0ken");
+    let sink = Sink::start().await;
+    let secrets: Api<Secret> = Api::namespaced(env.client(), env.namespace());
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "creds"},
+        "stringData": {"hook": "hook-one", "nats": "nats-t0ken", "api": "api-t0ken"},
+    }))
+    .expect("a Secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create the Secret");
+    let port = free_port();
+    let source = json!({
+        "webhook": {"push": {
+            "port": port.to_string(), "endpoint": "/push", "method": "POST",
+            "authSecret": {"name": "creds", "key": "hook"},
+        }},
+        "nats": {"bus": {
+            "url": nats.url(), "subject": "orders", "jsonBody": true,
+            "auth": {"token": {"name": "creds", "key": "nats"}},
+        }},
+    });
+    create(
+        &event_sources(&env),
+        &object("EventSource", "hooks", source),
+    )
+    .await;
+    let forward = |event: &str, path: &str| {
+        json!({
+            "dependencies": [{"name": "in", "eventSourceName": "hooks", "eventName": event}],
+            "triggers": [{
+                "template": {"name": "forward", "http": {
+                    "url": sink.url(path), "method": "POST",
+                    "bearerToken": {"name": "creds", "key": "api"},
+                }},
+                "retryStrategy": {"steps": 1},
+            }],
+        })
+    };
+    create_sensor(&env, "from-hook", forward("push", "/hook")).await;
+    create_sensor(&env, "from-nats", forward("bus", "/nats")).await;
+    wait_ready(&event_sources(&env), "hooks").await;
+    wait_ready(&sensors(&env), "from-hook").await;
+    wait_ready(&sensors(&env), "from-nats").await;
+
+    // The webhook's token, the NATS token and the trigger's bearer token are all read from
+    // Secret `creds` through the API (the agent has no --secrets-dir).
+    let url = agent.webhook_url(port, "/push");
+    assert_eq!(post_with_token(&agent, &url, "wrong").await, 401);
+    assert_eq!(post_with_token(&agent, &url, "hook-one").await, 200);
+    let hit = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
+    assert_eq!(hit.header("authorization"), Some("Bearer api-t0ken"));
+    let client = nats.client(Some("nats-t0ken")).await;
+    client
+        .publish("orders", r#"{"id": 7}"#.into())
+        .await
+        .expect("publish");
+    client.flush().await.expect("flush");
+    let hit = agent.expect_request(&sink, DELIVERY_TIMEOUT).await;
+    assert_eq!(hit.json()["data"]["body"]["id"], 7, "{}", hit.text());
+
+    // Rotate the webhook's token: the new one is taken and the old one refused, with no
+    // restart and no edit of the EventSource.
+    let rotate = json!({"stringData": {"hook": "hook-two"}});
+    secrets
+        .patch("creds", &PatchParams::default(), &Patch::Merge(&rotate))
+        .await
+        .expect("rotate the token");
+    let deadline = tokio::time::Instant::now() + STATUS_TIMEOUT;
+    while post_with_token(&agent, &url, "hook-two").await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rotated token was not accepted within {STATUS_TIMEOUT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(post_with_token(&agent, &url, "hook-one").await, 401);
+    assert!(
+        !agent.stderr().contains("hook-one") && !agent.stderr().contains("api-t0ken"),
+        "a secret value reached the log"
+    );
+    agent.check_alive();
+}

@@ -277,7 +277,6 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             shutdown,
             clock,
-            secrets_dir: None,
             secrets: crate::secret::SecretStore::default(),
             cluster: None,
             bind_host: std::net::Ipv4Addr::LOCALHOST.into(),

@@ -29,6 +29,7 @@ use crate::backoff::Backoff;
 use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{KafkaEvent, Spanned};
+use crate::secret::SecretStore;
 use crate::telemetry::SourceTelemetry;
 
 /// How long one start-up check waits for the topic's metadata, and shutdown for the last
@@ -236,7 +237,7 @@ pub(super) async fn subscribe(
     config: &KafkaConfig,
     event_source: &str,
     event_name: &str,
-    secrets_dir: Option<&std::path::Path>,
+    secrets: &SecretStore,
 ) -> anyhow::Result<SourceConsumer> {
     let what = format!("EventSource {event_source}, kafka event {event_name}");
     let group = config.group_id(event_source, event_name);
@@ -255,10 +256,12 @@ pub(super) async fn subscribe(
     if let Assignment::Group { strategy } = config.assignment {
         client.set("partition.assignment.strategy", strategy);
     }
-    config
+    let read = config
         .security
-        .apply(&mut client, secrets_dir)
+        .read_secrets(secrets)
+        .await
         .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    config.security.apply(&mut client, &read);
     let mut consumer: SourceConsumer = client
         .create_with_context(ErrorMemo::default())
         .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;

@@ -19,7 +19,6 @@ mod webhook_auth;
 mod webhook_tls;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::task::JoinHandle;
@@ -149,8 +148,6 @@ pub struct SourceContext {
     pub shutdown: CancellationToken,
     /// Wall clock for calendars.
     pub clock: Clock,
-    /// Directory of mounted secrets (`<dir>/<name>/<key>`), for clients that read files.
-    pub secrets_dir: Option<PathBuf>,
     /// Where secret values come from (the namespace's Secrets in cluster mode).
     pub secrets: crate::secret::SecretStore,
     /// Address webhook servers bind to.
@@ -342,7 +339,7 @@ pub async fn start_sources(
                 )));
             }
             SourceKind::Kafka(c) => {
-                let consumer = kafka::subscribe(c, &es, &ev, ctx.secrets_dir.as_deref()).await?;
+                let consumer = kafka::subscribe(c, &es, &ev, &ctx.secrets).await?;
                 let c = KafkaConfig::clone(c);
                 handles.push(tokio::spawn(kafka::run(c, shared, es, ev, consumer, ctx)));
             }

@@ -26,6 +26,7 @@ use crate::compile::CompileContext;
 use crate::event::Event;
 use crate::manifest::{NatsEvent, Spanned};
 use crate::nats_client::{auth_problem, tls_problem, NatsConnection};
+use crate::secret::mask_url;
 use crate::telemetry::SourceTelemetry;
 
 /// How messages are received.
@@ -228,12 +229,14 @@ pub(super) async fn subscribe(
     ctx: &SourceContext,
 ) -> anyhow::Result<(Client, Receiver)> {
     let what = format!("EventSource {event_source}, nats event {event_name}");
+    let secrets = config
+        .connection
+        .read_secrets(&ctx.secrets)
+        .await
+        .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     let client = config
         .connection
-        .connect(
-            &format!("{event_source}/{event_name}"),
-            ctx.secrets_dir.as_deref(),
-        )
+        .connect(&format!("{event_source}/{event_name}"), &secrets)
         .await
         .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
     let receiver = match &config.delivery {
@@ -264,7 +267,7 @@ pub(super) async fn subscribe(
         .flush()
         .await
         .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
-    tracing::info!(event_source, event_name, subject = %config.subject, url = %config.connection.url, "NATS source subscribed");
+    tracing::info!(event_source, event_name, subject = %config.subject, url = %mask_url(&config.connection.url), "NATS source subscribed");
     Ok((client, receiver))
 }
 

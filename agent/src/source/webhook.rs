@@ -569,7 +569,6 @@ mod tests {
                 metrics: std::sync::Arc::new(crate::telemetry::Metrics::new()),
                 shutdown: tokio_util::sync::CancellationToken::new(),
                 clock: super::super::Clock::System,
-                secrets_dir: None,
                 secrets: crate::secret::SecretStore::default(),
                 http_limits: crate::telemetry::ServerLimits::ops(),
                 cluster: None,

@@ -33,7 +33,7 @@ use super::{Shape, TriggerTarget};
 use crate::backoff::parse_duration;
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
-use crate::kafka_client::KafkaSecurity;
+use crate::kafka_client::{KafkaSecrets, KafkaSecurity};
 use crate::manifest::{KafkaTrigger, ScriptSource};
 use crate::script::ScriptHost;
 
@@ -255,7 +255,7 @@ pub struct KafkaSettings {
 pub struct KafkaTarget {
     settings: KafkaSettings,
     client_id: String,
-    secrets_dir: Arc<OnceLock<Option<std::path::PathBuf>>>,
+    secrets: Arc<OnceLock<KafkaSecrets>>,
     producer: Arc<OnceLock<FutureProducer>>,
 }
 
@@ -269,17 +269,16 @@ impl std::fmt::Debug for KafkaTarget {
 }
 
 impl KafkaTarget {
-    /// Resolves the TLS files and SASL credentials (a missing one stops the start) and
-    /// remembers where secrets live; the producer is made at the first attempt.
-    fn ready(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
-        let secrets_dir = ctx.secrets_dir;
-        self.settings
+    /// Reads the TLS material and SASL credentials (a missing one stops the start); the
+    /// producer is made at the first attempt.
+    async fn ready(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+        let secrets = self
+            .settings
             .security
-            .check_secrets(secrets_dir)
+            .read_secrets(ctx.secrets)
+            .await
             .map_err(|e| KindError::boxed("kafka", e))?;
-        let _ = self
-            .secrets_dir
-            .set(secrets_dir.map(std::path::Path::to_path_buf));
+        let _ = self.secrets.set(secrets);
         Ok(())
     }
 
@@ -288,7 +287,7 @@ impl KafkaTarget {
         Self {
             settings,
             client_id,
-            secrets_dir: Arc::new(OnceLock::new()),
+            secrets: Arc::new(OnceLock::new()),
             producer: Arc::new(OnceLock::new()),
         }
     }
@@ -313,10 +312,10 @@ impl KafkaTarget {
         if let Some(ms) = s.linger_ms {
             config.set("linger.ms", ms.to_string());
         }
-        let secrets_dir = self.secrets_dir.get().and_then(Option::as_deref);
-        s.security
-            .apply(&mut config, secrets_dir)
-            .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+        s.security.apply(
+            &mut config,
+            self.secrets.get().unwrap_or(&KafkaSecrets::default()),
+        );
         let producer: FutureProducer = config.create()?;
         // Two first attempts may race; the loser's producer is dropped unused.
         Ok(self.producer.get_or_init(|| producer))
@@ -374,7 +373,7 @@ impl TriggerTarget for KafkaTarget {
         &'a self,
         ctx: &'a PrepareContext<'a>,
     ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
-        Box::pin(std::future::ready(self.ready(ctx)))
+        Box::pin(self.ready(ctx))
     }
 
     /// The request of one execution: the template's `kafka` section after parameters.

@@ -4,7 +4,6 @@
 //! resolved then, so a missing key stops the start like a missing webhook token does. The
 //! SDK's own retries are off: `retryStrategy` and the policy decide, as for every trigger.
 
-use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use crate::compile::CompileContext;
 use crate::event::FiredEvents;
 use crate::manifest::{AwsLambdaTrigger, ScriptSource, SecretRef};
 use crate::script::{to_dynamic, ScriptHost};
-use crate::secret::{resolve_secret, SecretError};
+use crate::secret::{FieldSecretError, SecretStore};
 
 /// How long one invocation may take, connection included.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -208,13 +207,8 @@ pub struct LambdaSettings {
 #[derive(Debug, Error)]
 pub enum LambdaSetupError {
     /// A credential secret could not be read.
-    #[error("awsLambda {field}")]
-    Secret {
-        /// `accessKey` or `secretKey`.
-        field: &'static str,
-        /// Why.
-        source: SecretError,
-    },
+    #[error("awsLambda {0}")]
+    Secret(#[from] FieldSecretError),
 }
 
 /// A Lambda trigger with its client (built when its plan starts).
@@ -235,7 +229,7 @@ impl LambdaTarget {
 
     /// Resolves the credentials and builds the client; no network traffic yet (credentials
     /// of the default chain and assumed roles are fetched at the first invocation).
-    async fn build_client(&self, secrets_dir: Option<&Path>) -> Result<(), LambdaSetupError> {
+    async fn build_client(&self, store: &SecretStore) -> Result<(), LambdaSetupError> {
         if self.client.get().is_some() {
             return Ok(());
         }
@@ -252,12 +246,8 @@ impl LambdaTarget {
             loader = loader.endpoint_url(endpoint);
         }
         if let Some((access, secret)) = &s.keys {
-            let secret_of = |field, r| {
-                resolve_secret(r, secrets_dir)
-                    .map_err(|source| LambdaSetupError::Secret { field, source })
-            };
-            let access = secret_of("accessKey", access)?;
-            let secret = secret_of("secretKey", secret)?;
+            let access = store.secret_of("accessKey", access).await?;
+            let secret = store.secret_of("secretKey", secret).await?;
             loader = loader
                 .credentials_provider(Credentials::new(access, secret, None, None, "triggerd"));
         }
@@ -346,7 +336,7 @@ impl TriggerTarget for LambdaTarget {
         &'a self,
         ctx: &'a PrepareContext<'a>,
     ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
-        Box::pin(async move { Ok(self.build_client(ctx.secrets_dir).await?) })
+        Box::pin(async move { Ok(self.build_client(ctx.secrets).await?) })
     }
 
     /// The request of one execution: the template's `awsLambda` section after parameters.

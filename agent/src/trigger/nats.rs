@@ -6,7 +6,6 @@
 //! be reached is a retryable error, so `retryStrategy` and the dead letter apply as for any
 //! other target. Secrets are checked when the plan starts.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,7 +30,7 @@ use crate::backoff::Backoff;
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
 use crate::manifest::{NatsTrigger, ScriptSource};
-use crate::nats_client::{auth_problem, tls_problem, NatsConnectError, NatsConnection};
+use crate::nats_client::{auth_problem, tls_problem, NatsConnection, NatsSecrets};
 use crate::script::ScriptHost;
 
 /// The spec fields parameters may change (`dest: subject`).
@@ -157,18 +156,19 @@ pub struct NatsTarget {
     connection: NatsConnection,
     jet_stream: bool,
     name: String,
-    secrets_dir: Arc<OnceLock<Option<PathBuf>>>,
+    secrets: Arc<OnceLock<NatsSecrets>>,
     client: Arc<OnceCell<Client>>,
 }
 
 impl NatsTarget {
-    /// Checks the credentials and remembers where secrets live; connects at the first attempt.
-    fn ready(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
-        let secrets_dir = ctx.secrets_dir;
-        self.connection
-            .check_secrets(secrets_dir)
+    /// Reads the credentials (a missing one stops the start); connects at the first attempt.
+    async fn ready(&self, ctx: &PrepareContext<'_>) -> Result<(), PrepareFailure> {
+        let secrets = self
+            .connection
+            .read_secrets(ctx.secrets)
+            .await
             .map_err(|e| KindError::boxed("nats", e))?;
-        let _ = self.secrets_dir.set(secrets_dir.map(Path::to_path_buf));
+        let _ = self.secrets.set(secrets);
         Ok(())
     }
 
@@ -178,7 +178,7 @@ impl NatsTarget {
             connection,
             jet_stream,
             name,
-            secrets_dir: Arc::new(OnceLock::new()),
+            secrets: Arc::new(OnceLock::new()),
             client: Arc::new(OnceCell::new()),
         }
     }
@@ -190,14 +190,14 @@ impl NatsTarget {
         let client = match self
             .client
             .get_or_try_init(|| async {
-                let dir = self.secrets_dir.get().cloned().flatten();
-                self.connection.connect(&self.name, dir.as_deref()).await
+                let secrets = self.secrets.get().cloned().unwrap_or_default();
+                self.connection.connect(&self.name, &secrets).await
             })
             .await
         {
             Ok(c) => c,
             Err(e) => {
-                let retryable = matches!(e, NatsConnectError::Connect { .. });
+                let retryable = e.is_retryable();
                 return failed(TriggerError::new(e.to_string(), retryable).caused_by(e));
             }
         };
@@ -256,7 +256,7 @@ impl TriggerTarget for NatsTarget {
         &'a self,
         ctx: &'a PrepareContext<'a>,
     ) -> BoxFuture<'a, Result<(), PrepareFailure>> {
-        Box::pin(std::future::ready(self.ready(ctx)))
+        Box::pin(self.ready(ctx))
     }
 
     /// The request of one execution: the template's `nats` section after parameters.

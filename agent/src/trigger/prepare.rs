@@ -6,8 +6,6 @@ use std::error::Error;
 /// What readying a trigger may need.
 #[derive(Debug, Clone, Copy)]
 pub struct PrepareContext<'a> {
-    /// Directory of mounted secrets (`<dir>/<name>/<key>`).
-    pub secrets_dir: Option<&'a std::path::Path>,
     /// Where credentials read at each attempt come from.
     pub secrets: &'a crate::secret::SecretStore,
     /// The Kubernetes API, when the plan has Kubernetes triggers.

@@ -27,6 +27,8 @@ use async_nats::jetstream::Context;
 use async_nats::Client;
 use thiserror::Error;
 
+use crate::secret::mask_url;
+
 pub use conditions::ConditionStore;
 pub use consumer::SensorConsumer;
 pub use dlq::{DeadLetterEntry, DeadLetterRecord, DeadLetters};
@@ -171,7 +173,7 @@ impl JetStreamBus {
             .connect(url.as_str())
             .await
             .map_err(|e| BusError::Connect {
-                url: url.clone(),
+                url: mask_url(&url).into_owned(),
                 message: e.to_string(),
             })?;
         let mut js = async_nats::jetstream::new(client.clone());
@@ -196,7 +198,7 @@ impl JetStreamBus {
         )
         .await?;
         tracing::info!(
-            url = %options.url,
+            url = %mask_url(&options.url),
             stream = %names.events_stream(),
             replica = %options.replica_id,
             "JetStream bus ready"
