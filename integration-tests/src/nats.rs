@@ -39,12 +39,24 @@ impl NatsServer {
         Self::start_with(&["--auth", token])
     }
 
-    /// Starts a server that only speaks TLS, with a certificate for 127.0.0.1 signed by
-    /// `certs`' CA.
+    /// Starts a server that only speaks mutual TLS: its certificate for 127.0.0.1 is signed
+    /// by `certs`' CA, and every client must present one signed by it too.
     pub fn start_with_tls(certs: &TestCerts) -> NatsServer {
-        let cert = certs.server_cert.to_string_lossy().into_owned();
-        let key = certs.server_key.to_string_lossy().into_owned();
-        Self::start_with(&["--tls", "--tlscert", &cert, "--tlskey", &key])
+        let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+        let (cert, key, ca) = (
+            path(&certs.server_cert),
+            path(&certs.server_key),
+            path(&certs.ca),
+        );
+        Self::start_with(&[
+            "--tlsverify",
+            "--tlscert",
+            &cert,
+            "--tlskey",
+            &key,
+            "--tlscacert",
+            &ca,
+        ])
     }
 
     fn start_with(extra: &[&str]) -> NatsServer {
@@ -119,6 +131,7 @@ impl NatsServer {
         async_nats::ConnectOptions::new()
             .require_tls(true)
             .add_root_certificates(certs.ca.clone())
+            .add_client_certificate(certs.client_cert.clone(), certs.client_key.clone())
             .connect(self.url())
             .await
             .expect("test client connects to nats-server over TLS")
@@ -134,6 +147,11 @@ pub struct TestCerts {
     pub server_cert: PathBuf,
     /// Server key (PEM).
     pub server_key: PathBuf,
+    /// Client certificate (PEM, CN `triggerd-client`, for client authentication) signed by
+    /// the CA.
+    pub client_cert: PathBuf,
+    /// Client key (PEM).
+    pub client_key: PathBuf,
     _dir: TempDir,
 }
 
@@ -202,10 +220,45 @@ impl TestCerts {
             "-extfile",
             &p("ext"),
         ]);
+        std::fs::write(p("client-ext"), "extendedKeyUsage=clientAuth\n").expect("write ext");
+        openssl(
+            &[
+                &["req"][..],
+                &key,
+                &[
+                    "-keyout",
+                    &p("client.key"),
+                    "-out",
+                    &p("client.csr"),
+                    "-subj",
+                    "/CN=triggerd-client",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p("client.csr"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-out",
+            &p("client.pem"),
+            "-days",
+            "1",
+            "-extfile",
+            &p("client-ext"),
+        ]);
         TestCerts {
             ca: dir.path().join("ca.pem"),
             server_cert: dir.path().join("server.pem"),
             server_key: dir.path().join("server.key"),
+            client_cert: dir.path().join("client.pem"),
+            client_key: dir.path().join("client.key"),
             _dir: dir,
         }
     }

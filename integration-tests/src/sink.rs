@@ -97,6 +97,11 @@ impl Sink {
         }
     }
 
+    /// The port it listens on (for a front such as [`crate::TlsProxy`]).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

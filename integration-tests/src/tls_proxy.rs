@@ -24,19 +24,45 @@ impl TlsProxy {
     /// Listens on `port` (TLS with `certs`' server certificate) and forwards each connection
     /// to `127.0.0.1:upstream`.
     pub async fn start(certs: &TestCerts, port: u16, upstream: u16) -> TlsProxy {
+        Self::start_with(certs, port, upstream, false).await
+    }
+
+    /// As [`TlsProxy::start`], and a client must present a certificate signed by `certs`' CA
+    /// (mutual TLS); one that does not fails the handshake.
+    pub async fn start_requiring_client_certificate(
+        certs: &TestCerts,
+        port: u16,
+        upstream: u16,
+    ) -> TlsProxy {
+        Self::start_with(certs, port, upstream, true).await
+    }
+
+    async fn start_with(certs: &TestCerts, port: u16, upstream: u16, mutual: bool) -> TlsProxy {
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&certs.server_cert)
             .expect("read server certificate")
             .collect::<Result<_, _>>()
             .expect("parse server certificate");
         let key = PrivateKeyDer::from_pem_file(&certs.server_key).expect("read server key");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("TLS server config");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions");
+        let builder = if mutual {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_file_iter(&certs.ca).expect("read the CA") {
+                roots.add(ca.expect("parse the CA")).expect("add the CA");
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .expect("client verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
+            .with_single_cert(chain, key)
+            .expect("TLS server config");
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await

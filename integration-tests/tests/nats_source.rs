@@ -293,17 +293,19 @@ async fn a_redelivered_jetstream_message_fires_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_the_servers_ca_connects_and_without_it_start_up_fails() {
+async fn mutual_tls_from_secrets_connects_and_without_the_ca_or_client_certificate_start_up_fails()
+{
     let certs = TestCerts::generate();
     let server = NatsServer::start_with_tls(&certs);
     let sink = Sink::start().await;
-    let tls = format!(
-        "      tls:\n        caCertSecret: {{file: {}}}\n",
-        certs.ca.display()
-    );
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("read PEM");
+    let tls = "      tls:\n        caCertSecret: {name: nats-tls, key: ca}\n        clientCertSecret: {name: nats-tls, key: crt}\n        clientKeySecret: {name: nats-tls, key: key}\n";
     let agent = Agent::builder()
-        .manifest(nats_source(&server.url(), "orders.*", &tls))
+        .manifest(nats_source(&server.url(), "orders.*", tls))
         .manifest(ship_sensor(&sink.url("/ship")))
+        .secret("nats-tls", "ca", &read(&certs.ca))
+        .secret("nats-tls", "crt", &read(&certs.client_cert))
+        .secret("nats-tls", "key", &read(&certs.client_key))
         .start()
         .await;
     let client = server.tls_client(&certs).await;
@@ -327,5 +329,13 @@ async fn tls_with_the_servers_ca_connects_and_without_it_start_up_fails() {
         ),
         &[],
     );
+    assert!(out.stderr.contains("cannot connect"), "{out}");
+
+    // The CA, but no client certificate: the server refuses the handshake.
+    let ca_only = format!(
+        "      tls:\n        caCertSecret: {{file: {}}}\n      connectionBackoff: {{steps: 1}}\n",
+        certs.ca.display()
+    );
+    let out = run_failing_to_start(&nats_source(&server.url(), "orders.*", &ca_only), &[]);
     assert!(out.stderr.contains("cannot connect"), "{out}");
 }
