@@ -23,19 +23,20 @@
 //! 9. `policy` — judges one attempt's response.
 //! 10. `trigger` — what one attempt does, one file per trigger kind.
 //! 11. `kafka_client` — Kafka connection settings shared by source and trigger.
-//! 12. `nats_client` — NATS connection settings shared by source and trigger.
-//! 13. `broker_tls` — broker TLS from the PEM text of secrets (NATS, Kafka).
-//! 14. `cluster` — the Kubernetes API client, kind discovery, namespace guard, Lease, CRDs.
-//! 15. `bus` — carries events from sources to sensors: embedded or JetStream.
-//! 16. `event` — the CloudEvent and the set of events that fired a trigger.
-//! 17. `backoff` — retry backoff and Go durations.
-//! 18. `compile` — the compile context every compile step is handed.
-//! 19. `secret` — secrets from files, the environment or the namespace's Secrets.
-//! 20. `script` — the Rhai host.
-//! 21. `manifest` — manifest types and loading, with positions.
-//! 22. `files` — the directories a manifest's file references may read from.
-//! 23. `telemetry` — metrics, logs and the ops port.
-//! 24. `clock` — the clock sources and sensors read (real, or paused in tests).
+//! 12. `mqtt_client` — MQTT connection settings shared by source and trigger.
+//! 13. `nats_client` — NATS connection settings shared by source and trigger.
+//! 14. `broker_tls` — broker TLS from the PEM text of secrets (NATS, Kafka, MQTT).
+//! 15. `cluster` — the Kubernetes API client, kind discovery, namespace guard, Lease, CRDs.
+//! 16. `bus` — carries events from sources to sensors: embedded or JetStream.
+//! 17. `event` — the CloudEvent and the set of events that fired a trigger.
+//! 18. `backoff` — retry backoff and Go durations.
+//! 19. `compile` — the compile context every compile step is handed.
+//! 20. `secret` — secrets from files, the environment or the namespace's Secrets.
+//! 21. `script` — the Rhai host.
+//! 22. `manifest` — manifest types and loading, with positions.
+//! 23. `files` — the directories a manifest's file references may read from.
+//! 24. `telemetry` — metrics, logs and the ops port.
+//! 25. `clock` — the clock sources and sensors read (real, or paused in tests).
 
 pub mod agent;
 pub mod backoff;
@@ -51,6 +52,7 @@ pub mod event;
 pub mod files;
 pub mod kafka_client;
 pub mod manifest;
+pub mod mqtt_client;
 pub mod nats_client;
 pub mod plan;
 pub mod policy;

@@ -5,7 +5,8 @@
 //! triggers send to a recording server ([`Sink`]) and read `/metrics` ([`metric`]).
 //! Delivery tests under load send numbered events with a retrying client ([`Load`]),
 //! count what arrives per number ([`TallySink`]), crash and restart the agent
-//! ([`Agent::kill`], [`Agent::restart`]) or the NATS server ([`NatsServer::stop`]) and look
+//! ([`Agent::kill`], [`Agent::restart`]) or the NATS server ([`NatsServer::stop`]) or an
+//! MQTT broker ([`Mosquitto::stop`]) and look
 //! at the JetStream bus directly ([`JetStreamProbe`]).
 //! Kubernetes tests get a fresh namespace from [`KubeEnv`]: on a real cluster when
 //! `TRIGGERD_TEST_KUBECONFIG` is set, else on the in-repo [`TestApiServer`] ([`kube_api`]).
@@ -29,6 +30,7 @@ pub mod loadbench;
 mod manifests;
 mod metrics;
 mod moto;
+mod mqtt;
 mod nats;
 mod net;
 mod sink;
@@ -47,6 +49,7 @@ pub use load::{Load, LoadReport};
 pub use manifests::{forward_sensor, line_of, webhook_source};
 pub use metrics::{metric, wait_for_metric};
 pub use moto::{Moto, MOTO_REGION};
+pub use mqtt::{Mosquitto, Subscriber};
 pub use nats::{NatsServer, TestCerts};
 pub use net::{free_port, http_client, DELIVERY_TIMEOUT};
 pub use sink::{Request, Sink};

@@ -130,6 +130,8 @@ fn every_argo_example_loads_or_names_what_is_unsupported() {
         "event-sources/webhook.yaml",
         "event-sources/calendar.yaml",
         "event-sources/kafka.yaml",
+        "event-sources/mqtt.yaml",
+        "sensors/mqtt-sensor.yaml",
         "sensors/http-trigger.yaml",
         "sensors/log.yaml",
         "sensors/aws-lambda-trigger.yaml",

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use super::common::{ClientTls, IntOrString, KafkaSasl, NatsAuth, SecretRef};
+use super::common::{BasicAuth, ClientTls, IntOrString, KafkaSasl, NatsAuth, SecretRef};
 use super::sensor::Backoff;
 
 /// `spec` of an EventSource: one map per kind, keyed by event name.
@@ -30,6 +30,10 @@ pub struct EventSourceSpec {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, KafkaEvent>")]
     pub kafka: BTreeMap<String, Spanned<KafkaEvent>>,
+    /// MQTT topics, through a persistent session.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, MqttEvent>")]
+    pub mqtt: BTreeMap<String, Spanned<MqttEvent>>,
     /// Kubernetes objects of one resource, watched for ADD, UPDATE and DELETE.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, ResourceEvent>")]
@@ -231,6 +235,45 @@ pub struct NatsEvent {
     #[serde(default)]
     #[schemars(with = "Option<JetStreamConsumer>")]
     pub jet_stream: Option<Spanned<JetStreamConsumer>>,
+}
+
+/// One MQTT subscription (Argo's `MQTTEventSource`, plus `qos` and `cleanSession`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MqttEvent {
+    /// Broker URL: `tcp://` or `mqtt://` (TLS when `tls` is given), `ssl://` or `mqtts://`.
+    pub url: String,
+    /// Topic filter to subscribe to; `+` and `#` wildcards allowed.
+    pub topic: String,
+    /// Client identifier; the broker keeps the session under it (default
+    /// `triggerd-<EventSource>-<event>`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Attempts and delays of the first connection.
+    #[serde(default)]
+    pub connection_backoff: Option<Backoff>,
+    /// Parse message bodies as JSON (otherwise they are kept as text).
+    #[serde(default)]
+    pub json_body: bool,
+    /// TLS towards the broker (PEM values from secrets).
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+    /// User name and password, from secrets.
+    #[serde(default)]
+    pub auth: Option<BasicAuth>,
+    /// Subscription QoS: 0, 1 (default) or 2 (triggerd only).
+    #[serde(default)]
+    pub qos: Option<i64>,
+    /// Start a new session at each connection, dropping what the broker kept (triggerd only;
+    /// default false with QoS 1 or 2, true with QoS 0).
+    #[serde(default)]
+    pub clean_session: Option<bool>,
+    /// Extra fields copied into the event data as `metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Drops events whose data does not pass the expression.
+    #[serde(default)]
+    pub filter: Option<SourceFilter>,
 }
 
 /// A JetStream durable pull consumer on an existing stream.

@@ -254,6 +254,9 @@ pub struct TriggerTemplate {
     /// Kafka produce trigger.
     #[serde(default)]
     pub kafka: Option<KafkaTrigger>,
+    /// MQTT publish trigger.
+    #[serde(default)]
+    pub mqtt: Option<MqttTrigger>,
     /// Log trigger, for debugging.
     #[serde(default)]
     pub log: Option<LogTrigger>,
@@ -438,6 +441,47 @@ pub struct NatsTrigger {
     #[serde(default)]
     pub auth: Option<NatsAuth>,
     /// TLS towards the server.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+}
+
+/// Publishes the payload (JSON) on an MQTT topic (triggerd only; Argo has no MQTT trigger).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MqttTrigger {
+    /// Broker URL: `tcp://` or `mqtt://` (TLS when `tls` is given), `ssl://` or `mqtts://`.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// Topic to publish on (no wildcards); parameters may change it.
+    pub topic: String,
+    /// QoS 0, 1 (default) or 2; with 1 and 2 an attempt waits for the broker's
+    /// acknowledgement.
+    #[serde(default)]
+    pub qos: Option<i64>,
+    /// Ask the broker to keep the message as the topic's retained message.
+    #[serde(default)]
+    pub retain: bool,
+    /// Client identifier (default `triggerd-<sensor>-<trigger>`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Parameters building the JSON payload.
+    #[serde(default)]
+    pub payload: Vec<Parameter>,
+    /// Parameters applied to this spec (e.g. `dest: topic`).
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Rhai building the whole payload from `events`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub payload_script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub payload_script_file: Option<Spanned<String>>,
+    /// User name and password, from secrets.
+    #[serde(default)]
+    pub auth: Option<BasicAuth>,
+    /// TLS towards the broker (PEM values from secrets).
     #[serde(default)]
     pub tls: Option<ClientTls>,
 }

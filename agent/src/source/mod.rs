@@ -12,6 +12,7 @@
 mod calendar;
 mod filter;
 mod kafka;
+mod mqtt;
 mod nats;
 pub mod resource;
 mod webhook;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use calendar::{CalendarConfig, Clock};
 pub use filter::{expand, EventSourceFilter};
 pub use kafka::{Assignment, KafkaConfig};
+pub use mqtt::MqttConfig;
 pub use nats::{DeliverFrom, Delivery, JetStreamSettings, NatsConfig};
 pub use resource::{ResourceConfig, ResourceEventType};
 pub use webhook::{request_body, request_event, WebhookConfig};
@@ -47,6 +49,8 @@ pub enum SourceKind {
     Nats(Box<NatsConfig>),
     /// Kafka topic, through a consumer group.
     Kafka(Box<KafkaConfig>),
+    /// MQTT topic filter, through a persistent session.
+    Mqtt(Box<MqttConfig>),
     /// Kubernetes objects of one resource, through a watch.
     Resource(Box<ResourceConfig>),
 }
@@ -82,6 +86,7 @@ impl SourceSpec {
             SourceKind::Calendar(_) => "calendar",
             SourceKind::Nats(_) => "nats",
             SourceKind::Kafka(_) => "kafka",
+            SourceKind::Mqtt(_) => "mqtt",
             SourceKind::Resource(_) => "resource",
         }
     }
@@ -106,11 +111,12 @@ impl SourceSpec {
 
     /// Whether only one replica may run this source (it would produce every event once per
     /// replica): calendars, resource watches and core NATS subscriptions without a queue
-    /// group. Webhooks, Kafka consumer groups, NATS queue groups and JetStream durable
+    /// group, and MQTT subscriptions (replicas with one client id would take the session from
+    /// each other). Webhooks, Kafka consumer groups, NATS queue groups and JetStream durable
     /// consumers already share their input between replicas.
     pub fn is_singleton(&self) -> bool {
         match &self.kind {
-            SourceKind::Calendar(_) | SourceKind::Resource(_) => true,
+            SourceKind::Calendar(_) | SourceKind::Resource(_) | SourceKind::Mqtt(_) => true,
             SourceKind::Nats(n) => matches!(&n.delivery, Delivery::Core { queue: None }),
             SourceKind::Webhook(_) | SourceKind::Kafka(_) => false,
         }
@@ -128,6 +134,7 @@ impl SourceSpec {
             SourceKind::Calendar(_)
             | SourceKind::Nats(_)
             | SourceKind::Kafka(_)
+            | SourceKind::Mqtt(_)
             | SourceKind::Resource(_) => None,
         }
     }
@@ -290,24 +297,26 @@ pub fn compile_event_source(
     compile_section::<CalendarConfig>(ctx, name, &spec.calendar, &mut out);
     compile_section::<NatsConfig>(ctx, name, &spec.nats, &mut out);
     compile_section::<KafkaConfig>(ctx, name, &spec.kafka, &mut out);
+    compile_section::<MqttConfig>(ctx, name, &spec.mqtt, &mut out);
     compile_section::<ResourceConfig>(ctx, name, &spec.resource, &mut out);
     if spec.webhook.is_empty()
         && spec.calendar.is_empty()
         && spec.nats.is_empty()
         && spec.kafka.is_empty()
+        && spec.mqtt.is_empty()
         && spec.resource.is_empty()
     {
         ctx.error_with_hint(
             None,
             "spec",
             "the EventSource defines no events",
-            "add a webhook, calendar, nats, kafka or resource section",
+            "add a webhook, calendar, nats, kafka, mqtt or resource section",
         );
     }
     out
 }
 
-/// Starts every source. Webhook ports are bound, NATS subscriptions made, Kafka topics
+/// Starts every source. Webhook ports are bound, NATS and MQTT subscriptions made, Kafka topics
 /// checked and watched resources resolved and listed before this returns, so a port
 /// conflict, a missing secret, an unreachable server, a missing topic or an unknown resource
 /// fails start-up instead of surfacing later.
@@ -342,6 +351,11 @@ pub async fn start_sources(
                 let consumer = kafka::subscribe(c, &es, &ev, &ctx.secrets).await?;
                 let c = KafkaConfig::clone(c);
                 handles.push(tokio::spawn(kafka::run(c, shared, es, ev, consumer, ctx)));
+            }
+            SourceKind::Mqtt(c) => {
+                let connected = mqtt::connect(c, &es, &ev, &ctx).await?;
+                let c = MqttConfig::clone(c);
+                handles.push(tokio::spawn(mqtt::run(c, shared, es, ev, connected, ctx)));
             }
             SourceKind::Resource(c) => {
                 let watch = resource::start(c, &es, &ev, &ctx).await?;

@@ -95,7 +95,7 @@ pub fn compile_trigger(
         dependencies,
     };
     // One entry per kind: its key, and how to compile its section when given.
-    let kinds: [(&str, Option<KindCompiler<'_>>); 7] = [
+    let kinds: [(&str, Option<KindCompiler<'_>>); 8] = [
         (
             "http",
             t.http
@@ -119,6 +119,12 @@ pub fn compile_trigger(
             t.kafka
                 .as_ref()
                 .map(|k| compiler(move |c, i| super::kafka::compile(c, k, i))),
+        ),
+        (
+            "mqtt",
+            t.mqtt
+                .as_ref()
+                .map(|m| compiler(move |c, i| super::mqtt::compile(c, m, i))),
         ),
         (
             "k8s",

@@ -13,6 +13,7 @@ mod k8s_compile;
 mod kafka;
 mod lambda;
 mod log;
+mod mqtt;
 mod nats;
 pub mod params;
 mod prepare;
@@ -38,6 +39,7 @@ pub use lambda::{
     LambdaReply, LambdaRequestSpec, LambdaSettings, LambdaSetupError, LambdaStub, LambdaTarget,
 };
 pub use log::LogTarget;
+pub use mqtt::{MqttReply, MqttRequestSpec, MqttStub, MqttTarget};
 pub use nats::{NatsReply, NatsRequestSpec, NatsTarget};
 pub use params::{CompiledParameter, ParamError};
 use prepare::KindError;
@@ -60,6 +62,8 @@ pub enum TriggerKind {
     Nats(Arc<NatsTarget>),
     /// Kafka write.
     Kafka(Arc<KafkaTarget>),
+    /// MQTT publish.
+    Mqtt(Arc<MqttTarget>),
     /// A Kubernetes resource or Argo Workflow action.
     K8s(Arc<K8sTarget>),
     /// Log line.
@@ -74,6 +78,7 @@ impl TriggerKind {
             TriggerKind::Lambda(t) => t.clone(),
             TriggerKind::Nats(t) => t.clone(),
             TriggerKind::Kafka(t) => t.clone(),
+            TriggerKind::Mqtt(t) => t.clone(),
             TriggerKind::K8s(t) => t.clone(),
             TriggerKind::Log(t) => t.clone(),
         }
