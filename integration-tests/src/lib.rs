@@ -6,7 +6,7 @@
 //! Delivery tests under load send numbered events with a retrying client ([`Load`]),
 //! count what arrives per number ([`TallySink`]), crash and restart the agent
 //! ([`Agent::kill`], [`Agent::restart`]) or the NATS server ([`NatsServer::stop`]) or an
-//! MQTT broker ([`Mosquitto::stop`]) and look
+//! MQTT broker ([`Mosquitto::stop`]) or a RabbitMQ node ([`RabbitMq::stop`]) and look
 //! at the JetStream bus directly ([`JetStreamProbe`]).
 //! Kubernetes tests get a fresh namespace from [`KubeEnv`]: on a real cluster when
 //! `TRIGGERD_TEST_KUBECONFIG` is set, else on the in-repo [`TestApiServer`] ([`kube_api`]).
@@ -33,6 +33,7 @@ mod moto;
 mod mqtt;
 mod nats;
 mod net;
+pub mod rabbitmq;
 mod sink;
 mod tally;
 mod tls_proxy;
@@ -52,6 +53,7 @@ pub use moto::{Moto, MOTO_REGION};
 pub use mqtt::{Mosquitto, Subscriber};
 pub use nats::{NatsServer, TestCerts};
 pub use net::{free_port, http_client, DELIVERY_TIMEOUT};
+pub use rabbitmq::RabbitMq;
 pub use sink::{Request, Sink};
 pub use tally::TallySink;
 pub use tls_proxy::TlsProxy;

@@ -131,6 +131,7 @@ fn every_argo_example_loads_or_names_what_is_unsupported() {
         "event-sources/calendar.yaml",
         "event-sources/kafka.yaml",
         "event-sources/mqtt.yaml",
+        "event-sources/amqp.yaml",
         "sensors/mqtt-sensor.yaml",
         "sensors/http-trigger.yaml",
         "sensors/log.yaml",

@@ -174,9 +174,8 @@ pub struct BasicAuth {
     pub password: SecretRef,
 }
 
-/// Client TLS towards a broker or an http trigger's target (Argo's `TLSConfig`). Brokers
-/// need the certificates and key as files (a mounted Secret or `file:`); the http trigger
-/// reads them as values from its secret store.
+/// Client TLS towards a broker or an http trigger's target (Argo's `TLSConfig`): the
+/// certificates and key are secret references read as PEM text through the secret store.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ClientTls {

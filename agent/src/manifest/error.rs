@@ -125,7 +125,7 @@ pub fn hint_for_field(field: &str, in_event_source: bool) -> Option<(String, &'s
     if in_event_source && SOURCE_KINDS.contains(&field) {
         return Some((
             unsupported("event source kind"),
-            "supported event source kinds: webhook, calendar, nats, kafka, mqtt, resource",
+            "supported event source kinds: webhook, calendar, nats, kafka, mqtt, amqp, resource",
         ));
     }
     if in_event_source && field == "type" {

@@ -34,6 +34,10 @@ pub struct EventSourceSpec {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, MqttEvent>")]
     pub mqtt: BTreeMap<String, Spanned<MqttEvent>>,
+    /// AMQP (RabbitMQ) queues bound to an exchange.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, AmqpEvent>")]
+    pub amqp: BTreeMap<String, Spanned<AmqpEvent>>,
     /// Kubernetes objects of one resource, watched for ADD, UPDATE and DELETE.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, ResourceEvent>")]
@@ -274,6 +278,138 @@ pub struct MqttEvent {
     /// Drops events whose data does not pass the expression.
     #[serde(default)]
     pub filter: Option<SourceFilter>,
+}
+
+/// One AMQP consumer (Argo's `AMQPEventSource`, plus `prefetch`): a queue bound to an
+/// exchange with a routing key.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AmqpEvent {
+    /// Broker URL, `amqp://` or `amqps://` (user and password may be in it; `auth` replaces
+    /// them). Give this or `urlSecret`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Secret holding the broker URL.
+    #[serde(default)]
+    pub url_secret: Option<SecretRef>,
+    /// Exchange to bind the queue to; declared when missing.
+    pub exchange_name: String,
+    /// `direct`, `fanout`, `topic`, `headers` or a plugin's `x-` type.
+    pub exchange_type: String,
+    /// Binding key.
+    #[serde(default)]
+    pub routing_key: String,
+    /// Attempts and delays of the first connection; later reconnections use its delays.
+    #[serde(default)]
+    pub connection_backoff: Option<Backoff>,
+    /// Parse message bodies as JSON (otherwise they are kept as text).
+    #[serde(default)]
+    pub json_body: bool,
+    /// TLS towards the broker (PEM values from secrets); needs an `amqps://` URL.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+    /// User name and password, from secrets.
+    #[serde(default)]
+    pub auth: Option<BasicAuth>,
+    /// Extra fields copied into the event data as `metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// How the exchange is declared.
+    #[serde(default)]
+    pub exchange_declare: Option<AmqpExchangeDeclare>,
+    /// How the queue is declared.
+    #[serde(default)]
+    pub queue_declare: Option<AmqpQueueDeclare>,
+    /// How the queue is bound.
+    #[serde(default)]
+    pub queue_bind: Option<AmqpNoWait>,
+    /// How messages are consumed.
+    #[serde(default)]
+    pub consume: Option<AmqpConsume>,
+    /// Unacknowledged messages the broker may send ahead (basic.qos; triggerd only, default
+    /// 64).
+    #[serde(default)]
+    pub prefetch: Option<i64>,
+    /// Drops events whose data does not pass the expression.
+    #[serde(default)]
+    pub filter: Option<SourceFilter>,
+}
+
+/// Argo's `AMQPExchangeDeclareConfig`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AmqpExchangeDeclare {
+    /// Survives a broker restart (default true, as Argo).
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Deleted when the last queue is unbound.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Only other exchanges publish to it.
+    #[serde(default)]
+    pub internal: bool,
+    /// Do not wait for the broker's answer.
+    #[serde(default)]
+    pub no_wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Argo's `AMQPQueueDeclareConfig`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AmqpQueueDeclare {
+    /// Queue name; empty: the broker names a new queue at each connection.
+    #[serde(default)]
+    pub name: String,
+    /// Survives a broker restart.
+    #[serde(default)]
+    pub durable: bool,
+    /// Deleted when the last consumer goes.
+    #[serde(default)]
+    pub auto_delete: bool,
+    /// Only this connection uses it; deleted when it closes.
+    #[serde(default)]
+    pub exclusive: bool,
+    /// Do not wait for the broker's answer.
+    #[serde(default)]
+    pub no_wait: bool,
+    /// Queue arguments as YAML text, e.g. `x-queue-type: quorum`.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// Argo's `AMQPQueueBindConfig`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AmqpNoWait {
+    /// Do not wait for the broker's answer.
+    #[serde(default)]
+    pub no_wait: bool,
+}
+
+/// Argo's `AMQPConsumeConfig`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AmqpConsume {
+    /// Consumer tag (default `triggerd-<EventSource>-<event>`).
+    #[serde(default)]
+    pub consumer_tag: Option<String>,
+    /// Acknowledge each message as it arrives, before the bus took it (at most once).
+    /// Default false: acknowledged once the bus accepted the event (at least once).
+    #[serde(default)]
+    pub auto_ack: Option<bool>,
+    /// Be the queue's only consumer.
+    #[serde(default)]
+    pub exclusive: bool,
+    /// Accepted for Argo compatibility; RabbitMQ ignores it.
+    #[serde(default)]
+    pub no_local: bool,
+    /// Do not wait for the broker's answer.
+    #[serde(default)]
+    pub no_wait: bool,
 }
 
 /// A JetStream durable pull consumer on an existing stream.

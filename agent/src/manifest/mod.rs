@@ -19,18 +19,20 @@ pub use common::{
 };
 pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{
-    CalendarEvent, EventSourceSpec, JetStreamConsumer, KafkaConsumerGroup, KafkaEvent, MqttEvent,
-    NatsEvent, ResourceEvent, ResourceFilter, ResourceSelector, SignatureAlgorithm,
-    SignatureEncoding, SignatureProvider, SourceFilter, WebhookEvent, WebhookSignature,
+    AmqpConsume, AmqpEvent, AmqpExchangeDeclare, AmqpNoWait, AmqpQueueDeclare, CalendarEvent,
+    EventSourceSpec, JetStreamConsumer, KafkaConsumerGroup, KafkaEvent, MqttEvent, NatsEvent,
+    ResourceEvent, ResourceFilter, ResourceSelector, SignatureAlgorithm, SignatureEncoding,
+    SignatureProvider, SourceFilter, WebhookEvent, WebhookSignature,
 };
 pub use k8s::{
     ArgoWorkflowTrigger, ArtifactLocation, ConfigMapKey, FileArtifact, K8sPolicy, K8sTrigger,
 };
 pub use sensor::{
-    AwsLambdaTrigger, Backoff, ConditionsReset, ConditionsResetByTime, ContextFilter, DataFilter,
-    Dependency, ExprFilter, Filters, HttpTrigger, KafkaTrigger, LogTrigger, MqttTrigger,
-    NatsTrigger, Parameter, ParameterSource, PayloadField, Policy, RateLimit, SecureHeader,
-    SensorSpec, StatusPolicy, TimeFilter, Transform, Trigger, TriggerTemplate, ValueFrom,
+    AmqpProperties, AmqpTrigger, AwsLambdaTrigger, Backoff, ConditionsReset, ConditionsResetByTime,
+    ContextFilter, DataFilter, Dependency, ExprFilter, Filters, HttpTrigger, KafkaTrigger,
+    LogTrigger, MqttTrigger, NatsTrigger, Parameter, ParameterSource, PayloadField, Policy,
+    RateLimit, SecureHeader, SensorSpec, StatusPolicy, TimeFilter, Transform, Trigger,
+    TriggerTemplate, ValueFrom,
 };
 pub use serde_saphyr::Spanned;
 

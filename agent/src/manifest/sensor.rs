@@ -257,6 +257,9 @@ pub struct TriggerTemplate {
     /// MQTT publish trigger.
     #[serde(default)]
     pub mqtt: Option<MqttTrigger>,
+    /// AMQP (RabbitMQ) publish trigger.
+    #[serde(default)]
+    pub amqp: Option<AmqpTrigger>,
     /// Log trigger, for debugging.
     #[serde(default)]
     pub log: Option<LogTrigger>,
@@ -484,6 +487,99 @@ pub struct MqttTrigger {
     /// TLS towards the broker (PEM values from secrets).
     #[serde(default)]
     pub tls: Option<ClientTls>,
+}
+
+/// Publishes the payload (JSON) to an AMQP exchange with publisher confirms (triggerd only;
+/// Argo has no AMQP trigger). Field names follow the `amqp` event source.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AmqpTrigger {
+    /// Broker URL, `amqp://` or `amqps://`. Give this or `urlSecret`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub url: Option<Spanned<String>>,
+    /// Secret holding the broker URL.
+    #[serde(default)]
+    pub url_secret: Option<SecretRef>,
+    /// Exchange to publish to; empty: the default exchange (routing key = queue name).
+    /// Parameters may change it.
+    #[serde(default)]
+    pub exchange_name: String,
+    /// When given, the exchange is declared with this type (`direct`, `fanout`, `topic`,
+    /// `headers`) before the first publish; otherwise it must exist.
+    #[serde(default)]
+    pub exchange_type: Option<String>,
+    /// How the exchange is declared (with `exchangeType`).
+    #[serde(default)]
+    pub exchange_declare: Option<super::eventsource::AmqpExchangeDeclare>,
+    /// Routing key; parameters may change it.
+    #[serde(default)]
+    pub routing_key: String,
+    /// Fail the attempt when the broker cannot route the message to any queue.
+    #[serde(default)]
+    pub mandatory: bool,
+    /// Message properties; parameters may change them (`properties.correlationId`).
+    #[serde(default)]
+    pub properties: AmqpProperties,
+    /// Message headers; parameters may set them (`headers.x-id`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Parameters building the JSON payload.
+    #[serde(default)]
+    pub payload: Vec<Parameter>,
+    /// Parameters applied to this spec (e.g. `dest: routingKey`).
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Rhai building the whole payload from `events`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub payload_script: Option<Spanned<String>>,
+    /// File holding that script.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub payload_script_file: Option<Spanned<String>>,
+    /// User name and password, from secrets.
+    #[serde(default)]
+    pub auth: Option<BasicAuth>,
+    /// TLS towards the broker (PEM values from secrets); needs an `amqps://` URL.
+    #[serde(default)]
+    pub tls: Option<ClientTls>,
+}
+
+/// AMQP message properties a trigger sets (the source's event data has the same names).
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AmqpProperties {
+    /// Default `application/json`.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// E.g. `gzip`.
+    #[serde(default)]
+    pub content_encoding: Option<String>,
+    /// 1 transient, 2 persistent (default 2).
+    #[serde(default)]
+    pub delivery_mode: Option<i64>,
+    /// 0 to 9.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// Correlation id.
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// Reply queue.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// Per-message TTL in milliseconds, as text (AMQP's form).
+    #[serde(default)]
+    pub expiration: Option<String>,
+    /// Message id (consumers, triggerd's own source included, dedup on it).
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// Message type.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Application id.
+    #[serde(default)]
+    pub app_id: Option<String>,
 }
 
 /// Writes the payload (JSON) as a record to a Kafka topic (Argo's `KafkaTrigger`, plus

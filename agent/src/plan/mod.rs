@@ -84,7 +84,8 @@ pub fn build_plan(
         }
     }
     check_webhook_routes(docs, &sources, &mut errors);
-    let warnings = unproduced_dependencies(docs, &sources);
+    let mut warnings = unproduced_dependencies(docs, &sources);
+    warnings.extend(at_most_once_consumers(docs));
     if errors.is_empty() {
         Ok(Plan {
             sources,
@@ -121,6 +122,38 @@ fn unproduced_dependencies(docs: &[Loaded], sources: &[SourceSpec]) -> Vec<Manif
                             ),
                         )
                         .with_hint("check eventSourceName and eventName, or load the EventSource too"),
+                );
+            }
+        }
+    }
+    warnings
+}
+
+/// AMQP events that acknowledge on arrival (`consume.autoAck: true`): a crash or a refusing
+/// bus loses what was in flight. Allowed, as Argo's examples use it, but said.
+fn at_most_once_consumers(docs: &[Loaded]) -> Vec<ManifestError> {
+    let mut warnings = Vec::new();
+    for loaded in docs {
+        let Document::EventSource(es) = &loaded.doc else {
+            continue;
+        };
+        for (name, event) in &es.spec.amqp {
+            let auto_ack = event
+                .value
+                .consume
+                .as_ref()
+                .and_then(|c| c.auto_ack)
+                .unwrap_or(false);
+            if auto_ack {
+                warnings.push(
+                    loaded
+                        .origin
+                        .error(
+                            Some(&event.referenced),
+                            format!("spec.amqp.{name}.consume.autoAck"),
+                            "autoAck acknowledges each message when it arrives, before the bus took its event: messages in flight are lost if the agent stops or the bus refuses them (at most once)",
+                        )
+                        .with_hint("remove autoAck (or set it to false) to acknowledge after the bus accepted the event (at least once)"),
                 );
             }
         }

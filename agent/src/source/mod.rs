@@ -9,6 +9,7 @@
 //! one line to [`compile_event_source`], and its arm to the matches of [`SourceSpec`] and
 //! [`start_sources`] below.
 
+mod amqp;
 mod calendar;
 mod filter;
 mod kafka;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use amqp::AmqpConfig;
 pub use calendar::{CalendarConfig, Clock};
 pub use filter::{expand, EventSourceFilter};
 pub use kafka::{Assignment, KafkaConfig};
@@ -51,6 +53,8 @@ pub enum SourceKind {
     Kafka(Box<KafkaConfig>),
     /// MQTT topic filter, through a persistent session.
     Mqtt(Box<MqttConfig>),
+    /// AMQP queue bound to an exchange.
+    Amqp(Box<AmqpConfig>),
     /// Kubernetes objects of one resource, through a watch.
     Resource(Box<ResourceConfig>),
 }
@@ -87,6 +91,7 @@ impl SourceSpec {
             SourceKind::Nats(_) => "nats",
             SourceKind::Kafka(_) => "kafka",
             SourceKind::Mqtt(_) => "mqtt",
+            SourceKind::Amqp(_) => "amqp",
             SourceKind::Resource(_) => "resource",
         }
     }
@@ -111,13 +116,15 @@ impl SourceSpec {
 
     /// Whether only one replica may run this source (it would produce every event once per
     /// replica): calendars, resource watches and core NATS subscriptions without a queue
-    /// group, and MQTT subscriptions (replicas with one client id would take the session from
-    /// each other). Webhooks, Kafka consumer groups, NATS queue groups and JetStream durable
+    /// group, MQTT subscriptions (replicas with one client id would take the session from
+    /// each other) and AMQP consumers of a server-named or exclusive queue (each replica would
+    /// get its own copy, or be refused). Webhooks, AMQP consumers of a shared queue, Kafka consumer groups, NATS queue groups and JetStream durable
     /// consumers already share their input between replicas.
     pub fn is_singleton(&self) -> bool {
         match &self.kind {
             SourceKind::Calendar(_) | SourceKind::Resource(_) | SourceKind::Mqtt(_) => true,
             SourceKind::Nats(n) => matches!(&n.delivery, Delivery::Core { queue: None }),
+            SourceKind::Amqp(a) => a.queue.name.is_empty() || a.queue.options.exclusive,
             SourceKind::Webhook(_) | SourceKind::Kafka(_) => false,
         }
     }
@@ -135,6 +142,7 @@ impl SourceSpec {
             | SourceKind::Nats(_)
             | SourceKind::Kafka(_)
             | SourceKind::Mqtt(_)
+            | SourceKind::Amqp(_)
             | SourceKind::Resource(_) => None,
         }
     }
@@ -298,19 +306,21 @@ pub fn compile_event_source(
     compile_section::<NatsConfig>(ctx, name, &spec.nats, &mut out);
     compile_section::<KafkaConfig>(ctx, name, &spec.kafka, &mut out);
     compile_section::<MqttConfig>(ctx, name, &spec.mqtt, &mut out);
+    compile_section::<AmqpConfig>(ctx, name, &spec.amqp, &mut out);
     compile_section::<ResourceConfig>(ctx, name, &spec.resource, &mut out);
     if spec.webhook.is_empty()
         && spec.calendar.is_empty()
         && spec.nats.is_empty()
         && spec.kafka.is_empty()
         && spec.mqtt.is_empty()
+        && spec.amqp.is_empty()
         && spec.resource.is_empty()
     {
         ctx.error_with_hint(
             None,
             "spec",
             "the EventSource defines no events",
-            "add a webhook, calendar, nats, kafka, mqtt or resource section",
+            "add a webhook, calendar, nats, kafka, mqtt, amqp or resource section",
         );
     }
     out
@@ -356,6 +366,11 @@ pub async fn start_sources(
                 let connected = mqtt::connect(c, &es, &ev, &ctx).await?;
                 let c = MqttConfig::clone(c);
                 handles.push(tokio::spawn(mqtt::run(c, shared, es, ev, connected, ctx)));
+            }
+            SourceKind::Amqp(c) => {
+                let consuming = amqp::connect(c, &es, &ev, &ctx).await?;
+                let c = AmqpConfig::clone(c);
+                handles.push(tokio::spawn(amqp::run(c, shared, es, ev, consuming, ctx)));
             }
             SourceKind::Resource(c) => {
                 let watch = resource::start(c, &es, &ev, &ctx).await?;

@@ -95,7 +95,7 @@ pub fn compile_trigger(
         dependencies,
     };
     // One entry per kind: its key, and how to compile its section when given.
-    let kinds: [(&str, Option<KindCompiler<'_>>); 8] = [
+    let kinds: [(&str, Option<KindCompiler<'_>>); 9] = [
         (
             "http",
             t.http
@@ -125,6 +125,12 @@ pub fn compile_trigger(
             t.mqtt
                 .as_ref()
                 .map(|m| compiler(move |c, i| super::mqtt::compile(c, m, i))),
+        ),
+        (
+            "amqp",
+            t.amqp
+                .as_ref()
+                .map(|a| compiler(move |c, i| super::amqp::compile(c, a, i))),
         ),
         (
             "k8s",

@@ -4,6 +4,7 @@
 //! what the reply looks like to policies ([`ReplyShape`]). This module holds the enum, the
 //! shared parameter and payload code (`compile`, `params`) and the dispatch.
 
+mod amqp;
 mod argo_workflow;
 mod compile;
 mod http;
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+pub use amqp::{AmqpReply, AmqpRequestSpec, AmqpStub, AmqpTarget};
 pub use argo_workflow::WorkflowOperation;
 pub use compile::compile_trigger;
 pub use http::{HttpReply, HttpRequestSpec, HttpStub, HttpTarget};
@@ -64,6 +66,8 @@ pub enum TriggerKind {
     Kafka(Arc<KafkaTarget>),
     /// MQTT publish.
     Mqtt(Arc<MqttTarget>),
+    /// AMQP publish.
+    Amqp(Arc<AmqpTarget>),
     /// A Kubernetes resource or Argo Workflow action.
     K8s(Arc<K8sTarget>),
     /// Log line.
@@ -79,6 +83,7 @@ impl TriggerKind {
             TriggerKind::Nats(t) => t.clone(),
             TriggerKind::Kafka(t) => t.clone(),
             TriggerKind::Mqtt(t) => t.clone(),
+            TriggerKind::Amqp(t) => t.clone(),
             TriggerKind::K8s(t) => t.clone(),
             TriggerKind::Log(t) => t.clone(),
         }
