@@ -10,12 +10,11 @@ use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{ConnectionError, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
+use crate::broker_tls::{BrokerTlsError, ClientTlsPem};
 use crate::manifest::{BasicAuth, ClientTls};
-use crate::secret::{ObjectKind, SecretError, SecretStore};
+use crate::secret::{FieldSecretError, SecretStore};
 
 /// The largest MQTT packet the agent accepts: the broker drops larger messages for this
 /// client instead of sending them (MQTT 5 Maximum Packet Size), so a hostile publisher
@@ -160,21 +159,11 @@ pub fn client_id_problem(id: &str) -> Option<&'static str> {
 #[derive(Debug, Error)]
 pub enum MqttConnectError {
     /// A credential or certificate could not be read. Retryable when the store is.
-    #[error("{field}: {source}")]
-    Secret {
-        /// Which one (`auth.password`, `tls.caCertSecret`, ...).
-        field: &'static str,
-        /// Why it could not be read.
-        source: SecretError,
-    },
+    #[error(transparent)]
+    Secret(#[from] FieldSecretError),
     /// A certificate or key is unusable (never shows its contents). Not retryable.
-    #[error("{field}: {reason}")]
-    Tls {
-        /// Which one.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
+    #[error(transparent)]
+    Tls(#[from] BrokerTlsError),
     /// The broker refused the credentials. Not retryable: the secret must change.
     #[error("auth: the broker at {url} refused the user name and password ({code:?})")]
     Refused {
@@ -199,8 +188,8 @@ impl MqttConnectError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            MqttConnectError::Secret { source, .. } => source.is_retryable(),
-            MqttConnectError::Tls { .. } | MqttConnectError::Refused { .. } => false,
+            MqttConnectError::Secret(e) => e.is_retryable(),
+            MqttConnectError::Tls(_) | MqttConnectError::Refused { .. } => false,
             MqttConnectError::Connect { .. } => true,
         }
     }
@@ -259,14 +248,8 @@ impl MqttConnection {
             .set_receive_maximum(Some(RECEIVE_MAXIMUM))
             .set_connection_timeout(5);
         if let Some(auth) = &self.auth {
-            let read = |field: &'static str, r| async move {
-                secrets
-                    .resolve(ObjectKind::Secret, r)
-                    .await
-                    .map_err(|source| MqttConnectError::Secret { field, source })
-            };
-            let user = read("auth.username", &auth.username).await?;
-            let password = read("auth.password", &auth.password).await?;
+            let user = secrets.secret_of("auth.username", &auth.username).await?;
+            let password = secrets.secret_of("auth.password", &auth.password).await?;
             options.set_credentials(user, password);
         }
         if self.tls.is_some() || self.endpoint.tls {
@@ -282,84 +265,11 @@ impl MqttConnection {
         &self,
         secrets: &SecretStore,
     ) -> Result<rustls::ClientConfig, MqttConnectError> {
-        let tls = self.tls.clone().unwrap_or(ClientTls {
-            ca_cert_secret: None,
-            client_cert_secret: None,
-            client_key_secret: None,
-            insecure_skip_verify: false,
-        });
-        let read = |field: &'static str, r| async move {
-            secrets
-                .resolve(ObjectKind::Secret, r)
-                .await
-                .map_err(|source| MqttConnectError::Secret { field, source })
+        let pem = match &self.tls {
+            Some(tls) => ClientTlsPem::read(secrets, tls).await?,
+            None => ClientTlsPem::default(),
         };
-        let bad = |field: &'static str, reason: String| MqttConnectError::Tls { field, reason };
-        let mut roots = rustls::RootCertStore::empty();
-        if let Some(ca) = &tls.ca_cert_secret {
-            let pem = read("tls.caCertSecret", ca).await?;
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                let cert = cert.map_err(|_| {
-                    bad(
-                        "tls.caCertSecret",
-                        "holds an unreadable PEM certificate".into(),
-                    )
-                })?;
-                roots
-                    .add(cert)
-                    .map_err(|e| bad("tls.caCertSecret", e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(bad("tls.caCertSecret", "holds no PEM certificate".into()));
-            }
-        } else {
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                // A system certificate rustls cannot use is skipped, as browsers do.
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(bad(
-                    "tls.caCertSecret",
-                    "no system CA certificates found; give the broker's CA".into(),
-                ));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| bad("tls", e.to_string()))?
-            .with_root_certificates(roots);
-        match (&tls.client_cert_secret, &tls.client_key_secret) {
-            (Some(cert), Some(key)) => {
-                let cert_pem = read("tls.clientCertSecret", cert).await?;
-                let key_pem = read("tls.clientKeySecret", key).await?;
-                let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|_| {
-                        bad(
-                            "tls.clientCertSecret",
-                            "holds an unreadable PEM certificate".into(),
-                        )
-                    })?;
-                if chain.is_empty() {
-                    return Err(bad(
-                        "tls.clientCertSecret",
-                        "holds no PEM certificate".into(),
-                    ));
-                }
-                let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|_| {
-                    bad(
-                        "tls.clientKeySecret",
-                        "holds no PEM private key (PKCS#8, PKCS#1 or SEC1)".into(),
-                    )
-                })?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| bad("tls.clientKeySecret", e.to_string()))
-            }
-            _ => Ok(builder.with_no_client_auth()),
-        }
+        Ok(pem.rustls_config()?)
     }
 }
 
@@ -459,7 +369,7 @@ mod tests {
         };
         let e = connection.options(&store, None).await.unwrap_err();
         let text = e.to_string();
-        assert!(text.starts_with("tls.caCertSecret: "), "{text}");
+        assert!(text.starts_with("tls.caCertSecret"), "{text}");
         assert!(!text.contains("SECRETVALUE"), "{text}");
         assert!(!e.is_retryable());
         let mut missing = connection.clone();

@@ -21,6 +21,7 @@
 
 mod agent;
 mod binary;
+pub mod brokerbench;
 mod cli;
 mod jetstream;
 mod kafka;

@@ -78,10 +78,21 @@ pub struct ScaleReport {
 /// `t` field (µs since the benchmark's clock started) of each body, and the sequence number
 /// `n` to spot duplicates.
 #[derive(Clone)]
-struct SinkState {
-    clock: Instant,
-    latencies: Arc<Mutex<Vec<u64>>>,
-    sent_times: Arc<Mutex<Vec<u64>>>,
+pub(crate) struct SinkState {
+    pub(crate) clock: Instant,
+    pub(crate) latencies: Arc<Mutex<Vec<u64>>>,
+    pub(crate) sent_times: Arc<Mutex<Vec<u64>>>,
+}
+
+impl SinkState {
+    /// An empty record on `clock`.
+    pub(crate) fn new(clock: Instant) -> Self {
+        Self {
+            clock,
+            latencies: Arc::default(),
+            sent_times: Arc::default(),
+        }
+    }
 }
 
 async fn sink_handler(State(s): State<SinkState>, body: Bytes) -> &'static str {
@@ -101,7 +112,7 @@ async fn sink_handler(State(s): State<SinkState>, body: Bytes) -> &'static str {
     "{}"
 }
 
-async fn start_sink(state: SinkState) -> SocketAddr {
+pub(crate) async fn start_sink(state: SinkState) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind sink");
@@ -118,7 +129,7 @@ async fn start_sink(state: SinkState) -> SocketAddr {
 static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A GitHub-push-like body of about 1 KB carrying the send time `t`.
-fn body(t: u64, n: u64) -> Vec<u8> {
+pub(crate) fn body(t: u64, n: u64) -> Vec<u8> {
     let v = json!({
         "t": t,
         "n": n,
@@ -140,6 +151,11 @@ fn body(t: u64, n: u64) -> Vec<u8> {
 
 /// The benchmark sensor: script filter, four parameters (one a script), HTTP trigger.
 fn sensor(sink: SocketAddr) -> String {
+    sensor_on("hooks", "push", sink)
+}
+
+/// The benchmark sensor on `source`/`event` (events whose data has the body under `body`).
+pub(crate) fn sensor_on(source: &str, event: &str, sink: SocketAddr) -> String {
     format!(
         r#"apiVersion: triggerd.io/v1alpha1
 kind: Sensor
@@ -148,8 +164,8 @@ metadata:
 spec:
   dependencies:
     - name: push
-      eventSourceName: hooks
-      eventName: push
+      eventSourceName: {source}
+      eventName: {event}
       filters:
         script: 'event.body.ref == "refs/heads/main" && event.body.commits.len() > 0'
   triggers:
@@ -172,7 +188,7 @@ spec:
     )
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -330,19 +346,9 @@ async fn run_triggerd_with(binary: &Path, cfg: &LoadConfig, extra: &[String]) ->
     };
     let sink_addr = start_sink(sink.clone()).await;
     let port = free_port();
-    let agent = Agent::builder()
+    let agent = bench_agent(binary)
         .manifest(webhook_source("hooks", "push", port, "/push"))
         .manifest(sensor(sink_addr))
-        .binary(binary)
-        .env("RUST_LOG", "warn")
-        .args([
-            "--bus-capacity",
-            "20000",
-            "--max-inflight",
-            "4096",
-            "--dedup-window",
-            "0",
-        ])
         .args(extra)
         .start()
         .await;
@@ -355,6 +361,22 @@ async fn run_triggerd_with(binary: &Path, cfg: &LoadConfig, extra: &[String]) ->
             .unwrap_or(0.0),
     );
     report
+}
+
+/// The agent as every benchmark run starts it: `binary`, quiet logs, room for bursts, no
+/// deduplication window.
+pub(crate) fn bench_agent(binary: &Path) -> crate::agent::AgentBuilder {
+    Agent::builder()
+        .binary(binary)
+        .env("RUST_LOG", "warn")
+        .args([
+            "--bus-capacity",
+            "20000",
+            "--max-inflight",
+            "4096",
+            "--dedup-window",
+            "0",
+        ])
 }
 
 #[derive(Clone)]

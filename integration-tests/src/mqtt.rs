@@ -141,6 +141,11 @@ impl Mosquitto {
         self.spawn().await;
     }
 
+    /// The broker's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `tcp://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("tcp://127.0.0.1:{}", self.port)

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use integration_tests::brokerbench::{amqp_baseline, amqp_triggerd, mqtt_baseline, mqtt_triggerd};
 use integration_tests::loadbench::{run_proxy, run_triggerd, scale_checks, LoadConfig};
 use integration_tests::triggerd_bin;
 
@@ -37,4 +38,21 @@ async fn load_benchmark_smoke_run_delivers_every_accepted_event() {
         scale.fifty_deps_fire_ms < 10_000.0,
         "the 50-dependency sensor fired: {scale:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_benchmark_smoke_runs_deliver_every_published_message() {
+    for report in [
+        mqtt_baseline(200).await,
+        mqtt_triggerd(triggerd_bin(), 200).await,
+        amqp_baseline(200).await,
+        amqp_triggerd(triggerd_bin(), 200).await,
+    ] {
+        assert_eq!(report.published, 200, "{report:?}");
+        assert_eq!(
+            report.delivered, 200,
+            "every message reaches the sink: {report:?}"
+        );
+        assert_eq!(report.duplicates, 0, "{report:?}");
+    }
 }

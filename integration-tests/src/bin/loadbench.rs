@@ -1,11 +1,16 @@
 //! `cargo run --release -p integration-tests --bin loadbench [-- --smoke] [--seconds N]
-//! [--connections N] [--rate N] [--binary PATH]`: the end-to-end load benchmark (see
-//! BENCHMARKS.md). The full run also measures the agent on a JetStream bus (a local
-//! `nats-server`). `--binary` measures that triggerd build (e.g. an older commit's) instead
-//! of building the workspace's.
+//! [--connections N] [--rate N] [--binary PATH] [--messages N] [--brokers-only]`: the
+//! end-to-end load benchmark (see BENCHMARKS.md). The full run also measures the agent on a
+//! JetStream bus (a local `nats-server`) and its MQTT and AMQP sources through a private
+//! Mosquitto and RabbitMQ, each beside the broker's own rate with a plain consumer
+//! (`--messages` per run, default 20000; `--brokers-only` runs just those). `--binary`
+//! measures that triggerd build (e.g. an older commit's) instead of building the workspace's.
 
 use std::time::Duration;
 
+use integration_tests::brokerbench::{
+    amqp_baseline, amqp_triggerd, mqtt_baseline, mqtt_triggerd, BrokerReport,
+};
 use integration_tests::loadbench::{
     release_binary, run_proxy, run_triggerd, run_triggerd_jetstream, scale_checks, LoadConfig,
     LoadReport, IDLE_SETTLE,
@@ -43,6 +48,38 @@ fn row(name: &str, r: &LoadReport) {
     );
 }
 
+fn broker_row(name: &str, r: &BrokerReport) {
+    println!(
+        "| {name} | {:.0} | {} | {} | {} | {} | {} |",
+        r.per_sec, r.e2e_p50_us, r.e2e_p99_us, r.published, r.delivered, r.duplicates
+    );
+}
+
+/// MQTT and AMQP through their brokers, each beside the broker's own rate.
+async fn brokers(binary: &std::path::Path, messages: u64) {
+    println!("\nthrough brokers, {messages} messages of 1 KB per run:\n");
+    println!(
+        "| run | delivered/s | e2e p50 µs | e2e p99 µs | published | delivered | duplicates |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    broker_row(
+        "Mosquitto, plain QoS 1 subscriber",
+        &mqtt_baseline(messages).await,
+    );
+    broker_row(
+        "triggerd mqtt source (QoS 1)",
+        &mqtt_triggerd(binary, messages).await,
+    );
+    broker_row(
+        "RabbitMQ, plain consumer (acks, prefetch 64)",
+        &amqp_baseline(messages).await,
+    );
+    broker_row(
+        "triggerd amqp source (acks, prefetch 64)",
+        &amqp_triggerd(binary, messages).await,
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
@@ -51,6 +88,11 @@ async fn main() {
     let rate = arg("--rate").unwrap_or(5000);
     let binary = binary_arg().unwrap_or_else(release_binary);
     println!("triggerd binary: {}", binary.display());
+    let messages = arg("--messages").unwrap_or(20_000);
+    if std::env::args().any(|a| a == "--brokers-only") {
+        brokers(&binary, messages).await;
+        return;
+    }
     let max = LoadConfig {
         duration: Duration::from_secs(seconds),
         connections,
@@ -78,6 +120,9 @@ async fn main() {
             &format!("triggerd on JetStream, {rate}/s offered"),
             &durable_paced,
         );
+    }
+    if !smoke {
+        brokers(&binary, messages).await;
     }
     let ratio = if proxy.events_per_sec > 0.0 {
         triggerd.events_per_sec / proxy.events_per_sec
