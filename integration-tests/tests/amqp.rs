@@ -2,7 +2,8 @@
 //! with its own data directory): Argo's data shape for JSON and text messages with
 //! properties and headers, the EventSource filter, at least once across an agent SIGKILL
 //! with a durable queue (0 lost), reconnection after a broker restart (0 lost), credentials
-//! from secrets, start-up failures that name the event, and the trigger's confirmed publish,
+//! from secrets, start-up failures that name the event, back-pressure from a full bus (the
+//! rest waits in the queue, nothing lost), and the trigger's confirmed publish,
 //! policy, unroutable message and dead letter.
 
 use std::collections::BTreeSet;
@@ -483,4 +484,42 @@ fn validate_accepts_auto_ack_with_a_warning_naming_the_field() {
             && out.stderr.contains("at most once"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bus_leaves_messages_in_the_queue_and_every_one_arrives_later() {
+    let broker = RabbitMq::start().await;
+    let sink = Sink::start().await;
+    // The sink answers nothing, so the sensor cannot finish its first event; with one event
+    // of room on the bus and one execution in flight the source stops taking messages, and
+    // with prefetch 5 the broker sends it no more than that ahead.
+    sink.hold();
+    let agent = Agent::builder()
+        .manifest(amqp_source(
+            &broker.url(),
+            "topic",
+            &format!("{DURABLE_QUEUE}      prefetch: 5\n"),
+        ))
+        .manifest(forward(&sink.url("/o")))
+        .args(["--bus-capacity", "1", "--max-inflight", "1"])
+        .start()
+        .await;
+    publish_numbers(&broker, 1..=40).await;
+    let first = sink
+        .next(DELIVERY_TIMEOUT)
+        .await
+        .unwrap_or_else(|| agent.fail("the first message never reached the sink"));
+    let first = first.json()["data"]["body"]["n"]
+        .as_u64()
+        .expect("a number");
+    // Every message was confirmed by the broker; all but the few the agent holds wait there.
+    let ready = broker.queue_message_count("shop-orders").await;
+    assert!(
+        ready >= 30,
+        "the agent took more than its window: {ready} left of 40"
+    );
+    sink.release();
+    let mut want: BTreeSet<u64> = (1..=40).collect();
+    want.remove(&first);
+    collect_numbers(&agent, &sink, &want).await;
 }

@@ -1,7 +1,8 @@
 //! MQTT source and trigger against a real Mosquitto (one per test, on a free port, with
 //! persistence): Argo's data shape for JSON and text messages, the EventSource filter, QoS 1
 //! at least once across an agent SIGKILL, reconnection after a broker restart, credentials
-//! from secrets, and the trigger's confirmed publish, policy and dead letter.
+//! from secrets, a full bus (messages wait at the broker, none lost), and the trigger's
+//! confirmed publish, policy and dead letter.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -424,4 +425,34 @@ async fn a_broker_that_is_down_is_retried_then_dead_lettered() {
             DELIVERY_TIMEOUT,
         )
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bus_holds_messages_at_the_broker_and_every_one_arrives_later() {
+    let broker = Mosquitto::start().await;
+    let sink = Sink::start().await;
+    // The sink answers nothing, so the sensor cannot finish its first event; with one event
+    // of room on the bus and one execution in flight the source stops acknowledging, and the
+    // broker keeps the rest (at most the receive maximum is in flight towards the agent).
+    sink.hold();
+    let agent = Agent::builder()
+        .manifest(mqtt_source(&broker.url(), "orders/#", ""))
+        .manifest(forward_sensor("fw", "plant", "readings", &sink.url("/o")))
+        .args(["--bus-capacity", "1", "--max-inflight", "1"])
+        .start()
+        .await;
+    broker
+        .publish(None, "orders/eu", QoS::AtLeastOnce, &json_payloads(1..=200))
+        .await;
+    let first = sink
+        .next(DELIVERY_TIMEOUT)
+        .await
+        .unwrap_or_else(|| agent.fail("the first message never reached the sink"));
+    let first = first.json()["data"]["body"]["n"]
+        .as_u64()
+        .expect("a number");
+    sink.release();
+    let mut want: BTreeSet<u64> = (1..=200).collect();
+    want.remove(&first);
+    collect_numbers(&agent, &sink, &want).await;
 }
