@@ -22,25 +22,27 @@
 //! 8. `delivery` — runs a trigger to its final outcome: policy, retries, rate limit, dead letter.
 //! 9. `policy` — judges one attempt's response.
 //! 10. `trigger` — what one attempt does, one file per trigger kind.
-//! 11. `amqp_client` — AMQP connection settings shared by source and trigger.
-//! 12. `kafka_client` — Kafka connection settings shared by source and trigger.
-//! 13. `mqtt_client` — MQTT connection settings shared by source and trigger.
-//! 14. `nats_client` — NATS connection settings shared by source and trigger.
-//! 15. `broker_tls` — broker TLS from the PEM text of secrets (NATS, Kafka, MQTT, AMQP).
-//! 16. `cluster` — the Kubernetes API client, kind discovery, namespace guard, Lease, CRDs.
-//! 17. `bus` — carries events from sources to sensors: embedded or JetStream.
-//! 18. `event` — the CloudEvent and the set of events that fired a trigger.
-//! 19. `backoff` — retry backoff and Go durations.
-//! 20. `compile` — the compile context every compile step is handed.
-//! 21. `secret` — secrets from files, the environment or the namespace's Secrets.
-//! 22. `script` — the Rhai host.
-//! 23. `manifest` — manifest types and loading, with positions.
-//! 24. `files` — the directories a manifest's file references may read from.
-//! 25. `telemetry` — metrics, logs and the ops port.
-//! 26. `clock` — the clock sources and sensors read (real, or paused in tests).
+//! 11. `aws_client` — AWS SDK settings shared by the awsLambda trigger and the sqs source.
+//! 12. `amqp_client` — AMQP connection settings shared by source and trigger.
+//! 13. `kafka_client` — Kafka connection settings shared by source and trigger.
+//! 14. `mqtt_client` — MQTT connection settings shared by source and trigger.
+//! 15. `nats_client` — NATS connection settings shared by source and trigger.
+//! 16. `broker_tls` — broker TLS from the PEM text of secrets (NATS, Kafka, MQTT, AMQP).
+//! 17. `cluster` — the Kubernetes API client, kind discovery, namespace guard, Lease, CRDs.
+//! 18. `bus` — carries events from sources to sensors: embedded or JetStream.
+//! 19. `event` — the CloudEvent and the set of events that fired a trigger.
+//! 20. `backoff` — retry backoff and Go durations.
+//! 21. `compile` — the compile context every compile step is handed.
+//! 22. `secret` — secrets from files, the environment or the namespace's Secrets.
+//! 23. `script` — the Rhai host.
+//! 24. `manifest` — manifest types and loading, with positions.
+//! 25. `files` — the directories a manifest's file references may read from.
+//! 26. `telemetry` — metrics, logs and the ops port.
+//! 27. `clock` — the clock sources and sensors read (real, or paused in tests).
 
 pub mod agent;
 pub mod amqp_client;
+pub mod aws_client;
 pub mod backoff;
 pub mod broker_tls;
 pub mod bus;

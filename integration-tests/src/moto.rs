@@ -187,6 +187,133 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// One call of the SQS JSON API (`AmazonSQS.<action>`); the parsed reply.
+    async fn sqs(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
+        let response = self
+            .http
+            .post(format!("{}/", self.url))
+            .header("authorization", auth("sqs"))
+            .header("x-amz-target", format!("AmazonSQS.{action}"))
+            .header("content-type", "application/x-amz-json-1.0")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("moto SQS {action}: {e}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "moto SQS {action}: {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_default()
+    }
+
+    /// Creates queue `name` with the given visibility timeout; its URL.
+    pub async fn create_queue(&self, name: &str, visibility_timeout_secs: u32) -> String {
+        let reply = self
+            .sqs(
+                "CreateQueue",
+                json!({"QueueName": name,
+                       "Attributes": {"VisibilityTimeout": visibility_timeout_secs.to_string()}}),
+            )
+            .await;
+        reply["QueueUrl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no QueueUrl in {reply}"))
+            .to_owned()
+    }
+
+    /// The ARN of queue `name`.
+    pub fn queue_arn(&self, name: &str) -> String {
+        format!("arn:aws:sqs:{MOTO_REGION}:123456789012:{name}")
+    }
+
+    /// Sends `body` to the queue at `url` with one string attribute per pair.
+    pub async fn send_message(&self, url: &str, body: &str, attributes: &[(&str, &str)]) {
+        let attributes: serde_json::Map<String, serde_json::Value> = attributes
+            .iter()
+            .map(|(k, v)| {
+                (
+                    (*k).to_owned(),
+                    json!({"DataType": "String", "StringValue": v}),
+                )
+            })
+            .collect();
+        self.sqs(
+            "SendMessage",
+            json!({"QueueUrl": url, "MessageBody": body, "MessageAttributes": attributes}),
+        )
+        .await;
+    }
+
+    /// Messages in the queue at `url`, visible and in flight (SQS's approximate counts,
+    /// exact on moto).
+    pub async fn queue_depth(&self, url: &str) -> (u64, u64) {
+        let reply = self
+            .sqs(
+                "GetQueueAttributes",
+                json!({"QueueUrl": url, "AttributeNames": ["All"]}),
+            )
+            .await;
+        let count = |k: &str| {
+            reply["Attributes"][k]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (
+            count("ApproximateNumberOfMessages"),
+            count("ApproximateNumberOfMessagesNotVisible"),
+        )
+    }
+
+    /// One S3 REST call, path style; panics unless it succeeds.
+    async fn s3(&self, method: reqwest::Method, path: &str, body: Vec<u8>) {
+        let response = self
+            .http
+            .request(method.clone(), format!("{}/{path}", self.url))
+            .header("authorization", auth("s3"))
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("moto S3 {method} {path}: {e}"));
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "moto S3 {method} {path}: {status}: {text}"
+        );
+    }
+
+    /// Creates bucket `name` that notifies the queue `queue` of `events` (e.g.
+    /// `s3:ObjectCreated:*`).
+    pub async fn create_bucket_notifying(&self, name: &str, queue: &str, events: &[&str]) {
+        self.s3(reqwest::Method::PUT, name, Vec::new()).await;
+        let events: String = events
+            .iter()
+            .map(|e| format!("<Event>{e}</Event>"))
+            .collect();
+        let config = format!(
+            "<NotificationConfiguration><QueueConfiguration><Id>triggerd</Id><Queue>{}</Queue>{events}</QueueConfiguration></NotificationConfiguration>",
+            self.queue_arn(queue)
+        );
+        self.s3(
+            reqwest::Method::PUT,
+            &format!("{name}?notification"),
+            config.into_bytes(),
+        )
+        .await;
+    }
+
+    /// Writes object `key` into `bucket`.
+    pub async fn put_object(&self, bucket: &str, key: &str, body: &[u8]) {
+        self.s3(
+            reqwest::Method::PUT,
+            &format!("{bucket}/{key}"),
+            body.to_vec(),
+        )
+        .await;
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

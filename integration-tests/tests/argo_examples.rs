@@ -132,6 +132,7 @@ fn every_argo_example_loads_or_names_what_is_unsupported() {
         "event-sources/kafka.yaml",
         "event-sources/mqtt.yaml",
         "event-sources/amqp.yaml",
+        "event-sources/aws-sqs.yaml",
         "sensors/mqtt-sensor.yaml",
         "sensors/http-trigger.yaml",
         "sensors/log.yaml",

@@ -90,8 +90,6 @@ pub fn hint_for_field(field: &str, in_event_source: bool) -> Option<(String, &'s
         "bitbucket",
         "bitbucketserver",
         "sns",
-        "sqs",
-        "amqp",
         "redis",
         "redisStream",
         "file",
@@ -122,10 +120,16 @@ pub fn hint_for_field(field: &str, in_event_source: bool) -> Option<(String, &'s
         "email",
     ];
     let unsupported = |what: &str| format!("{what} {field:?} is not supported");
+    if in_event_source && field == "minio" {
+        return Some((
+            unsupported("event source kind"),
+            "point MinIO's bucket notifications at an SQS-compatible queue (or AWS SQS) and use an sqs event with `s3: {bucket, events, filter}`",
+        ));
+    }
     if in_event_source && SOURCE_KINDS.contains(&field) {
         return Some((
             unsupported("event source kind"),
-            "supported event source kinds: webhook, calendar, nats, kafka, mqtt, amqp, resource",
+            "supported event source kinds: webhook, calendar, nats, kafka, mqtt, amqp, sqs, resource",
         ));
     }
     if in_event_source && field == "type" {

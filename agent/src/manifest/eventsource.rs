@@ -38,6 +38,10 @@ pub struct EventSourceSpec {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, AmqpEvent>")]
     pub amqp: BTreeMap<String, Spanned<AmqpEvent>>,
+    /// AWS SQS queues (S3 bucket notifications arrive through them).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, SqsEvent>")]
+    pub sqs: BTreeMap<String, Spanned<SqsEvent>>,
     /// Kubernetes objects of one resource, watched for ADD, UPDATE and DELETE.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, ResourceEvent>")]
@@ -333,6 +337,86 @@ pub struct AmqpEvent {
     /// Drops events whose data does not pass the expression.
     #[serde(default)]
     pub filter: Option<SourceFilter>,
+}
+
+/// One SQS queue (Argo's `SQSEventSource`, plus `s3`), long-polled.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SqsEvent {
+    /// AWS region.
+    #[schemars(with = "String")]
+    pub region: Spanned<String>,
+    /// Queue name.
+    pub queue: String,
+    /// Account owning the queue, when it is another account's.
+    #[serde(default)]
+    pub queue_account_id: Option<String>,
+    /// Long-poll wait per receive, 0 to 20 seconds (default 20).
+    #[serde(default)]
+    pub wait_time_seconds: Option<i64>,
+    /// Access key id (secret reference); absent: the SDK's default credential chain.
+    #[serde(default)]
+    #[schemars(with = "Option<SecretRef>")]
+    pub access_key: Option<Spanned<SecretRef>>,
+    /// Secret access key (secret reference).
+    #[serde(default)]
+    #[schemars(with = "Option<SecretRef>")]
+    pub secret_key: Option<Spanned<SecretRef>>,
+    /// Session token of temporary keys (secret reference).
+    #[serde(default)]
+    pub session_token: Option<SecretRef>,
+    /// Role assumed through STS.
+    #[serde(default, rename = "roleARN")]
+    pub role_arn: Option<String>,
+    /// Endpoint URL override (emulators, other clouds).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub endpoint: Option<Spanned<String>>,
+    /// Parse message bodies as JSON (otherwise they are kept as text; S3 notifications are
+    /// parsed either way).
+    #[serde(default)]
+    pub json_body: bool,
+    /// Argo's "leave failed messages for the queue's dead-letter policy": triggerd always
+    /// leaves a message it could not hand to the bus, so this changes nothing.
+    #[serde(default)]
+    pub dlq: bool,
+    /// Only S3 notifications of this bucket, event types and key prefix/suffix (triggerd
+    /// only).
+    #[serde(default)]
+    pub s3: Option<S3Filter>,
+    /// Extra fields copied into the event data as `metadata`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// Drops events whose data does not pass the expression.
+    #[serde(default)]
+    pub filter: Option<SourceFilter>,
+}
+
+/// Which S3 notification records an `sqs` event keeps.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct S3Filter {
+    /// Bucket name; empty or absent: any.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// Event types, e.g. `s3:ObjectCreated:*`, `s3:ObjectRemoved:Delete`; absent: any.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Key prefix and suffix.
+    #[serde(default)]
+    pub filter: Option<S3KeyFilter>,
+}
+
+/// Key prefix and suffix of an [`S3Filter`].
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct S3KeyFilter {
+    /// Keys start with this.
+    #[serde(default)]
+    pub prefix: String,
+    /// Keys end with this.
+    #[serde(default)]
+    pub suffix: String,
 }
 
 /// Argo's `AMQPExchangeDeclareConfig`.

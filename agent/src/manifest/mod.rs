@@ -21,8 +21,8 @@ pub use error::{hint_for_field, ManifestError, ManifestErrors, Position};
 pub use eventsource::{
     AmqpConsume, AmqpEvent, AmqpExchangeDeclare, AmqpNoWait, AmqpQueueDeclare, CalendarEvent,
     EventSourceSpec, JetStreamConsumer, KafkaConsumerGroup, KafkaEvent, MqttEvent, NatsEvent,
-    ResourceEvent, ResourceFilter, ResourceSelector, SignatureAlgorithm, SignatureEncoding,
-    SignatureProvider, SourceFilter, WebhookEvent, WebhookSignature,
+    ResourceEvent, ResourceFilter, ResourceSelector, S3Filter, S3KeyFilter, SignatureAlgorithm,
+    SignatureEncoding, SignatureProvider, SourceFilter, SqsEvent, WebhookEvent, WebhookSignature,
 };
 pub use k8s::{
     ArgoWorkflowTrigger, ArtifactLocation, ConfigMapKey, FileArtifact, K8sPolicy, K8sTrigger,

@@ -16,6 +16,7 @@ mod kafka;
 mod mqtt;
 mod nats;
 pub mod resource;
+mod sqs;
 mod webhook;
 mod webhook_auth;
 mod webhook_tls;
@@ -33,6 +34,7 @@ pub use kafka::{Assignment, KafkaConfig};
 pub use mqtt::MqttConfig;
 pub use nats::{DeliverFrom, Delivery, JetStreamSettings, NatsConfig};
 pub use resource::{ResourceConfig, ResourceEventType};
+pub use sqs::SqsConfig;
 pub use webhook::{request_body, request_event, WebhookConfig};
 
 use crate::bus::Bus;
@@ -55,6 +57,8 @@ pub enum SourceKind {
     Mqtt(Box<MqttConfig>),
     /// AMQP queue bound to an exchange.
     Amqp(Box<AmqpConfig>),
+    /// SQS queue, long-polled.
+    Sqs(Box<SqsConfig>),
     /// Kubernetes objects of one resource, through a watch.
     Resource(Box<ResourceConfig>),
 }
@@ -92,6 +96,7 @@ impl SourceSpec {
             SourceKind::Kafka(_) => "kafka",
             SourceKind::Mqtt(_) => "mqtt",
             SourceKind::Amqp(_) => "amqp",
+            SourceKind::Sqs(_) => "sqs",
             SourceKind::Resource(_) => "resource",
         }
     }
@@ -118,14 +123,14 @@ impl SourceSpec {
     /// replica): calendars, resource watches and core NATS subscriptions without a queue
     /// group, MQTT subscriptions (replicas with one client id would take the session from
     /// each other) and AMQP consumers of a server-named or exclusive queue (each replica would
-    /// get its own copy, or be refused). Webhooks, AMQP consumers of a shared queue, Kafka consumer groups, NATS queue groups and JetStream durable
+    /// get its own copy, or be refused). Webhooks, AMQP consumers of a shared queue, SQS queues, Kafka consumer groups, NATS queue groups and JetStream durable
     /// consumers already share their input between replicas.
     pub fn is_singleton(&self) -> bool {
         match &self.kind {
             SourceKind::Calendar(_) | SourceKind::Resource(_) | SourceKind::Mqtt(_) => true,
             SourceKind::Nats(n) => matches!(&n.delivery, Delivery::Core { queue: None }),
             SourceKind::Amqp(a) => a.queue.name.is_empty() || a.queue.options.exclusive,
-            SourceKind::Webhook(_) | SourceKind::Kafka(_) => false,
+            SourceKind::Webhook(_) | SourceKind::Kafka(_) | SourceKind::Sqs(_) => false,
         }
     }
 
@@ -143,6 +148,7 @@ impl SourceSpec {
             | SourceKind::Kafka(_)
             | SourceKind::Mqtt(_)
             | SourceKind::Amqp(_)
+            | SourceKind::Sqs(_)
             | SourceKind::Resource(_) => None,
         }
     }
@@ -307,6 +313,7 @@ pub fn compile_event_source(
     compile_section::<KafkaConfig>(ctx, name, &spec.kafka, &mut out);
     compile_section::<MqttConfig>(ctx, name, &spec.mqtt, &mut out);
     compile_section::<AmqpConfig>(ctx, name, &spec.amqp, &mut out);
+    compile_section::<SqsConfig>(ctx, name, &spec.sqs, &mut out);
     compile_section::<ResourceConfig>(ctx, name, &spec.resource, &mut out);
     if spec.webhook.is_empty()
         && spec.calendar.is_empty()
@@ -314,13 +321,14 @@ pub fn compile_event_source(
         && spec.kafka.is_empty()
         && spec.mqtt.is_empty()
         && spec.amqp.is_empty()
+        && spec.sqs.is_empty()
         && spec.resource.is_empty()
     {
         ctx.error_with_hint(
             None,
             "spec",
             "the EventSource defines no events",
-            "add a webhook, calendar, nats, kafka, mqtt, amqp or resource section",
+            "add a webhook, calendar, nats, kafka, mqtt, amqp, sqs or resource section",
         );
     }
     out
@@ -371,6 +379,11 @@ pub async fn start_sources(
                 let consuming = amqp::connect(c, &es, &ev, &ctx).await?;
                 let c = AmqpConfig::clone(c);
                 handles.push(tokio::spawn(amqp::run(c, shared, es, ev, consuming, ctx)));
+            }
+            SourceKind::Sqs(c) => {
+                let queue = sqs::connect(c, &es, &ev, &ctx).await?;
+                let c = SqsConfig::clone(c);
+                handles.push(tokio::spawn(sqs::run(c, shared, es, ev, queue, ctx)));
             }
             SourceKind::Resource(c) => {
                 let watch = resource::start(c, &es, &ev, &ctx).await?;

@@ -7,10 +7,6 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region};
-use aws_sdk_lambda::config::Credentials;
 use aws_sdk_lambda::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
@@ -29,9 +25,10 @@ use super::stub::{status_json, status_stub, StubMisuse, StubResponse, StubShape,
 use super::{BuildError, Call, CompiledParameter, Invocation, Outcome, PrepareContext};
 use super::{PrepareFailure, Reply, ReplyShape, Response, TriggerError, TriggerKind};
 use super::{Shape, TriggerTarget};
+use crate::aws_client::{AwsFields, AwsSettings};
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
-use crate::manifest::{AwsLambdaTrigger, ScriptSource, SecretRef};
+use crate::manifest::{AwsLambdaTrigger, ScriptSource};
 use crate::script::{to_dynamic, ScriptHost};
 use crate::secret::{FieldSecretError, SecretStore};
 
@@ -97,41 +94,18 @@ pub(super) fn compile(
         &l.parameters,
         input.template_params,
     );
-    if l.region.value.trim().is_empty() {
-        ctx.error(
-            Some(&l.region.referenced),
-            format!("{f}.region"),
-            "region is empty",
-        );
-    }
-    if let Some(e) = &l.endpoint {
-        if let Err(err) = reqwest::Url::parse(&e.value) {
-            ctx.error_with_hint(
-                Some(&e.referenced),
-                format!("{f}.endpoint"),
-                format!("invalid endpoint {:?}: {err}", e.value),
-                "an absolute URL such as http://127.0.0.1:5000",
-            );
-        }
-    }
-    let keys = match (&l.access_key, &l.secret_key) {
-        (Some(a), Some(s)) => Some((a.value.clone(), s.value.clone())),
-        (None, None) => None,
-        (Some(a), None) | (None, Some(a)) => {
-            let missing = if l.access_key.is_some() {
-                "secretKey"
-            } else {
-                "accessKey"
-            };
-            ctx.error_with_hint(
-                Some(&a.referenced),
-                format!("{f}.{missing}"),
-                format!("{missing} is missing"),
-                "give both accessKey and secretKey, or neither (the default AWS credential chain)",
-            );
-            None
-        }
-    };
+    let settings = AwsSettings::compile(
+        ctx,
+        &f,
+        AwsFields {
+            region: &l.region,
+            endpoint: l.endpoint.as_ref(),
+            access_key: l.access_key.as_ref(),
+            secret_key: l.secret_key.as_ref(),
+            session_token: None,
+            role_arn: l.role_arn.as_ref(),
+        },
+    );
     let spec = LambdaRequestSpec {
         function_name: l.function_name.clone(),
         invocation_type: l.invocation_type.as_ref().map(|t| t.value.clone()),
@@ -169,12 +143,7 @@ pub(super) fn compile(
     if ctx.errors.len() > before {
         return None;
     }
-    let target = Arc::new(LambdaTarget::new(LambdaSettings {
-        region: l.region.value.clone(),
-        endpoint: l.endpoint.as_ref().map(|e| e.value.clone()),
-        keys,
-        role_arn: l.role_arn.clone(),
-    }));
+    let target = Arc::new(LambdaTarget::new(settings?));
     let fixed = (static_ok && !parameterized).then(|| {
         Invocation::new(LambdaCall {
             target: target.clone(),
@@ -189,19 +158,8 @@ pub(super) fn compile(
     })
 }
 
-/// Where the client connects and with which credentials (fixed at load time).
-#[derive(Debug, Clone)]
-pub struct LambdaSettings {
-    /// AWS region.
-    pub region: String,
-    /// Endpoint URL override (emulators); otherwise the SDK's own resolution, which
-    /// honours `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_LAMBDA`.
-    pub endpoint: Option<String>,
-    /// Static credentials: access key id and secret access key.
-    pub keys: Option<(SecretRef, SecretRef)>,
-    /// Role assumed through STS with the base credentials.
-    pub role_arn: Option<String>,
-}
+/// Where the Lambda client connects and with which credentials (fixed at load time).
+pub type LambdaSettings = AwsSettings;
 
 /// Why the Lambda client could not be set up.
 #[derive(Debug, Error)]
@@ -233,35 +191,8 @@ impl LambdaTarget {
         if self.client.get().is_some() {
             return Ok(());
         }
-        let s = &self.settings;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(s.region.clone()))
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(DEFAULT_TIMEOUT)
-                    .build(),
-            );
-        if let Some(endpoint) = &s.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let Some((access, secret)) = &s.keys {
-            let access = store.secret_of("accessKey", access).await?;
-            let secret = store.secret_of("secretKey", secret).await?;
-            loader = loader
-                .credentials_provider(Credentials::new(access, secret, None, None, "triggerd"));
-        }
-        let base = loader.load().await;
-        let mut config = aws_sdk_lambda::config::Builder::from(&base);
-        if let Some(role) = &s.role_arn {
-            let assumed = aws_config::sts::AssumeRoleProvider::builder(role)
-                .session_name("triggerd")
-                .configure(&base)
-                .build()
-                .await;
-            config = config.credentials_provider(assumed);
-        }
-        let client = aws_sdk_lambda::Client::from_conf(config.build());
+        let config = self.settings.sdk_config(store, DEFAULT_TIMEOUT).await?;
+        let client = aws_sdk_lambda::Client::new(&config);
         // A concurrent prepare of the same target built an equal client; either will do.
         let _ = self.client.set(client);
         Ok(())
