@@ -293,6 +293,65 @@ fn eval_runs_a_bare_script_and_a_policy() {
     ]);
     assert_eq!(output.code, Some(0), "{output}");
     let result: serde_json::Value = serde_json::from_str(&output.stdout).expect("JSON");
-    assert_eq!(result["outcome"]["outcome"], "fail", "{output}");
-    assert_eq!(result["outcome"]["reason"], "status 404", "{output}");
+    // The policy returns the outcome map itself: printed once, not as result and outcome.
+    assert_eq!(
+        result,
+        serde_json::json!({"outcome": "fail", "reason": "status 404"}),
+        "{output}"
+    );
+
+    // A result written another way is shown beside the outcome it means.
+    fixture.write("yes.rhai", "true");
+    let output = fixture.triggerd(&[
+        "eval",
+        "--script",
+        "yes.rhai",
+        "--kind",
+        "policy",
+        "--response",
+        "response.json",
+    ]);
+    assert_eq!(output.code, Some(0), "{output}");
+    let result: serde_json::Value = serde_json::from_str(&output.stdout).expect("JSON");
+    assert_eq!(result["result"], true, "{output}");
+    assert_eq!(result["outcome"]["outcome"], "success", "{output}");
+}
+
+#[test]
+fn every_command_takes_paths_with_and_without_f() {
+    let fixture = Fixture::new();
+    for args in [
+        &["validate", "promotion.yaml", "--lib", "policies"][..],
+        &["validate", "-f", "promotion.yaml", "--lib", "policies"],
+    ] {
+        let output = fixture.triggerd(args);
+        assert_eq!(output.code, Some(0), "{args:?}: {output}");
+    }
+    let test_file = "manifests/examples/quickstart.test.yaml";
+    for args in [&["test", test_file][..], &["test", "-f", test_file]] {
+        let output = run_cli(args, &workspace_root(), TIMEOUT);
+        assert_eq!(output.code, Some(0), "{args:?}: {output}");
+        assert!(output.stdout.contains("0 failed"), "{args:?}: {output}");
+    }
+    let passed = "data: {body: {app: shop, revision: v9, status: passed, total: 3, failed: 0}}\n";
+    let output = eval(
+        &fixture,
+        &["promotion.yaml", "--dependency", "report-passed"],
+        passed,
+    );
+    assert_eq!(output.code, Some(0), "{output}");
+    assert!(output.stdout.contains("promote: fires"), "{output}");
+    // `run` takes a positional path too (here one that does not exist: the error names it).
+    let output = fixture.triggerd(&["run", "missing.yaml"]);
+    assert_eq!(output.code, Some(1), "{output}");
+    assert!(output.stderr.contains("missing.yaml"), "{output}");
+    // `--log-format` is under its own heading, not the bus's.
+    let help = fixture.triggerd(&["run", "--help"]).stdout;
+    let logging = help.find("Logging:").expect("a Logging heading");
+    assert!(help[logging..].contains("--log-format"), "{help}");
+    let bus = help.find("Event bus:").expect("an Event bus heading");
+    assert!(
+        !help[bus..logging.max(bus)].contains("--log-format"),
+        "{help}"
+    );
 }

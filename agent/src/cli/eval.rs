@@ -34,9 +34,10 @@ and prints its result as JSON:
   parameter           event, ctx, events (the event under --dependency, default `event`)
   payload             events
   policy              response (from --response), attempt, max_attempts, events;
-                      prints the raw result and the outcome it means
+                      prints the outcome; also the raw result when it is written
+                      another way (`true`, the bare text retry)
 
-Sensor mode (-f SENSOR.yaml --dependency NAME) runs the dependency's transform and filters
+Sensor mode (-f SENSOR.yaml --dependency NAME, or the path without -f) runs the dependency's transform and filters
 exactly as the agent does and prints the transformed data, whether each filter kind passes
 (and why not), and for every trigger whose condition holds with this event alone the
 request and the payload it would send.
@@ -88,7 +89,7 @@ impl Kind {
 #[command(
     long_about = LONG_ABOUT,
     after_long_help = AFTER_LONG_HELP,
-    group(ArgGroup::new("mode").required(true).args(["script", "files"]))
+    group(ArgGroup::new("mode").required(true).multiple(true).args(["script", "files", "paths"]))
 )]
 pub struct EvalArgs {
     /// A bare Rhai script to evaluate.
@@ -102,15 +103,23 @@ pub struct EvalArgs {
         short = 'f',
         long = "file",
         value_name = "PATH",
-        requires = "dependency"
+        requires = "dependency",
+        conflicts_with = "script"
     )]
     files: Vec<PathBuf>,
+    /// The same as -f: manifest files or directories given without the flag.
+    #[arg(
+        value_name = "PATH",
+        requires = "dependency",
+        conflicts_with = "script"
+    )]
+    paths: Vec<PathBuf>,
     /// The dependency to evaluate (sensor mode); in script mode, the name of the event
     /// in `events` (default `event`).
     #[arg(long, value_name = "NAME")]
     dependency: Option<String>,
     /// The sensor, when several loaded sensors have that dependency.
-    #[arg(long, value_name = "NAME", requires = "files")]
+    #[arg(long, value_name = "NAME")]
     sensor: Option<String>,
     /// The event: JSON or YAML file, `-` for stdin.
     #[arg(long, value_name = "FILE")]
@@ -137,6 +146,7 @@ pub struct EvalArgs {
 pub fn eval(args: EvalArgs) -> ExitCode {
     let lib = super::SourceArgs {
         files: Vec::new(),
+        paths: Vec::new(),
         lib: args.lib.clone(),
     }
     .library_dirs();
@@ -247,7 +257,12 @@ fn eval_script(args: &EvalArgs, path: &Path, lib: Vec<PathBuf>) -> Result<(), St
             let raw = from_dynamic(&value).unwrap_or_else(|_| json!(value.to_string()));
             let outcome = outcome_from_script(&value, "policy")
                 .map_err(|e| format!("{}: not a policy result: {e}", path.display()))?;
-            json!({ "result": raw, "outcome": outcome_json(&outcome) })
+            let outcome = outcome_json(&outcome);
+            if raw == outcome {
+                outcome
+            } else {
+                json!({ "result": raw, "outcome": outcome })
+            }
         }
         _ => from_dynamic(&value).map_err(|e| format!("{}: {e}", path.display()))?,
     };
@@ -372,7 +387,8 @@ fn response_of(doc: Value) -> Result<StubResponse, String> {
 
 fn eval_sensor(args: &EvalArgs, lib: Vec<PathBuf>) -> Result<(), String> {
     let dependency = args.dependency.as_deref().unwrap_or_default();
-    let (docs, mut errors) = load_paths(&args.files);
+    let paths: Vec<PathBuf> = args.files.iter().chain(&args.paths).cloned().collect();
+    let (docs, mut errors) = load_paths(&paths);
     let host = ScriptHost::new(Limits::default(), lib.clone());
     let plan = match build_plan(&docs, &host, &lib) {
         Ok(plan) if errors.is_empty() => plan,

@@ -61,8 +61,16 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
     /// Manifest file or directory (every *.yaml / *.yml inside, recursively); repeatable.
-    #[arg(short = 'f', long = "file", required = true, value_name = "PATH")]
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "PATH",
+        required_unless_present = "paths"
+    )]
     pub files: Vec<PathBuf>,
+    /// The same as -f: manifest files or directories given without the flag.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
     /// Rhai library directory for `import` and `scriptFile`; repeatable.
     /// Default: ./scripts and ./policies when they exist.
     #[arg(long = "lib", value_name = "DIR")]
@@ -92,6 +100,11 @@ impl JetStreamArgs {
 }
 
 impl SourceArgs {
+    /// Every manifest path given, with -f or without.
+    pub fn manifest_paths(&self) -> Vec<PathBuf> {
+        self.files.iter().chain(&self.paths).cloned().collect()
+    }
+
     /// The library directories in effect.
     pub fn library_dirs(&self) -> Vec<PathBuf> {
         if !self.lib.is_empty() {

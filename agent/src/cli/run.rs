@@ -33,10 +33,13 @@ pub struct RunArgs {
         short = 'f',
         long = "file",
         value_name = "PATH",
-        required_unless_present = "kube",
+        required_unless_present_any = ["kube", "paths"],
         conflicts_with = "kube"
     )]
     files: Vec<PathBuf>,
+    /// The same as -f: manifest files or directories given without the flag.
+    #[arg(value_name = "PATH", conflicts_with = "kube")]
+    paths: Vec<PathBuf>,
     /// Rhai library directory for `import` and `scriptFile`; repeatable.
     /// Default: ./scripts and ./policies when they exist.
     #[arg(long = "lib", value_name = "DIR")]
@@ -51,7 +54,7 @@ pub struct RunArgs {
     status_interval: Duration,
     /// Cluster mode with several replicas: elect a leader through a coordination.k8s.io
     /// Lease; only the leader runs singleton sources (calendars) and writes status.
-    #[arg(long, conflicts_with = "files")]
+    #[arg(long, conflicts_with_all = ["files", "paths"])]
     leader_elect: bool,
     /// Name of the leader election Lease in the agent's namespace.
     #[arg(long, default_value = "triggerd", value_name = "NAME")]
@@ -118,7 +121,7 @@ pub struct RunArgs {
     #[command(flatten)]
     bus: BusArgs,
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, help_heading = "Logging")]
     pub log_format: LogFormat,
 }
 
@@ -212,6 +215,7 @@ impl RunArgs {
     fn sources(&self) -> SourceArgs {
         SourceArgs {
             files: self.files.clone(),
+            paths: self.paths.clone(),
             lib: self.lib.clone(),
         }
     }
@@ -224,7 +228,7 @@ impl RunArgs {
     }
 
     fn load(&self, metrics: &Metrics) -> Result<(Plan, Arc<ScriptHost>), Vec<ManifestError>> {
-        let (docs, mut errors) = load_paths(&self.files);
+        let (docs, mut errors) = load_paths(&self.sources().manifest_paths());
         let lib = self.sources().library_dirs();
         let host = Arc::new(
             ScriptHost::new(self.limits(), lib.clone())
@@ -246,7 +250,7 @@ impl RunArgs {
     }
 
     fn fingerprint(&self) -> Fingerprint {
-        let mut paths = self.files.clone();
+        let mut paths = self.sources().manifest_paths();
         paths.extend(self.sources().library_dirs());
         Fingerprint::of(&paths)
     }

@@ -76,8 +76,11 @@ EXAMPLES:
 #[command(long_about = LONG_ABOUT, after_long_help = AFTER_LONG_HELP)]
 pub struct TestArgs {
     /// Test files, or directories searched for *.test.yaml / *.test.yml.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(value_name = "PATH", required_unless_present = "files")]
     paths: Vec<PathBuf>,
+    /// The same as the positional paths, for those used to `-f` (repeatable).
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
     /// Rhai library directory for test files without `lib:`; repeatable.
     /// Default: ./scripts and ./policies when they exist.
     #[arg(long = "lib", value_name = "DIR")]
@@ -95,7 +98,8 @@ pub struct TestArgs {
 
 /// Runs every test file; exit 1 on any failure.
 pub fn test(args: TestArgs) -> ExitCode {
-    let files = match find_test_files(&args.paths) {
+    let paths: Vec<PathBuf> = args.paths.iter().chain(&args.files).cloned().collect();
+    let files = match find_test_files(&paths) {
         Ok(f) if f.is_empty() => {
             eprintln!("error: no *.test.yaml files under the given paths");
             return ExitCode::FAILURE;
@@ -108,6 +112,7 @@ pub fn test(args: TestArgs) -> ExitCode {
     };
     let lib = super::SourceArgs {
         files: Vec::new(),
+        paths: Vec::new(),
         lib: args.lib.clone(),
     }
     .library_dirs();

@@ -18,7 +18,7 @@ pub struct ValidateArgs {
 
 /// Prints `ok: …` or every error (`FILE:LINE:COLUMN: FIELD: message`), exit 1 on errors.
 pub fn validate(args: ValidateArgs) -> ExitCode {
-    let (docs, mut errors) = load_paths(&args.sources.files);
+    let (docs, mut errors) = load_paths(&args.sources.manifest_paths());
     let lib = args.sources.library_dirs();
     let host = ScriptHost::new(Limits::default(), lib.clone());
     match build_plan(&docs, &host, &lib) {
