@@ -315,3 +315,28 @@ spec:
         Some(2.0)
     );
 }
+
+#[test]
+fn a_port_in_use_names_the_event_source_and_event_and_logs_are_plain_text_in_a_pipe() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("bind a port");
+    let port = taken.local_addr().expect("its address").port();
+    let out = integration_tests::run_failing_to_start(
+        &webhook_source("hooks", "push", port, "/push"),
+        &[],
+    );
+    assert!(
+        out.stderr
+            .contains("EventSource hooks, webhook event push (/push)")
+            && out
+                .stderr
+                .contains(&format!("cannot listen on 0.0.0.0:{port}"))
+            && out.stderr.contains("already listens there"),
+        "{out}"
+    );
+    // stderr is a pipe here: no colour codes.
+    assert!(
+        !out.stderr.contains('\u{1b}'),
+        "ANSI codes in piped logs: {out}"
+    );
+    drop(taken);
+}

@@ -473,11 +473,11 @@ async fn next_valid_change(
     }
 }
 
+/// Prints each error once; the summary line is the error `serve` returns.
 fn report(errors: &[ManifestError]) {
     for e in errors {
         eprintln!("{e}");
     }
-    eprintln!("{} error(s); not starting", errors.len());
 }
 
 async fn signal_shutdown(token: CancellationToken) {

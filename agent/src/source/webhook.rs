@@ -202,6 +202,17 @@ pub(super) async fn start(
     for (port, events) in by_port {
         let mut routes = HashMap::new();
         let mut tls_refs = None;
+        // Who listens on this port, for errors: `EventSource es, webhook event ev (/path)`.
+        let owners = events
+            .iter()
+            .map(|(spec, w)| {
+                format!(
+                    "EventSource {}, webhook event {} ({})",
+                    spec.event_source, spec.event_name, w.endpoint
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
         for (spec, w) in events {
             let what = format!("webhook {}/{}", spec.event_source, spec.event_name);
             let auth = SenderAuth::start(
@@ -235,9 +246,14 @@ pub(super) async fn start(
             .fallback(dispatch)
             .with_state(Routes::new(routes));
         let addr = SocketAddr::new(ctx.bind_host, port);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("webhook: cannot listen on {addr}: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (another process, or another agent, already listens there; choose another port)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{owners}: cannot listen on {addr}: {e}{hint}")
+        })?;
         tracing::info!(%addr, tls = tls.is_some(), "webhook server listening");
         handles.push(crate::telemetry::spawn_server(
             &format!("webhook:{port}"),
