@@ -180,10 +180,12 @@ pub(super) async fn connect(
     let what = format!("EventSource {event_source}, mqtt event {event_name}");
     let connection = config.connection(event_source, event_name);
     let session = (!config.clean_session).then_some(SESSION_NEVER_EXPIRES);
-    let options = connection
+    let mut options = connection
         .options(&ctx.secrets, session)
         .await
         .map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
+    // The source acknowledges each message itself, once the bus took its event.
+    options.set_manual_acks(true);
     let steps = config.backoff.steps.max(1);
     let mut attempt = 1;
     loop {
