@@ -374,17 +374,23 @@ impl Source {
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                     let generation = self.generation.load(Ordering::SeqCst);
-                    let qos = p.qos;
-                    if tx.try_send((generation, p)).is_err() {
-                        if tx.is_closed() {
-                            break;
-                        }
-                        if qos == QoS::AtMostOnce {
+                    if p.qos == QoS::AtMostOnce {
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            tx.try_send((generation, p))
+                        {
                             tracing::warn!(event_source = %es, event_name = %en, "QoS 0 message dropped: too many messages wait for the bus");
-                        } else {
-                            // Not acknowledged: the broker sends it again on the next connection.
-                            self.reconnect.notify_one();
                         }
+                        continue;
+                    }
+                    // Back-pressure: the connection is not read while the bus is behind, so
+                    // the broker holds the rest (a reconnection here would make it send again
+                    // what is already waiting, as duplicates).
+                    let queued = tokio::select! {
+                        r = tx.send((generation, p)) => r.is_ok(),
+                        () = self.ctx.shutdown.cancelled() => false,
+                    };
+                    if !queued {
+                        break;
                     }
                 }
                 Ok(MqttEvent::Incoming(Packet::Disconnect(d))) => {
