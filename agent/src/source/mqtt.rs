@@ -42,6 +42,9 @@ const SESSION_NEVER_EXPIRES: u32 = u32::MAX;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait between two reconnection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+/// Requests (acknowledgements) waiting for the connection: far more than can be in flight,
+/// so acknowledging never waits on a connection that waits for the bus.
+const REQUESTS: usize = 65_536;
 /// Messages waiting between the connection and the bus (QoS 1 and 2 are bounded well below
 /// this by the receive maximum the broker honours).
 const QUEUE: usize = 1024;
@@ -189,7 +192,7 @@ pub(super) async fn connect(
     let steps = config.backoff.steps.max(1);
     let mut attempt = 1;
     loop {
-        let (client, mut eventloop) = AsyncClient::new(options.clone(), QUEUE);
+        let (client, mut eventloop) = AsyncClient::new(options.clone(), REQUESTS);
         let first = tokio::time::timeout(
             CONNECT_TIMEOUT,
             first_connection(&client, &mut eventloop, config),
