@@ -3,7 +3,7 @@
 //! end-to-end load benchmark (see BENCHMARKS.md). The full run also measures the agent on a
 //! JetStream bus (a local `nats-server`) and its MQTT and AMQP sources through a private
 //! Mosquitto and RabbitMQ, each beside the broker's own rate with a plain consumer
-//! (`--messages` per run, default 20000; `--brokers-only` runs just those). `--binary`
+//! (`--messages` per run, default 8000; `--brokers-only` runs just those). `--binary`
 //! measures that triggerd build (e.g. an older commit's) instead of building the workspace's.
 
 use std::time::Duration;
@@ -88,7 +88,7 @@ async fn main() {
     let rate = arg("--rate").unwrap_or(5000);
     let binary = binary_arg().unwrap_or_else(release_binary);
     println!("triggerd binary: {}", binary.display());
-    let messages = arg("--messages").unwrap_or(20_000);
+    let messages = arg("--messages").unwrap_or(8_000);
     if std::env::args().any(|a| a == "--brokers-only") {
         brokers(&binary, messages).await;
         return;
