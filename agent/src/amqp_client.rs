@@ -5,6 +5,7 @@
 
 use std::str::FromStr;
 
+use lapin::options::ExchangeDeclareOptions;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
@@ -15,7 +16,7 @@ use thiserror::Error;
 
 use crate::broker_tls::ClientTlsPem;
 use crate::compile::CompileContext;
-use crate::manifest::{BasicAuth, ClientTls, SecretRef};
+use crate::manifest::{AmqpExchangeDeclare, BasicAuth, ClientTls, SecretRef};
 use crate::nats_client::tls_problem;
 use crate::secret::{mask_url, FieldSecretError, SecretStore};
 
@@ -117,6 +118,23 @@ pub fn compile_connection_fields(
             None
         }
     }
+}
+
+/// How an exchange is declared: `exchangeDeclare` as given, else durable (Argo's default).
+pub fn exchange_declare_options(given: Option<&AmqpExchangeDeclare>) -> ExchangeDeclareOptions {
+    given.map_or(
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        |d| ExchangeDeclareOptions {
+            passive: false,
+            durable: d.durable,
+            auto_delete: d.auto_delete,
+            internal: d.internal,
+            nowait: d.no_wait,
+        },
+    )
 }
 
 /// Why no AMQP connection could be set up or made.

@@ -55,6 +55,6 @@ pub use mqtt::{Mosquitto, Subscriber};
 pub use nats::{NatsServer, TestCerts};
 pub use net::{free_port, http_client, DELIVERY_TIMEOUT};
 pub use rabbitmq::RabbitMq;
-pub use sink::{Request, Sink};
+pub use sink::{collect_numbers, Request, Sink};
 pub use tally::TallySink;
 pub use tls_proxy::TlsProxy;

@@ -211,6 +211,33 @@ async fn record(
     (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// Waits until `sink` received a forwarded event for every number in `want` (the number at
+/// `data.body.n`); duplicates are allowed (at least once). Returns how many requests came;
+/// fails with the missing numbers and the agent's log at the deadline.
+pub async fn collect_numbers(
+    agent: &crate::Agent,
+    sink: &Sink,
+    want: &std::collections::BTreeSet<u64>,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + crate::DELIVERY_TIMEOUT * 2;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut received = 0;
+    while !want.is_subset(&seen) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let Some(request) = sink.next(left).await else {
+            let missing: Vec<_> = want.difference(&seen).collect();
+            agent.fail(format_args!("messages never arrived: {missing:?}"));
+        };
+        let body = request.json();
+        let n = body["data"]["body"]["n"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no number in {body}"));
+        seen.insert(n);
+        received += 1;
+    }
+    received
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use integration_tests::{
-    free_port, run_cli, run_failing_to_start, webhook_source, Agent, RabbitMq, Sink,
-    DELIVERY_TIMEOUT,
+    collect_numbers, free_port, run_cli, run_failing_to_start, webhook_source, Agent, RabbitMq,
+    Sink, DELIVERY_TIMEOUT,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
@@ -66,28 +66,6 @@ async fn publish_numbers(broker: &RabbitMq, numbers: impl IntoIterator<Item = u6
             )
             .await;
     }
-}
-
-/// Collects forwarded events until every number in `want` was seen; duplicates are allowed
-/// (at least once). Fails with what is missing at the deadline.
-async fn collect_numbers(agent: &Agent, sink: &Sink, want: &BTreeSet<u64>) -> usize {
-    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT * 2;
-    let mut seen = BTreeSet::new();
-    let mut received = 0;
-    while !want.is_subset(&seen) {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(request) = sink.next(left).await else {
-            let missing: Vec<_> = want.difference(&seen).collect();
-            agent.fail(format_args!("messages never arrived: {missing:?}"));
-        };
-        let body = request.json();
-        let n = body["data"]["body"]["n"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no number in {body}"));
-        seen.insert(n);
-        received += 1;
-    }
-    received
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

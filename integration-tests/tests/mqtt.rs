@@ -4,12 +4,11 @@
 //! from secrets, a full bus (messages wait at the broker, none lost), and the trigger's
 //! confirmed publish, policy and dead letter.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use integration_tests::{
-    forward_sensor, free_port, run_failing_to_start, webhook_source, Agent, Mosquitto, Sink,
-    DELIVERY_TIMEOUT,
+    collect_numbers, forward_sensor, free_port, run_failing_to_start, webhook_source, Agent,
+    Mosquitto, Sink, DELIVERY_TIMEOUT,
 };
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::{json, Value};
@@ -40,28 +39,6 @@ fn json_payloads(numbers: impl IntoIterator<Item = u64>) -> Vec<Vec<u8>> {
         .into_iter()
         .map(|n| json!({"n": n}).to_string().into_bytes())
         .collect()
-}
-
-/// Collects forwarded events from `sink` until every number in `want` was seen; duplicates
-/// are allowed (at least once). Fails with what is missing at the deadline.
-async fn collect_numbers(agent: &Agent, sink: &Sink, want: &BTreeSet<u64>) -> usize {
-    let deadline = tokio::time::Instant::now() + DELIVERY_TIMEOUT * 2;
-    let mut seen = BTreeSet::new();
-    let mut received = 0;
-    while !want.is_subset(&seen) {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let Some(request) = sink.next(left).await else {
-            let missing: Vec<_> = want.difference(&seen).collect();
-            agent.fail(format_args!("messages never arrived: {missing:?}"));
-        };
-        let body = request.json();
-        let n = body["data"]["body"]["n"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no number in {body}"));
-        seen.insert(n);
-        received += 1;
-    }
-    received
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

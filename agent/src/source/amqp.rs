@@ -32,8 +32,8 @@ use serde_json::{Map, Value};
 
 use super::SourceContext;
 use crate::amqp_client::{
-    arguments_table, compile_connection_fields, exchange_kind, is_access_refused, short_string,
-    table_to_json, AmqpConnectError, AmqpConnection,
+    arguments_table, compile_connection_fields, exchange_declare_options, exchange_kind,
+    is_access_refused, short_string, table_to_json, AmqpConnectError, AmqpConnection,
 };
 use crate::backoff::Backoff;
 use crate::compile::CompileContext;
@@ -124,7 +124,6 @@ impl AmqpConfig {
         let kind = exchange_kind(&m.exchange_type)
             .map_err(|p| ctx.error(loc, format!("{field}.exchangeType"), p))
             .ok();
-        let declare = m.exchange_declare.clone();
         let queue = m.queue_declare.clone();
         if let Some(q) = &queue {
             short(ctx, "queueDeclare.name", &q.name);
@@ -157,39 +156,26 @@ impl AmqpConfig {
         if ctx.errors.len() > before {
             return None;
         }
-        let exchange_options = declare.map_or(
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            |d| ExchangeDeclareOptions {
-                passive: false,
-                durable: d.durable,
-                auto_delete: d.auto_delete,
-                internal: d.internal,
-                nowait: d.no_wait,
-            },
-        );
         // Argo's default queue: server-named and exclusive.
-        let queue = queue.map_or(
-            QueueSettings {
-                name: String::new(),
-                options: QueueDeclareOptions {
+        let (name, options) = queue.map_or(
+            (
+                String::new(),
+                QueueDeclareOptions {
                     exclusive: true,
                     ..QueueDeclareOptions::default()
                 },
-                arguments: FieldTable::default(),
-            },
-            |q| QueueSettings {
-                name: q.name.clone(),
-                options: QueueDeclareOptions {
-                    passive: false,
-                    durable: q.durable,
-                    exclusive: q.exclusive,
-                    auto_delete: q.auto_delete,
-                    nowait: q.no_wait,
-                },
-                arguments: FieldTable::default(),
+            ),
+            |q| {
+                (
+                    q.name,
+                    QueueDeclareOptions {
+                        passive: false,
+                        durable: q.durable,
+                        exclusive: q.exclusive,
+                        auto_delete: q.auto_delete,
+                        nowait: q.no_wait,
+                    },
+                )
             },
         );
         Some(Self {
@@ -201,11 +187,12 @@ impl AmqpConfig {
             },
             exchange: m.exchange_name.clone(),
             exchange_kind: kind?,
-            exchange_options,
+            exchange_options: exchange_declare_options(m.exchange_declare.as_ref()),
             routing_key: m.routing_key.clone(),
             queue: QueueSettings {
+                name,
+                options,
                 arguments: arguments?,
-                ..queue
             },
             bind_no_wait: m.queue_bind.as_ref().is_some_and(|b| b.no_wait),
             consumer_tag: consume.consumer_tag.clone(),
@@ -406,15 +393,15 @@ pub(super) async fn run(
                     return;
                 }
             }
-            Some(Err(e)) => {
-                tracing::warn!(event_source = %event_source, event_name = %event_name, error = %e, "AMQP connection lost; reconnecting");
-                match source.reconnect(&event_source, &event_name).await {
-                    Some(c) => consuming = c,
-                    None => return,
+            lost => {
+                match lost {
+                    Some(Err(e)) => {
+                        tracing::warn!(event_source = %event_source, event_name = %event_name, error = %e, "AMQP connection lost; reconnecting")
+                    }
+                    _ => {
+                        tracing::warn!(event_source = %event_source, event_name = %event_name, "the AMQP broker cancelled the consumer; reconnecting")
+                    }
                 }
-            }
-            None => {
-                tracing::warn!(event_source = %event_source, event_name = %event_name, "the AMQP broker cancelled the consumer; reconnecting");
                 match source.reconnect(&event_source, &event_name).await {
                     Some(c) => consuming = c,
                     None => return,
@@ -466,9 +453,10 @@ impl Source {
     }
 
     /// Publishes one message's event and acknowledges it; `false` when the source stops.
-    async fn handle(&self, delivery: lapin::message::Delivery) -> bool {
+    async fn handle(&self, mut delivery: lapin::message::Delivery) -> bool {
         let (es, en) = (self.telemetry.event_source(), self.telemetry.event_name());
-        let event = self.event(&delivery);
+        let payload = bytes::Bytes::from(std::mem::take(&mut delivery.data));
+        let event = self.event(&delivery, payload);
         if self.config.auto_ack {
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
                 tracing::warn!(event_source = %es, event_name = %en, error = %e, "AMQP acknowledgement not sent");
@@ -512,12 +500,11 @@ impl Source {
     }
 
     /// Builds the event of one message: Argo's data shape, the message id as event id.
-    fn event(&self, d: &lapin::message::Delivery) -> Event {
+    fn event(&self, d: &lapin::message::Delivery, payload: bytes::Bytes) -> Event {
         let p = &d.properties;
         let text = |s: &Option<ShortString>| -> Value {
             s.as_ref().map_or("", ShortString::as_str).into()
         };
-        let payload = bytes::Bytes::from(d.data.clone());
         let as_text = || Value::String(String::from_utf8_lossy(&payload).into_owned());
         let body = if payload.is_empty() {
             Value::Null

@@ -34,8 +34,8 @@ use super::{BuildError, Call, CompiledParameter, Invocation, KindError, Outcome}
 use super::{PrepareContext, PrepareFailure, Reply, ReplyShape, Response, TriggerError};
 use super::{Shape, TriggerTarget};
 use crate::amqp_client::{
-    compile_connection_fields, exchange_kind, is_access_refused, json_to_table, short_string,
-    AmqpConnection,
+    compile_connection_fields, exchange_declare_options, exchange_kind, is_access_refused,
+    json_to_table, short_string, AmqpConnection,
 };
 use crate::compile::CompileContext;
 use crate::event::FiredEvents;
@@ -187,7 +187,10 @@ pub(super) fn compile(
     );
     let declare = match &m.exchange_type {
         Some(t) => match exchange_kind(t) {
-            Ok(kind) => Some(Some((kind, exchange_options(m)))),
+            Ok(kind) => Some(Some((
+                kind,
+                exchange_declare_options(m.exchange_declare.as_ref()),
+            ))),
             Err(p) => {
                 ctx.error(loc, format!("{f}.exchangeType"), p);
                 None
@@ -267,23 +270,6 @@ pub(super) fn compile(
         payload: payload?,
         fixed,
     })
-}
-
-/// The exchange declaration of a trigger with `exchangeType`: durable unless said otherwise.
-fn exchange_options(m: &AmqpTrigger) -> ExchangeDeclareOptions {
-    m.exchange_declare.as_ref().map_or(
-        ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        },
-        |d| ExchangeDeclareOptions {
-            passive: false,
-            durable: d.durable,
-            auto_delete: d.auto_delete,
-            internal: d.internal,
-            nowait: d.no_wait,
-        },
-    )
 }
 
 /// An AMQP broker to publish to, with its channel once opened.
